@@ -1,0 +1,162 @@
+"""Datasets as in-memory tensors, and the training augmentation.
+
+Every dataset is prepared once into one file (``save_prepared``) holding the train and test
+splits. Images are kept in [0, 1] (stored as uint8 where the source is 8-bit); normalisation
+belongs to the model. The whole training set lives on the training device and batches are cut
+from it by index, so a batch's position in the training set (``index``) is always known: the
+gradient sources use it to find an image's precomputed representatives.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+import torch
+import torch.nn.functional as F
+from torch import Tensor
+
+from pagrob import io
+
+
+@dataclass
+class Dataset:
+    name: str
+    x_train: Tensor  # [N, *shape] float32 in [0, 1] for images
+    y_train: Tensor  # [N] int64
+    x_test: Tensor
+    y_test: Tensor
+    classes: list[str]
+    mean: Tensor  # per-channel (or per-feature) statistics the model normalises with
+    std: Tensor
+    bounds: tuple[float, float] | None = (0.0, 1.0)  # input domain; attacks stay inside it
+
+    @property
+    def num_classes(self) -> int:
+        return len(self.classes)
+
+    @property
+    def input_shape(self) -> tuple[int, ...]:
+        return tuple(self.x_train.shape[1:])
+
+
+def save_prepared(ds: Dataset, path) -> None:
+    def pack(x: Tensor) -> Tensor:
+        # 8-bit images stay 8-bit on disk (4x smaller); anything else as float32.
+        if x.dtype == torch.float32 and x.dim() == 4 and torch.equal((x * 255).round() / 255, x):
+            return (x * 255).round().to(torch.uint8)
+        return x
+
+    io.save(
+        {
+            "name": ds.name,
+            "x_train": pack(ds.x_train),
+            "y_train": ds.y_train,
+            "x_test": pack(ds.x_test),
+            "y_test": ds.y_test,
+            "classes": list(ds.classes),
+            "mean": ds.mean,
+            "std": ds.std,
+            "bounds": list(ds.bounds) if ds.bounds is not None else None,
+        },
+        path,
+    )
+
+
+def load_prepared(path) -> Dataset:
+    d = io.load(
+        path,
+        "prepared dataset",
+        ("name", "x_train", "y_train", "x_test", "y_test", "classes", "mean", "std", "bounds"),
+    )
+
+    def unpack(x: Tensor) -> Tensor:
+        return x.float() / 255 if x.dtype == torch.uint8 else x.float()
+
+    return Dataset(
+        name=d["name"],
+        x_train=unpack(d["x_train"]),
+        y_train=d["y_train"].long(),
+        x_test=unpack(d["x_test"]),
+        y_test=d["y_test"].long(),
+        classes=list(d["classes"]),
+        mean=d["mean"].float(),
+        std=d["std"].float(),
+        bounds=tuple(d["bounds"]) if d["bounds"] is not None else None,
+    )
+
+
+# --- The toy dataset (Section 5.1, Appendix C.1) ------------------------------------------------
+
+
+def toy_points(
+    n_per_mode: int, centers: list[list[float]], generator: torch.Generator
+) -> tuple[Tensor, Tensor]:
+    """Points on the line x2 = 2 x1 with x1 ~ N(c, 1); ``centers[k]`` are class k's mode centres."""
+    xs, ys = [], []
+    for label, class_centers in enumerate(centers):
+        for c in class_centers:
+            x1 = c + torch.randn(n_per_mode, generator=generator, dtype=torch.float64)
+            xs.append(torch.stack([x1, 2 * x1], dim=1))
+            ys.append(torch.full((n_per_mode,), label, dtype=torch.long))
+    return torch.cat(xs).float(), torch.cat(ys)
+
+
+def make_toy(
+    centers: list[list[float]], n_per_mode: int, n_test: int, seed: int
+) -> Dataset:
+    """The paper's 2-D, two-class dataset: ``n_per_mode`` training points per mode and ``n_test``
+    test points drawn from the same distribution (equally many per mode)."""
+    g = torch.Generator().manual_seed(seed)
+    x_train, y_train = toy_points(n_per_mode, centers, g)
+    modes = sum(len(c) for c in centers)
+    if n_test % modes:
+        raise ValueError(f"toy n_test={n_test} must be a multiple of the number of modes ({modes})")
+    x_test, y_test = toy_points(n_test // modes, centers, g)
+    return Dataset(
+        name="toy",
+        x_train=x_train,
+        y_train=y_train,
+        x_test=x_test,
+        y_test=y_test,
+        classes=[f"class {k}" for k in range(len(centers))],
+        # The paper trains the toy MLP on raw coordinates: no normalisation.
+        mean=torch.zeros(2),
+        std=torch.ones(2),
+        bounds=None,  # points on a line in R^2: attacks are not clipped to a box
+    )
+
+
+# --- Augmentation: random crop with zero padding, and horizontal flip ----------------------------
+
+
+@dataclass
+class CropFlip:
+    """One draw of the standard augmentation for a batch: crop offsets and flips per image.
+
+    The same draw can be applied to several tensors (an image and its representatives), so that a
+    gradient target built from the original image follows the image through the augmentation.
+    """
+
+    dy: Tensor  # [B] row offset into the padded image, in [0, 2 * padding]
+    dx: Tensor  # [B]
+    flip: Tensor  # [B] bool
+    padding: int
+
+    @staticmethod
+    def sample(n: int, padding: int, generator: torch.Generator, device="cpu") -> "CropFlip":
+        dy = torch.randint(0, 2 * padding + 1, (n,), generator=generator)
+        dx = torch.randint(0, 2 * padding + 1, (n,), generator=generator)
+        flip = torch.rand(n, generator=generator) < 0.5
+        return CropFlip(dy.to(device), dx.to(device), flip.to(device), padding)
+
+    def __call__(self, x: Tensor) -> Tensor:
+        """Apply to a batch [B, C, H, W]; extra leading dims after B are not allowed."""
+        b, _, h, w = x.shape
+        p = self.padding
+        padded = F.pad(x, (p, p, p, p))
+        rows = (self.dy[:, None] + torch.arange(h, device=x.device))[:, None, :, None]
+        cols = (self.dx[:, None] + torch.arange(w, device=x.device))[:, None, None, :]
+        batch = torch.arange(b, device=x.device)[:, None, None, None]
+        chans = torch.arange(x.shape[1], device=x.device)[None, :, None, None]
+        out = padded[batch, chans, rows, cols]
+        return torch.where(self.flip[:, None, None, None], out.flip(3), out)

@@ -1,0 +1,102 @@
+"""Files: atomic writes, and loading tensor files safely with a clear error for bad ones.
+
+Imports torch only where tensors are read or written, so that the report steps run without it.
+"""
+
+from __future__ import annotations
+
+import os
+import platform
+import tempfile
+from pathlib import Path
+from typing import Any, Callable
+
+
+class BadFileError(ValueError):
+    """An input file is missing, truncated, corrupt or of the wrong kind."""
+
+
+def atomic_write(path: str | Path, write: Callable[[Path], None]) -> Path:
+    """Call ``write(tmp)`` on a temporary file next to ``path``, then rename it onto ``path``.
+
+    A reader never sees a half-written file: either the old file or the complete new one.
+    If writing fails (disk full, unwritable folder) the temporary file is removed, ``path`` is
+    left as it was, and the error names the file.
+    """
+    path = Path(path)
+    try:
+        path.parent.mkdir(parents=True, exist_ok=True)
+        fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.", suffix=".tmp")
+    except OSError as e:
+        raise OSError(
+            f"cannot write {path}: {e.strerror or e}. Check that the folder is writable and the "
+            "disk has space; earlier outputs are unchanged."
+        ) from e
+    os.close(fd)
+    tmp = Path(tmp)
+    try:
+        write(tmp)
+        with open(tmp, "rb") as f:
+            os.fsync(f.fileno())
+        os.replace(tmp, path)
+    except BaseException as e:
+        tmp.unlink(missing_ok=True)
+        if isinstance(e, OSError):
+            raise OSError(
+                f"cannot write {path}: {e.strerror or e}. Check that the folder is writable and "
+                "the disk has space; earlier outputs are unchanged."
+            ) from e
+        raise
+    return path
+
+
+def save(obj: Any, path: str | Path) -> Path:
+    """``torch.save`` atomically. ``obj`` must hold only tensors and plain Python values."""
+    import torch
+
+    return atomic_write(path, lambda tmp: torch.save(obj, tmp))
+
+
+def write_text(text: str, path: str | Path) -> Path:
+    return atomic_write(path, lambda tmp: tmp.write_text(text))
+
+
+def load(path: str | Path, what: str, required: tuple[str, ...] = ()) -> dict:
+    """Load a dict saved by :func:`save` with ``weights_only=True`` (never runs pickled code).
+
+    ``what`` names the kind of file in error messages; ``required`` lists keys it must have.
+    """
+    import torch
+
+    path = Path(path)
+    if not path.is_file():
+        raise BadFileError(f"{what} {path} does not exist; build it with the workflow first.")
+    try:
+        obj = torch.load(path, map_location="cpu", weights_only=True)
+    except Exception as e:  # truncated zip, foreign pickle, random bytes...
+        reason = str(e).splitlines()[0] if str(e) else ""
+        if "Unsupported global" in str(e):  # a pickled object: refused, never executed
+            reason = "it pickles a Python object: " + str(e).split("Unsupported global: ")[1].split(" was")[0]
+        raise BadFileError(
+            f"{what} {path} cannot be read safely ({type(e).__name__}: {reason}). "
+            "It is truncated, corrupt, or not a plain tensors file. Delete it and rebuild it."
+        ) from e
+    if not isinstance(obj, dict):
+        raise BadFileError(f"{what} {path} holds a {type(obj).__name__}, not a dict; rebuild it.")
+    missing = [k for k in required if k not in obj]
+    if missing:
+        raise BadFileError(f"{what} {path} lacks the keys {missing}; rebuild it.")
+    return obj
+
+
+def versions() -> dict[str, str]:
+    """Library versions recorded beside every model."""
+    import numpy
+    import torch
+
+    return {
+        "python": platform.python_version(),
+        "torch": str(torch.__version__),
+        "numpy": str(numpy.__version__),
+        "cuda": str(torch.version.cuda),
+    }

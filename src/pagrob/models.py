@@ -1,0 +1,186 @@
+"""Classifiers. Every model takes inputs in pixel space ([0, 1]) and normalises inside forward,
+so that attacks and input-gradients all live in pixel space."""
+
+from __future__ import annotations
+
+import torch
+from torch import Tensor, nn
+import torch.nn.functional as F
+
+ARCHITECTURES = ("mlp", "small_cnn", "resnet18")
+
+
+class Normalize(nn.Module):
+    def __init__(self, mean: Tensor, std: Tensor):
+        super().__init__()
+        self.register_buffer("mean", mean.clone().float())
+        self.register_buffer("std", std.clone().float())
+
+    def forward(self, x: Tensor) -> Tensor:
+        shape = (1, -1) + (1,) * (x.dim() - 2)
+        return (x - self.mean.view(shape)) / self.std.view(shape)
+
+
+class Classifier(nn.Module):
+    """``net(normalize(x))``; the state dict carries the normalisation statistics."""
+
+    def __init__(self, net: nn.Module, mean: Tensor, std: Tensor):
+        super().__init__()
+        self.normalize = Normalize(mean, std)
+        self.net = net
+
+    def forward(self, x: Tensor) -> Tensor:
+        return self.net(self.normalize(x))
+
+
+class MLP(nn.Module):
+    """The toy experiment's 2 -> 32 -> 2 network with ReLU (Appendix C.1)."""
+
+    def __init__(self, in_features: int, num_classes: int, hidden: int = 32):
+        super().__init__()
+        self.fc1 = nn.Linear(in_features, hidden)
+        self.fc2 = nn.Linear(hidden, num_classes)
+
+    def forward(self, x: Tensor) -> Tensor:
+        return self.fc2(F.relu(self.fc1(x.flatten(1))))
+
+
+class SmallCNN(nn.Module):
+    """A small convolutional network for 8x8 digits (the offline demo)."""
+
+    def __init__(self, in_channels: int, num_classes: int, width: int = 32):
+        super().__init__()
+
+        def block(cin, cout):
+            return nn.Sequential(
+                nn.Conv2d(cin, cout, 3, padding=1, bias=False), nn.BatchNorm2d(cout), nn.ReLU()
+            )
+
+        self.features = nn.Sequential(
+            block(in_channels, width),
+            block(width, 2 * width),
+            nn.AvgPool2d(2),
+            block(2 * width, 4 * width),
+            nn.AdaptiveAvgPool2d(1),
+        )
+        self.fc = nn.Linear(4 * width, num_classes)
+
+    def forward(self, x: Tensor) -> Tensor:
+        return self.fc(self.features(x).flatten(1))
+
+
+class BasicBlock(nn.Module):
+    expansion = 1
+
+    def __init__(self, cin: int, cout: int, stride: int):
+        super().__init__()
+        self.conv1 = nn.Conv2d(cin, cout, 3, stride, 1, bias=False)
+        self.bn1 = nn.BatchNorm2d(cout)
+        self.conv2 = nn.Conv2d(cout, cout, 3, 1, 1, bias=False)
+        self.bn2 = nn.BatchNorm2d(cout)
+        self.shortcut = nn.Sequential()
+        if stride != 1 or cin != cout:
+            self.shortcut = nn.Sequential(
+                nn.Conv2d(cin, cout, 1, stride, bias=False), nn.BatchNorm2d(cout)
+            )
+
+    def forward(self, x: Tensor) -> Tensor:
+        out = F.relu(self.bn1(self.conv1(x)))
+        out = self.bn2(self.conv2(out))
+        return F.relu(out + self.shortcut(x))
+
+
+class ResNet(nn.Module):
+    """ResNet in the CIFAR form: 3x3 stride-1 stem, no max-pool, adaptive average pool (so the
+    same network runs on 32 px CIFAR-10 and 96 px STL-10 images)."""
+
+    def __init__(self, block, num_blocks: list[int], in_channels: int, num_classes: int):
+        super().__init__()
+        self.conv1 = nn.Conv2d(in_channels, 64, 3, 1, 1, bias=False)
+        self.bn1 = nn.BatchNorm2d(64)
+        layers, cin = [], 64
+        for i, (width, n) in enumerate(zip((64, 128, 256, 512), num_blocks)):
+            blocks = []
+            for j in range(n):
+                blocks.append(block(cin, width, 2 if (i > 0 and j == 0) else 1))
+                cin = width * block.expansion
+            layers.append(nn.Sequential(*blocks))
+        self.layer1, self.layer2, self.layer3, self.layer4 = layers
+        self.linear = nn.Linear(cin, num_classes)
+
+    def forward(self, x: Tensor) -> Tensor:
+        out = F.relu(self.bn1(self.conv1(x)))
+        out = self.layer4(self.layer3(self.layer2(self.layer1(out))))
+        return self.linear(F.adaptive_avg_pool2d(out, 1).flatten(1))
+
+
+def build_model(
+    arch: str, input_shape: tuple[int, ...], num_classes: int, mean: Tensor, std: Tensor
+) -> Classifier:
+    if arch == "mlp":
+        net = MLP(int(torch.tensor(input_shape).prod()), num_classes)
+    elif arch == "small_cnn":
+        net = SmallCNN(input_shape[0], num_classes)
+    elif arch == "resnet18":
+        net = ResNet(BasicBlock, [2, 2, 2, 2], input_shape[0], num_classes)
+    else:
+        raise ValueError(f"unknown architecture {arch!r}; choose one of {ARCHITECTURES}")
+    return Classifier(net, mean, std)
+
+
+# --- Model files ----------------------------------------------------------------------------------
+
+MODEL_KEYS = ("state_dict", "arch", "input_shape", "num_classes")
+
+
+def save_model(path, model: Classifier, arch: str, input_shape, num_classes: int, **meta) -> None:
+    """A plain state dict plus metadata (architecture, provenance, versions) in one file."""
+    from pagrob import io
+
+    io.save(
+        {
+            "state_dict": {k: v.detach().cpu() for k, v in model.state_dict().items()},
+            "arch": arch,
+            "input_shape": list(input_shape),
+            "num_classes": num_classes,
+            "versions": io.versions(),
+            **meta,
+        },
+        path,
+    )
+
+
+def load_model(path, device="cpu") -> tuple[Classifier, dict]:
+    """Rebuild a model saved by :func:`save_model` (``weights_only=True``: no pickled code)."""
+    from pagrob import io
+
+    meta = io.load(path, "model file", MODEL_KEYS)
+    sd = meta["state_dict"]
+    if not isinstance(sd, dict) or "normalize.mean" not in sd or "normalize.std" not in sd:
+        raise ValueError(f"model file {path} has no normalisation statistics in its state dict")
+    model = build_model(
+        meta["arch"], tuple(meta["input_shape"]), meta["num_classes"],
+        sd["normalize.mean"], sd["normalize.std"],
+    )
+    load_state_dict_checked(model, sd, f"model file {path}", meta["arch"])
+    return model.to(device).eval(), meta
+
+
+def load_state_dict_checked(model: nn.Module, sd: dict, what: str, arch: str) -> None:
+    """``load_state_dict`` that names the missing and unexpected keys and shape mismatches."""
+    if not isinstance(sd, dict) or not all(isinstance(v, torch.Tensor) for v in sd.values()):
+        raise ValueError(f"{what} does not hold a state dict of tensors")
+    own = model.state_dict()
+    missing = sorted(set(own) - set(sd))
+    unexpected = sorted(set(sd) - set(own))
+    shapes = sorted(k for k in set(own) & set(sd) if own[k].shape != sd[k].shape)
+    if missing or unexpected or shapes:
+        def head(keys):
+            return ", ".join(keys[:5]) + (f" (+{len(keys) - 5} more)" if len(keys) > 5 else "")
+
+        raise ValueError(
+            f"{what} does not fit architecture {arch!r}: "
+            f"missing keys [{head(missing)}], unexpected keys [{head(unexpected)}], "
+            f"shape mismatches [{head(shapes)}]. Check the architecture named for it."
+        )
+    model.load_state_dict(sd)

@@ -1,0 +1,203 @@
+"""Sources of "ground-truth" perceptually aligned gradients g(x, c) (Section 4).
+
+Target class representatives (Section 4.2), g(x, c) = r(x, c) - x:
+
+- ``one_image``: r(x, c) is one seeded random training image of class c, for every x;
+- ``class_mean``: r(x, c) is the mean training image of class c, optionally rescaled so that
+  its L2 norm equals the mean norm of that class's images (the paper's "multiplied by a constant
+  in order to obtain an image-like norm");
+- ``nearest_neighbor``: r(x, c) is x's nearest neighbour (L2 in pixel space) among a small iid
+  sample of class-c training images, never x itself (Eq. 3).
+
+Robust input-gradient distillation (Section 4.1), ``rigd_*``: g(x, c) = grad_x f*(x)_c of an
+adversarially trained teacher f*.
+
+What defines a source is computed once per dataset (``build``) and stored compactly: the C
+representatives, or for the nearest neighbour the neighbour's training-set index per image and
+class (not the expanded N x C x image tensor). During training, ``TargetSource.for_batch`` turns
+it into targets for the *augmented* batch the student sees:
+
+- global representatives: g = r_c - aug(x) (the destination does not move with the image);
+- nearest neighbours: g = aug(r(x, c)) - aug(x), the same crop and flip applied to the image
+  and to its neighbour (crop-with-zero-padding and flip are linear, so this is aug(g(x, c)));
+- teachers: g = grad of the teacher at aug(x), computed on the fly.
+"""
+
+from __future__ import annotations
+
+import torch
+from torch import Tensor, nn
+
+from pagrob import io
+from pagrob.attacks import frozen_eval
+from pagrob.data import CropFlip, Dataset
+from pagrob.pag import Targets, class_scores
+
+REPRESENTATIVES = ("one_image", "class_mean", "nearest_neighbor")
+TEACHER_SOURCES = {"rigd_linf": "linf", "rigd_l2": "l2"}
+SOURCES = ("vanilla",) + REPRESENTATIVES + tuple(TEACHER_SOURCES)
+
+
+# --- Building the stored definition of a source --------------------------------------------------
+
+
+def one_image(x: Tensor, y: Tensor, num_classes: int, generator: torch.Generator) -> dict:
+    picks = []
+    for c in range(num_classes):
+        members = _members(y, c)
+        picks.append(members[torch.randint(len(members), (1,), generator=generator)])
+    index = torch.cat(picks)
+    return {"representatives": x[index].clone(), "train_index": index}
+
+
+def class_mean(x: Tensor, y: Tensor, num_classes: int, rescale: bool) -> dict:
+    reps = []
+    for c in range(num_classes):
+        xc = x[_members(y, c)].double()
+        mean = xc.mean(0)
+        if rescale:
+            image_norm = torch.linalg.vector_norm(xc.flatten(1), dim=1).mean()
+            mean = mean * image_norm / torch.linalg.vector_norm(mean).clamp(min=1e-12)
+        reps.append(mean.float())
+    return {"representatives": torch.stack(reps), "rescaled": rescale}
+
+
+def nearest_neighbor(
+    x: Tensor,
+    y: Tensor,
+    num_classes: int,
+    sample_size: int,
+    generator: torch.Generator,
+    chunk: int = 2048,
+) -> dict:
+    """Eq. (3): for every training image and class c, the training index of its nearest
+    neighbour among ``sample_size`` iid images of class c, excluding the image itself (and any
+    exact duplicate of it, since Eq. 3 asks for x_hat != x)."""
+    samples = []
+    for c in range(num_classes):
+        members = _members(y, c)
+        if len(members) < sample_size + 1:
+            raise ValueError(
+                f"class {c} has {len(members)} training images; nearest_neighbor needs "
+                f"sample_size + 1 = {sample_size + 1}. Lower nn_sample_size in the config."
+            )
+        samples.append(members[torch.randperm(len(members), generator=generator)[:sample_size]])
+    sample_index = torch.stack(samples)  # [C, n]
+
+    flat = x.flatten(1).double()
+    sq = (flat**2).sum(1)
+    nn_index = torch.empty(len(x), num_classes, dtype=torch.long)
+    for start in range(0, len(x), chunk):
+        rows = torch.arange(start, min(start + chunk, len(x)))
+        for c in range(num_classes):
+            cols = sample_index[c]
+            d2 = sq[rows, None] + sq[None, cols] - 2 * flat[rows] @ flat[cols].T
+            # exact arithmetic in float64: identical images give |d2| ~ 1e-12, distinct 8-bit
+            # images differ by at least (1/255)^2 ~ 1.5e-5
+            same = (d2 <= 1e-9) | (rows[:, None] == cols[None, :])
+            d2 = d2.masked_fill(same, float("inf"))
+            nn_index[rows, c] = cols[d2.argmin(1)]
+    return {"nn_index": nn_index, "sample_index": sample_index}
+
+
+def build(
+    source: str,
+    ds: Dataset,
+    *,
+    seed: int,
+    nn_sample_size: int = 100,
+    class_mean_rescale: bool = True,
+) -> dict:
+    """The stored definition of a representative source for ``ds``'s training set."""
+    g = torch.Generator().manual_seed(seed)
+    x, y, c = ds.x_train, ds.y_train, ds.num_classes
+    if source == "one_image":
+        out = one_image(x, y, c, g)
+    elif source == "class_mean":
+        out = class_mean(x, y, c, class_mean_rescale)
+    elif source == "nearest_neighbor":
+        out = nearest_neighbor(x, y, c, nn_sample_size, g)
+    else:
+        raise ValueError(f"{source!r} is not a representative source; choose one of {REPRESENTATIVES}")
+    out.update(source=source, dataset=ds.name, seed=seed, num_train=len(x))
+    return out
+
+
+def _members(y: Tensor, c: int) -> Tensor:
+    idx = (y == c).nonzero().flatten()
+    if len(idx) == 0:
+        raise ValueError(f"class {c} has no training images")
+    return idx
+
+
+# --- Turning a source into targets for a training batch -----------------------------------------
+
+
+class TargetSource:
+    """``for_batch(x, index, aug)``: the targets for batch ``x`` (already augmented by ``aug``,
+    or not augmented when ``aug`` is None) whose training-set indices are ``index``."""
+
+    def for_batch(self, x: Tensor, index: Tensor, aug: CropFlip | None) -> Targets:
+        raise NotImplementedError
+
+
+class GlobalRepresentatives(TargetSource):
+    def __init__(self, representatives: Tensor):
+        self.reps = representatives
+
+    def for_batch(self, x, index, aug):
+        return lambda c: self.reps[c].to(x.dtype).expand_as(x) - x
+
+
+class NearestNeighbors(TargetSource):
+    def __init__(self, x_train: Tensor, nn_index: Tensor):
+        self.x_train = x_train
+        self.nn_index = nn_index
+
+    def for_batch(self, x, index, aug):
+        neighbours = self.nn_index[index.to(self.nn_index.device)].to(self.x_train.device)  # [B, C]
+
+        def target(c: int) -> Tensor:
+            r = self.x_train[neighbours[:, c]].to(x.device, x.dtype)
+            return (aug(r) if aug is not None else r) - x
+
+        return target
+
+
+class TeacherGradients(TargetSource):
+    """g(x, c) = grad_x of the teacher's class-c score at the (augmented) batch, eval mode."""
+
+    def __init__(self, teacher: nn.Module, grad_of: str = "logit"):
+        self.teacher = teacher
+        self.grad_of = grad_of
+
+    def for_batch(self, x, index, aug):
+        grads = teacher_gradients(self.teacher, x, self.grad_of)
+        return lambda c: grads[c]
+
+
+def teacher_gradients(teacher: nn.Module, x: Tensor, grad_of: str = "logit") -> Tensor:
+    """[C, B, ...]: the input-gradient of every class score, teacher frozen and in eval mode."""
+    with frozen_eval(teacher), torch.enable_grad():
+        xg = x.detach().requires_grad_(True)
+        scores = class_scores(teacher(xg), grad_of)
+        grads = [
+            torch.autograd.grad(scores[:, c].sum(), xg, retain_graph=True)[0]
+            for c in range(scores.shape[1])
+        ]
+    return torch.stack(grads)
+
+
+def load_representatives(path, ds: Dataset, source: str, device="cpu") -> TargetSource:
+    """Open a stored representative source and check it belongs to ``ds``."""
+    d = io.load(path, "targets file", ("source", "dataset", "num_train"))
+    if d["source"] != source or d["dataset"] != ds.name or d["num_train"] != len(ds.x_train):
+        raise io.BadFileError(
+            f"targets file {path} was built for source {d['source']!r} on {d['dataset']!r} "
+            f"({d['num_train']} training images), not {source!r} on {ds.name!r} "
+            f"({len(ds.x_train)}); delete it and rebuild it."
+        )
+    if source == "nearest_neighbor":
+        return NearestNeighbors(ds.x_train.to(device), d["nn_index"].to(device))
+    return GlobalRepresentatives(d["representatives"].to(device))
+

@@ -1,0 +1,67 @@
+"""What every step shares: common options, device and threads, logging, clean error exits."""
+
+from __future__ import annotations
+
+import argparse
+import sys
+import time
+from pathlib import Path
+from typing import Callable
+
+from pagrob.io import BadFileError
+
+_T0 = time.perf_counter()
+
+
+def parser(description: str) -> argparse.ArgumentParser:
+    p = argparse.ArgumentParser(description=description)
+    p.add_argument("--device", default="auto", help="auto (cuda if available), cpu, cuda, cuda:N")
+    p.add_argument("--threads", type=int, default=0, help="CPU threads for torch (0: torch's default)")
+    p.add_argument(
+        "--overwrite", action="store_true", help="replace existing outputs (refused otherwise)"
+    )
+    return p
+
+
+def boolean(text: str) -> bool:
+    if text.lower() in ("true", "1", "yes"):
+        return True
+    if text.lower() in ("false", "0", "no"):
+        return False
+    raise argparse.ArgumentTypeError(f"expected true or false, got {text!r}")
+
+
+def int_list(text: str) -> list[int]:
+    return [int(t) for t in text.replace(",", " ").split()]
+
+
+def setup(args: argparse.Namespace, outputs: list) -> str:
+    """Apply --threads, refuse to overwrite outputs, and return the device to use."""
+    import torch
+
+    if args.threads:
+        torch.set_num_threads(args.threads)
+    existing = [str(o) for o in outputs if o is not None and Path(o).exists()]
+    if existing and not args.overwrite:
+        raise FileExistsError(
+            f"output already exists: {', '.join(existing)}. Remove it or pass --overwrite "
+            "(Snakemake removes outputs itself before rerunning a job)."
+        )
+    if args.device == "auto":
+        return "cuda" if torch.cuda.is_available() else "cpu"
+    if args.device.startswith("cuda") and not torch.cuda.is_available():
+        raise ValueError(f"--device {args.device} asked for, but torch sees no CUDA device")
+    return args.device
+
+
+def log(message: str) -> None:
+    print(f"[{time.perf_counter() - _T0:8.1f}s] {message}", flush=True)
+
+
+def run(main: Callable[[], None]) -> None:
+    """Run ``main``; known input errors end with one clear line and exit status 2."""
+    try:
+        main()
+    except (BadFileError, ValueError, FileExistsError, FileNotFoundError, OSError, FloatingPointError) as e:
+        print(f"error: {e}", file=sys.stderr, flush=True)
+        sys.exit(2)

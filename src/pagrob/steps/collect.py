@@ -1,0 +1,30 @@
+"""Concatenate tidy metrics CSVs (one per model) into one."""
+
+from __future__ import annotations
+
+import argparse
+
+import pandas as pd
+
+from pagrob import io
+from pagrob.report import COLUMNS
+from pagrob.steps import _cli
+
+
+def main() -> None:
+    p = argparse.ArgumentParser(description=__doc__)
+    p.add_argument("inputs", nargs="+")
+    p.add_argument("--out", required=True)
+    args = p.parse_args()
+    frames = []
+    for path in args.inputs:
+        df = pd.read_csv(path)
+        if list(df.columns) != COLUMNS:
+            raise ValueError(f"{path} has columns {list(df.columns)}, expected {COLUMNS}; rebuild it")
+        frames.append(df)
+    io.write_text(pd.concat(frames).to_csv(index=False), args.out)
+    _cli.log(f"{len(args.inputs)} files -> {args.out}")
+
+
+if __name__ == "__main__":
+    _cli.run(main)

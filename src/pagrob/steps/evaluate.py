@@ -1,0 +1,63 @@
+"""Clean and PGD accuracy of one model on its dataset's test set, as a tidy CSV
+(columns: dataset, source, lam, seed, attack, norm, eps, steps, accuracy)."""
+
+from __future__ import annotations
+
+import argparse
+import dataclasses
+import time
+
+import pandas as pd
+
+from pagrob import data, io, models
+from pagrob.attacks import Attack
+from pagrob.evaluate import evaluate
+from pagrob.report import COLUMNS
+from pagrob.steps import _cli
+
+
+def attack_spec(text: str) -> Attack:
+    """``norm:eps:steps[:step_size][:nostart]``, e.g. ``linf:0.031:20`` or ``l2:15:10:2:nostart``."""
+    parts = text.split(":")
+    try:
+        norm, eps, steps = parts[0], float(parts[1]), int(parts[2])
+        rest = parts[3:]
+        random_start = "nostart" not in rest
+        rest = [r for r in rest if r != "nostart"]
+        step_size = float(rest[0]) if rest and rest[0] != "auto" else None
+        return Attack(norm, eps, steps, step_size, random_start)
+    except (IndexError, ValueError) as e:
+        raise argparse.ArgumentTypeError(f"bad attack {text!r} ({e}); expected norm:eps:steps[:step_size][:nostart]")
+
+
+def main() -> None:
+    p = _cli.parser(__doc__)
+    p.add_argument("--data", required=True)
+    p.add_argument("--model", required=True)
+    p.add_argument("--attack", type=attack_spec, action="append", default=[], help="repeatable")
+    p.add_argument("--batch-size", type=int, default=500)
+    p.add_argument("--max-images", type=int, default=0, help="evaluate the first N test images (0: all)")
+    p.add_argument("--seed", type=int, default=0, help="seed of the attacks' random starts")
+    p.add_argument("--out", required=True)
+    args = p.parse_args()
+    device = _cli.setup(args, [args.out])
+    ds = data.load_prepared(args.data)
+    model, meta = models.load_model(args.model, device)
+    if meta.get("dataset") != ds.name:
+        raise ValueError(f"model {args.model} was trained on {meta.get('dataset')!r}, not {ds.name!r}")
+    x, y = ds.x_test, ds.y_test
+    if args.max_images:
+        x, y = x[: args.max_images], y[: args.max_images]
+    t0 = time.perf_counter()
+    attacks = [dataclasses.replace(a, bounds=ds.bounds) for a in args.attack]
+    rows = evaluate(model, x, y, attacks, args.batch_size, args.seed, device)
+    ids = {k: meta.get(k) for k in ("dataset", "source", "lam", "seed")}
+    table = pd.DataFrame([ids | r for r in rows], columns=COLUMNS)
+    io.write_text(table.to_csv(index=False), args.out)
+    for r in rows:
+        _cli.log(f"{r['attack']} {r['norm']} eps={r['eps']:g} steps={r['steps']}: {r['accuracy']:.2f}%")
+    _cli.log(f"evaluated {len(x)} images in {time.perf_counter() - t0:.1f}s -> {args.out}")
+
+
+if __name__ == "__main__":
+    _cli.run(main)

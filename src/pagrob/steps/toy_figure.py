@@ -1,0 +1,40 @@
+"""Fig. 3: decision regions of the vanilla and PAG toy models (a row per seed)."""
+
+from __future__ import annotations
+
+import argparse
+
+import pandas as pd
+
+from pagrob import data, figures, models, report
+from pagrob.steps import _cli
+
+
+def main() -> None:
+    p = argparse.ArgumentParser(description=__doc__)
+    p.add_argument("--data", required=True)
+    p.add_argument("--models", nargs="+", required=True)
+    p.add_argument("--metrics", required=True, help="gathered toy metrics (for the titles)")
+    p.add_argument("--out-png", required=True)
+    p.add_argument("--out-pdf", required=True)
+    args = p.parse_args()
+    ds = data.load_prepared(args.data)
+    metrics = report.read_metrics(args.metrics)
+    loaded = [models.load_model(path) for path in args.models]
+    rows = {}
+    for model, meta in loaded:
+        m = metrics[(metrics["source"] == meta["source"]) & (metrics["seed"] == meta["seed"])]
+        acc = {r["metric"]: r["accuracy"] for _, r in m.iterrows()}
+        robust = ", ".join(f"PGD {k.upper()} {v:.1f}%" for k, v in acc.items() if k != "clean")
+        name = report.METHOD_NAMES.get(meta["source"], meta["source"])
+        if meta["source"] != "vanilla":
+            name = f"PAG ({name}, λ={meta['lam']:g})"
+        title = f"{name}, seed {meta['seed']}\nclean {acc.get('clean', float('nan')):.1f}%, {robust}"
+        rows.setdefault(meta["seed"], []).append((meta["source"] != "vanilla", title, model))
+    panels = [[(t, m) for _, t, m in sorted(r, key=lambda e: e[0])] for _, r in sorted(rows.items())]
+    figures.decision_regions(panels, ds.x_test, ds.y_test, args.out_png, args.out_pdf)
+    _cli.log(f"{len(loaded)} models -> {args.out_png}, {args.out_pdf}")
+
+
+if __name__ == "__main__":
+    _cli.run(main)

@@ -1,0 +1,89 @@
+"""Train one classifier (vanilla, or CE + lam * PAG with one gradient source) and save it.
+
+Resumable: the checkpoint written after every epoch (``--checkpoint``, default
+``checkpoint.pt`` beside ``--out``) is picked up when the same command runs again, and removed
+once the final model is saved.
+"""
+
+from __future__ import annotations
+
+from dataclasses import asdict
+from pathlib import Path
+
+import torch
+
+from pagrob import data, models, pag, sources
+from pagrob.steps import _cli
+from pagrob.train import TrainSettings, fit
+
+
+def add_training_options(p) -> None:
+    p.add_argument("--data", required=True, help="prepared dataset file")
+    p.add_argument("--arch", required=True, choices=models.ARCHITECTURES)
+    p.add_argument("--seed", type=int, required=True)
+    p.add_argument("--epochs", type=int, required=True)
+    p.add_argument("--batch-size", type=int, required=True)
+    p.add_argument("--optimizer", default="sgd", choices=["sgd", "adam"])
+    p.add_argument("--lr", type=float, required=True)
+    p.add_argument("--momentum", type=float, default=0.9)
+    p.add_argument("--weight-decay", type=float, default=0.0)
+    p.add_argument("--milestones", type=_cli.int_list, default=[], help="e.g. '50 75': lr *= gamma from these epochs")
+    p.add_argument("--gamma", type=float, default=0.1)
+    p.add_argument("--augment", type=_cli.boolean, default=False, help="random crop (padding) + flip")
+    p.add_argument("--padding", type=int, default=4)
+    p.add_argument("--out", required=True, help="the final model file")
+    p.add_argument("--checkpoint", help="resume file (default: checkpoint.pt beside --out)")
+
+
+def main() -> None:
+    p = _cli.parser(__doc__)
+    add_training_options(p)
+    p.add_argument("--source", required=True, choices=sources.SOURCES)
+    p.add_argument("--lam", type=float, required=True, help="PAG weight (0 for vanilla)")
+    p.add_argument("--targets", help="representative sources: the file built by make_targets")
+    p.add_argument("--grad-of", default="logit", choices=pag.GRAD_OF)
+    p.add_argument("--strategy", default="accumulate", choices=pag.STRATEGIES)
+    p.add_argument("--pag-eps", type=float, default=1e-8, help="epsilon of Eq. (2)")
+    p.add_argument("--classes-per-step", type=int, default=0, help="0: all classes every step")
+    args = p.parse_args()
+    if (args.source == "vanilla") != (args.lam == 0):
+        raise ValueError(f"source {args.source!r} with lam {args.lam}: vanilla needs lam 0, PAG sources lam > 0")
+    if args.source in sources.REPRESENTATIVES and not args.targets:
+        raise ValueError(f"source {args.source!r} needs --targets (built by pagrob.steps.make_targets)")
+    device = _cli.setup(args, [args.out])
+
+    ds = data.load_prepared(args.data)
+    settings = TrainSettings(
+        epochs=args.epochs, batch_size=args.batch_size, optimizer=args.optimizer, lr=args.lr,
+        momentum=args.momentum, weight_decay=args.weight_decay, milestones=args.milestones,
+        gamma=args.gamma, augment=args.augment, padding=args.padding, lam=args.lam,
+        grad_of=args.grad_of, strategy=args.strategy, pag_eps=args.pag_eps,
+        classes_per_step=args.classes_per_step or None, seed=args.seed,
+    )
+    source = None
+    if args.source in sources.REPRESENTATIVES:
+        source = sources.load_representatives(args.targets, ds, args.source, device)
+    train_and_save(args, ds, settings, source, device, source=args.source)
+
+
+def train_and_save(args, ds, settings: TrainSettings, target_source, device: str, **meta) -> None:
+    out = Path(args.out)
+    checkpoint = Path(args.checkpoint) if args.checkpoint else out.with_name("checkpoint.pt")
+    torch.manual_seed(args.seed)
+    model = models.build_model(args.arch, ds.input_shape, ds.num_classes, ds.mean, ds.std)
+    _cli.log(
+        f"training {args.arch} on {ds.name} ({len(ds.x_train)} images) on {device}, "
+        f"{sum(p.numel() for p in model.parameters())} parameters, settings {settings}"
+    )
+    history = fit(model, ds, target_source, settings, checkpoint, device, log=_cli.log)
+    models.save_model(
+        out, model, args.arch, ds.input_shape, ds.num_classes,
+        dataset=ds.name, classes=ds.classes, seed=args.seed, lam=settings.lam,
+        settings=asdict(settings), history=history, **meta,
+    )
+    checkpoint.unlink(missing_ok=True)
+    _cli.log(f"saved {out}")
+
+
+if __name__ == "__main__":
+    _cli.run(main)

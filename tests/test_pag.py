@@ -1,0 +1,145 @@
+"""The PAG loss: every strategy equals a plain per-class autograd.grad reference (float64, train
+and eval mode), the epsilon of Eq. (2), and no NaN for zero input-gradients."""
+
+import pytest
+import torch
+import torch.nn.functional as F
+from torch import nn
+
+from pagrob import models
+from pagrob.pag import STRATEGIES, cosine_loss, pag_backward
+
+
+def small_cnn(num_classes=4):
+    torch.manual_seed(0)
+    net = models.SmallCNN(in_channels=2, num_classes=num_classes, width=4)
+    return models.Classifier(net, torch.tensor([0.4, 0.5]), torch.tensor([0.2, 0.3])).double()
+
+
+def batch(num_classes=4, b=6):
+    g = torch.Generator().manual_seed(1)
+    x = torch.rand(b, 2, 8, 8, generator=g, dtype=torch.float64)
+    y = torch.randint(num_classes, (b,), generator=g)
+    targets = torch.randn(num_classes, b, 2, 8, 8, generator=g, dtype=torch.float64)
+    return x, y, targets
+
+
+def reference(model, x, y, targets, lam, grad_of, eps, classes=None):
+    """Eq. (1)-(2) written out: one autograd.grad(create_graph=True) per class, one backward."""
+    x = x.clone().requires_grad_(True)
+    logits = model(x)
+    scores = logits if grad_of == "logit" else logits.log_softmax(1)
+    num_classes = logits.shape[1]
+    classes = range(num_classes) if classes is None else classes
+    total = F.cross_entropy(logits, y)
+    for c in classes:
+        (g,) = torch.autograd.grad(scores[:, c].sum(), x, create_graph=True)
+        v, u = g.flatten(1), targets[c].flatten(1)
+        cos = (v * u).sum(1) / torch.clamp(v.norm(dim=1) * u.norm(dim=1), min=eps)
+        total = total + lam * num_classes / len(classes) * (1 - cos).mean()
+    return torch.autograd.grad(total, list(model.parameters())), total.detach()
+
+
+@pytest.mark.parametrize("mode", ["train", "eval"])
+@pytest.mark.parametrize("grad_of", ["logit", "log_softmax"])
+@pytest.mark.parametrize("strategy", STRATEGIES)
+def test_strategy_equals_reference(strategy, grad_of, mode):
+    model = small_cnn()
+    model.train(mode == "train")
+    x, y, targets = batch()
+    ref_grads, ref_loss = reference(model, x, y, targets, 0.7, grad_of, 1e-8)
+    model.zero_grad()
+    out = pag_backward(
+        model, x, y, lambda c: targets[c], 0.7, grad_of=grad_of, strategy=strategy, eps=1e-8
+    )
+    assert torch.allclose(out.ce + 0.7 * out.pag, ref_loss, rtol=1e-10, atol=1e-12)
+    for p, r in zip(model.parameters(), ref_grads):
+        torch.testing.assert_close(p.grad, r, rtol=1e-9, atol=1e-11)
+
+
+@pytest.mark.parametrize("strategy", STRATEGIES)
+def test_class_subset_is_scaled(strategy):
+    model = small_cnn().train()
+    x, y, targets = batch()
+    ref_grads, _ = reference(model, x, y, targets, 0.5, "logit", 1e-8, classes=[1, 3])
+    model.zero_grad()
+    pag_backward(model, x, y, lambda c: targets[c], 0.5, strategy=strategy, classes=[1, 3])
+    for p, r in zip(model.parameters(), ref_grads):
+        torch.testing.assert_close(p.grad, r, rtol=1e-9, atol=1e-11)
+
+
+def test_batch_gradient_is_per_sample_gradient_in_eval_mode():
+    """In eval mode the gradient of sum_i f(x_i)_c is each image's own input-gradient."""
+    model = small_cnn().eval()
+    x, _, _ = batch()
+    xb = x.clone().requires_grad_(True)
+    (g,) = torch.autograd.grad(model(xb)[:, 2].sum(), xb)
+    for i in range(len(x)):
+        xi = x[i : i + 1].clone().requires_grad_(True)
+        (gi,) = torch.autograd.grad(model(xi)[0, 2], xi)
+        torch.testing.assert_close(g[i : i + 1], gi)
+
+
+def test_stacked_copies_differ_in_train_mode():
+    """Why the authors' B x C stacked forward is not used: with BatchNorm in train mode it
+    changes the batch statistics, hence the parameter gradients."""
+    model = small_cnn().train()
+    x, y, targets = batch()
+    ref_grads, _ = reference(model, x, y, targets, 1.0, "logit", 1e-8)
+    num_classes, b = targets.shape[:2]
+    stacked = x.repeat(num_classes, 1, 1, 1).requires_grad_(True)
+    cls = torch.arange(num_classes).repeat_interleave(b)
+    (g,) = torch.autograd.grad(model(stacked).gather(1, cls[:, None]).sum(), stacked, create_graph=True)
+    pag = cosine_loss(g, targets.reshape(num_classes * b, 2, 8, 8), 1e-8).view(num_classes, b).sum(0).mean()
+    total = F.cross_entropy(model(x), y) + pag
+    grads = torch.autograd.grad(total, list(model.parameters()))
+    assert any(not torch.allclose(a, r, rtol=1e-6) for a, r in zip(grads, ref_grads))
+
+
+def test_cosine_loss_epsilon():
+    v = torch.tensor([[3.0, 4.0]], dtype=torch.float64)
+    u = torch.tensor([[4.0, 3.0]], dtype=torch.float64)
+    # |v||u| = 25 > eps: the plain cosine
+    assert cosine_loss(v, u, 1e-8).item() == pytest.approx(1 - 24 / 25)
+    # |v||u| = 25 < eps = 100: the denominator is eps
+    assert cosine_loss(v, u, 100.0).item() == pytest.approx(1 - 24 / 100)
+    # direction only: scaling v changes nothing
+    assert cosine_loss(7 * v, u, 1e-8).item() == pytest.approx(1 - 24 / 25)
+
+
+def test_zero_gradients_give_no_nan():
+    v = torch.zeros(3, 5, requires_grad=True)
+    u = torch.randn(3, 5)
+    loss = cosine_loss(v, u, 1e-8)
+    loss.sum().backward()
+    assert torch.equal(loss, torch.ones(3))
+    assert torch.isfinite(v.grad).all()
+    # a zero target too
+    v2 = torch.randn(3, 5, requires_grad=True)
+    cosine_loss(v2, torch.zeros(3, 5), 1e-8).sum().backward()
+    assert torch.isfinite(v2.grad).all()
+
+
+@pytest.mark.parametrize("strategy", STRATEGIES)
+def test_model_with_zero_input_gradient(strategy):
+    """A network whose output ignores x (all ReLUs dead): loss 1 per class, finite gradients."""
+    net = models.MLP(2, 3, hidden=4)
+    with torch.no_grad():
+        net.fc1.weight.zero_()
+        net.fc1.bias.fill_(-1.0)
+    model = models.Classifier(net, torch.zeros(2), torch.ones(2))
+    x = torch.randn(5, 2)
+    out = pag_backward(model, x, torch.zeros(5, dtype=torch.long), lambda c: torch.randn(5, 2), 1.0, strategy=strategy)
+    assert out.pag.item() == pytest.approx(3.0)
+    assert all(torch.isfinite(p.grad).all() for p in model.parameters() if p.grad is not None)
+
+
+def test_vanilla_is_plain_cross_entropy():
+    model = small_cnn().train()
+    x, y, _ = batch()
+    ref = torch.autograd.grad(F.cross_entropy(model(x), y), list(model.parameters()))
+    model.zero_grad()
+    out = pag_backward(model, x, y, None, 0.0)
+    assert out.pag.item() == 0
+    for p, r in zip(model.parameters(), ref):
+        torch.testing.assert_close(p.grad, r)

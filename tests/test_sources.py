@@ -1,0 +1,87 @@
+"""Gradient sources: nearest neighbours (Eq. 3), one image, class mean."""
+
+import pytest
+import torch
+
+from pagrob import sources
+from pagrob.data import Dataset
+
+
+def toy_images(n=60, classes=3, seed=0):
+    g = torch.Generator().manual_seed(seed)
+    x = (torch.rand(n, 1, 4, 4, generator=g) * 255).round() / 255
+    y = torch.arange(n) % classes
+    return x, y
+
+
+def test_nearest_neighbor_is_nearest_sample_and_never_itself():
+    x, y = toy_images()
+    out = sources.nearest_neighbor(x, y, 3, sample_size=10, generator=torch.Generator().manual_seed(0))
+    nn_index, sample_index = out["nn_index"], out["sample_index"]
+    assert sample_index.shape == (3, 10)
+    for c in range(3):
+        assert (y[sample_index[c]] == c).all()
+        assert len(set(sample_index[c].tolist())) == 10  # drawn without replacement
+    for i in range(len(x)):
+        for c in range(3):
+            j = nn_index[i, c].item()
+            assert j != i
+            assert j in sample_index[c].tolist()
+            others = [k for k in sample_index[c].tolist() if k != i]
+            best = min(((x[k] - x[i]) ** 2).sum().item() for k in others)
+            assert ((x[j] - x[i]) ** 2).sum().item() == pytest.approx(best)
+
+
+def test_nearest_neighbor_skips_exact_duplicates():
+    x, y = toy_images()
+    x[3] = x[0]  # image 3 (class 0) duplicates image 0 (class 0)
+    g = torch.Generator().manual_seed(0)
+    out = sources.nearest_neighbor(x, y, 3, sample_size=19, generator=g)  # every other class-0 image
+    assert 3 in out["sample_index"][0].tolist() or 0 in out["sample_index"][0].tolist()
+    for i in (0, 3):
+        j = out["nn_index"][i, 0].item()
+        assert not torch.equal(x[j], x[i])
+
+
+def test_nearest_neighbor_sample_too_large():
+    x, y = toy_images()
+    with pytest.raises(ValueError, match="nn_sample_size"):
+        sources.nearest_neighbor(x, y, 3, sample_size=20, generator=torch.Generator())
+
+
+def test_class_mean_equals_mean():
+    x, y = toy_images()
+    plain = sources.class_mean(x, y, 3, rescale=False)["representatives"]
+    for c in range(3):
+        torch.testing.assert_close(plain[c], x[y == c].mean(0))
+    scaled = sources.class_mean(x, y, 3, rescale=True)["representatives"]
+    for c in range(3):
+        target_norm = x[y == c].flatten(1).norm(dim=1).mean()
+        torch.testing.assert_close(scaled[c].norm(), target_norm)
+        cos = torch.nn.functional.cosine_similarity(scaled[c].flatten(), plain[c].flatten(), dim=0)
+        assert cos.item() == pytest.approx(1.0)
+
+
+def test_one_image_is_a_training_image_of_its_class():
+    x, y = toy_images()
+    out = sources.one_image(x, y, 3, torch.Generator().manual_seed(5))
+    for c in range(3):
+        i = out["train_index"][c]
+        assert y[i] == c
+        torch.testing.assert_close(out["representatives"][c], x[i])
+    again = sources.one_image(x, y, 3, torch.Generator().manual_seed(5))
+    assert torch.equal(out["train_index"], again["train_index"])
+
+
+def test_targets_are_r_minus_x():
+    x, y = toy_images()
+    ds = Dataset("t", x, y, x[:3], y[:3], ["a", "b", "c"], torch.zeros(1), torch.ones(1))
+    built = sources.build("nearest_neighbor", ds, seed=0, nn_sample_size=5)
+    src = sources.NearestNeighbors(x, built["nn_index"])
+    index = torch.tensor([4, 7, 11])
+    targets = src.for_batch(x[index], index, None)
+    for c in range(3):
+        torch.testing.assert_close(targets(c), x[built["nn_index"][index, c]] - x[index])
+    reps = sources.build("class_mean", ds, seed=0)["representatives"]
+    targets = sources.GlobalRepresentatives(reps).for_batch(x[index], index, None)
+    torch.testing.assert_close(targets(1), reps[1].expand(3, 1, 4, 4) - x[index])

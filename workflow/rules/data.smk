@@ -1,0 +1,18 @@
+# Datasets: each prepared once into results/{dataset}/data.pt (train and test tensors).
+
+
+rule prepare_data:
+    output:
+        "results/{dataset}/data.pt",
+    log:
+        "results/{dataset}/logs/prepare_data.log",
+    benchmark:
+        "results/{dataset}/logs/prepare_data.benchmark.tsv"
+    conda:
+        "../../envs/pytorch.yaml"
+    params:
+        args=data_flags,
+        common=common_flags(),
+    shell:
+        "python -m pagrob.steps.prepare_data --dataset {wildcards.dataset} {params.args} "
+        "{params.common} --out {output} > {log} 2>&1"

@@ -1,0 +1,36 @@
+# Clean accuracy and PGD robust accuracy of every model, one tidy CSV per model, gathered per
+# dataset into results/{dataset}/metrics.csv.
+
+
+rule evaluate:
+    input:
+        data="results/{dataset}/data.pt",
+        model="results/{dataset}/{source}/lam{lam}/seed{seed}/model.pt",
+    output:
+        "results/{dataset}/{source}/lam{lam}/seed{seed}/metrics.csv",
+    log:
+        "results/{dataset}/{source}/lam{lam}/seed{seed}/evaluate.log",
+    benchmark:
+        "results/{dataset}/{source}/lam{lam}/seed{seed}/evaluate.benchmark.tsv"
+    conda:
+        "../../envs/pytorch.yaml"
+    threads: config["threads"]
+    params:
+        args=eval_flags,
+        common=common_flags(),
+    shell:
+        "python -m pagrob.steps.evaluate --data {input.data} --model {input.model} {params.args} "
+        "{params.common} --threads {threads} --out {output} > {log} 2>&1"
+
+
+rule collect_metrics:
+    input:
+        lambda w: [f"{d}/metrics.csv" for d in dataset_models(w.dataset)],
+    output:
+        "results/{dataset}/metrics.csv",
+    log:
+        "results/{dataset}/logs/collect_metrics.log",
+    conda:
+        "../../envs/report.yaml"
+    shell:
+        "python -m pagrob.steps.collect {input} --out {output} > {log} 2>&1"

@@ -1,0 +1,34 @@
+# The toy experiment's table and Fig. 3 (Section 5.1).
+
+
+rule toy_table:
+    input:
+        metrics="results/toy/metrics.csv",
+        paper="workflow/resources/paper_numbers.csv",
+    output:
+        md="results/tables/toy.md",
+        csv="results/tables/toy.csv",
+    log:
+        "results/logs/toy_table.log",
+    conda:
+        "../../envs/report.yaml"
+    shell:
+        "python -m pagrob.steps.table toy --metrics {input.metrics} --paper {input.paper} "
+        "--out-md {output.md} --out-csv {output.csv} > {log} 2>&1"
+
+
+rule toy_figure:
+    input:
+        data="results/toy/data.pt",
+        models=lambda w: [f"{d}/model.pt" for d in toy_models()],
+        metrics="results/toy/metrics.csv",
+    output:
+        png="results/figures/fig3_toy.png",
+        pdf="results/figures/fig3_toy.pdf",
+    log:
+        "results/logs/fig3_toy.log",
+    conda:
+        "../../envs/pytorch.yaml"
+    shell:
+        "python -m pagrob.steps.toy_figure --data {input.data} --models {input.models} "
+        "--metrics {input.metrics} --out-png {output.png} --out-pdf {output.pdf} > {log} 2>&1"
