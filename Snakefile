@@ -43,6 +43,7 @@ include: "workflow/rules/targets.smk"
 include: "workflow/rules/train.smk"
 include: "workflow/rules/evaluate.smk"
 include: "workflow/rules/toy.smk"
+include: "workflow/rules/report.smk"
 
 
 rule all:

@@ -11,8 +11,13 @@ from pagrob.pag import STRATEGIES, cosine_loss, pag_backward
 
 
 def small_cnn(num_classes=4):
+    """Convolutions with BatchNorm (whose train-mode statistics couple the images of a batch)."""
     torch.manual_seed(0)
-    net = models.SmallCNN(in_channels=2, num_classes=num_classes, width=4)
+    net = nn.Sequential(
+        nn.Conv2d(2, 4, 3, padding=1, bias=False), nn.BatchNorm2d(4), nn.ReLU(),
+        nn.Conv2d(4, 4, 3, padding=1, bias=False), nn.BatchNorm2d(4), nn.ReLU(),
+        nn.AvgPool2d(2), nn.Flatten(), nn.Linear(64, num_classes),
+    )
     return models.Classifier(net, torch.tensor([0.4, 0.5]), torch.tensor([0.2, 0.3])).double()
 
 
@@ -20,7 +25,7 @@ def batch(num_classes=4, b=6):
     g = torch.Generator().manual_seed(1)
     x = torch.rand(b, 2, 8, 8, generator=g, dtype=torch.float64)
     y = torch.randint(num_classes, (b,), generator=g)
-    targets = torch.randn(num_classes, b, 2, 8, 8, generator=g, dtype=torch.float64)
+    targets = torch.randn(4, b, 2, 8, 8, generator=g, dtype=torch.float64)[:num_classes]
     return x, y, targets
 
 
@@ -64,6 +69,19 @@ def test_class_subset_is_scaled(strategy):
     ref_grads, _ = reference(model, x, y, targets, 0.5, "logit", 1e-8, classes=[1, 3])
     model.zero_grad()
     pag_backward(model, x, y, lambda c: targets[c], 0.5, strategy=strategy, classes=[1, 3])
+    for p, r in zip(model.parameters(), ref_grads):
+        torch.testing.assert_close(p.grad, r, rtol=1e-9, atol=1e-11)
+
+
+@pytest.mark.parametrize("arch", ["small_cnn", "resnet18"])
+def test_real_architectures_in_train_mode(arch):
+    """The models the workflow trains (ResNet-18 with its BatchNorms), against the reference."""
+    torch.manual_seed(0)
+    model = models.build_model(arch, (2, 8, 8), 4, torch.tensor([0.4, 0.5]), torch.tensor([0.2, 0.3])).double().train()
+    x, y, targets = batch(b=4)
+    ref_grads, _ = reference(model, x, y, targets, 0.4, "logit", 1e-8, classes=[0, 2])
+    model.zero_grad()
+    pag_backward(model, x, y, lambda c: targets[c], 0.4, strategy="accumulate", classes=[0, 2])
     for p, r in zip(model.parameters(), ref_grads):
         torch.testing.assert_close(p.grad, r, rtol=1e-9, atol=1e-11)
 

@@ -85,3 +85,45 @@ def test_targets_are_r_minus_x():
     reps = sources.build("class_mean", ds, seed=0)["representatives"]
     targets = sources.GlobalRepresentatives(reps).for_batch(x[index], index, None)
     torch.testing.assert_close(targets(1), reps[1].expand(3, 1, 4, 4) - x[index])
+
+
+def test_crop_flip_known_answer():
+    from pagrob.data import CropFlip
+
+    x = torch.arange(2 * 1 * 4 * 4, dtype=torch.float32).view(2, 1, 4, 4)
+    # image 0: offset (0, 0) in the 1-padded image = shift down-right by one, zeros enter
+    # image 1: offset (1, 2) = shift left by one, then flipped
+    aug = CropFlip(torch.tensor([0, 1]), torch.tensor([0, 2]), torch.tensor([False, True]), padding=1)
+    out = aug(x)
+    expected0 = torch.zeros(4, 4)
+    expected0[1:, 1:] = x[0, 0, :3, :3]
+    torch.testing.assert_close(out[0, 0], expected0)
+    shifted = torch.zeros(4, 4)
+    shifted[:, :3] = x[1, 0, :, 1:]
+    torch.testing.assert_close(out[1, 0], shifted.flip(1))
+
+
+def test_targets_follow_the_augmentation():
+    """With crop and flip, the target of an augmented image is the target of that image:
+    global representatives minus the augmented image; a nearest neighbour augmented with the
+    same crop and flip, minus the augmented image (= the augmented g(x, c))."""
+    from pagrob.data import CropFlip
+
+    x, y = toy_images(n=30)
+    ds = Dataset("t", x, y, x[:3], y[:3], ["a", "b", "c"], torch.zeros(1), torch.ones(1))
+    index = torch.tensor([2, 9, 17, 25])
+    aug = CropFlip.sample(4, padding=1, flip=True, generator=torch.Generator().manual_seed(3))
+    assert aug.flip.any() and (aug.dy != 1).any()  # a draw that really moves things
+    x_aug = aug(x[index])
+
+    nn_index = sources.build("nearest_neighbor", ds, seed=0, nn_sample_size=5)["nn_index"]
+    targets = sources.NearestNeighbors(x, nn_index).for_batch(x_aug, index, aug)
+    for c in range(3):
+        g_plain = x[nn_index[index, c]] - x[index]  # g(x, c) before augmentation
+        torch.testing.assert_close(targets(c), aug(g_plain))
+        torch.testing.assert_close(targets(c), aug(x[nn_index[index, c]]) - x_aug)
+
+    reps = sources.build("class_mean", ds, seed=0)["representatives"]
+    targets = sources.GlobalRepresentatives(reps).for_batch(x_aug, index, aug)
+    for c in range(3):
+        torch.testing.assert_close(targets(c), reps[c].expand_as(x_aug) - x_aug)

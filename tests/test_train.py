@@ -87,3 +87,37 @@ def test_learning_rate_schedule():
     assert s.lr_at(49) == pytest.approx(0.01)
     assert s.lr_at(50) == pytest.approx(0.001)
     assert s.lr_at(75) == pytest.approx(0.0001)
+
+
+def test_resume_with_augmentation_on_images(tmp_path):
+    """The same on images, with crop + flip and nearest-neighbour targets: resuming from an
+    interrupted run ends with exactly the weights of an uninterrupted one (CPU)."""
+    from pagrob.data import Dataset
+
+    g = torch.Generator().manual_seed(0)
+    x = torch.rand(96, 1, 8, 8, generator=g)
+    y = torch.arange(96) % 4
+    ds = Dataset("img", x, y, x[:8], y[:8], list("abcd"), torch.tensor([0.5]), torch.tensor([0.3]))
+    built = sources.build("nearest_neighbor", ds, seed=0, nn_sample_size=8)
+    source = sources.NearestNeighbors(x, built["nn_index"])
+    s = TrainSettings(epochs=3, batch_size=16, lr=0.05, lam=0.5, crop_padding=1, flip=True,
+                      milestones=[2], seed=1, weight_decay=1e-4)
+
+    def cnn(seed):
+        torch.manual_seed(seed)
+        return models.build_model("small_cnn", (1, 8, 8), 4, ds.mean, ds.std)
+
+    straight = cnn(0)
+    fit(straight, ds, source, s, tmp_path / "a.pt", log=lambda m: None)
+    interrupted = cnn(0)
+
+    def stop(message):
+        if message.startswith("epoch 2/"):
+            raise Interrupt
+
+    with pytest.raises(Interrupt):
+        fit(interrupted, ds, source, s, tmp_path / "b.pt", log=stop)
+    resumed = cnn(5)
+    fit(resumed, ds, source, s, tmp_path / "b.pt", log=lambda m: None)
+    for a, b in zip(straight.state_dict().values(), resumed.state_dict().values()):
+        assert torch.equal(a, b)

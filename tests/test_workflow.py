@@ -57,10 +57,101 @@ def test_toy_target_end_to_end(tmp_path):
     # the figure, then nothing left to do
     snakemake([*opts, "results/figures/fig3_toy.png"], tmp_path)
     assert (tmp_path / "results/figures/fig3_toy.pdf").stat().st_size > 0
-    again = snakemake(["-n", *opts], tmp_path)
+    again = snakemake(["-n", *opts, "results/tables/toy.md", "results/figures/fig3_toy.pdf"], tmp_path)
     assert "Nothing to be done" in again.stdout + again.stderr
     # logs and benchmarks beside every model
     model_dir = tmp_path / "results/toy/nearest_neighbor/lam1/seed0"
     assert "epoch 100/100" in (model_dir / "train.log").read_text()
     assert (model_dir / "train.benchmark.tsv").exists()
-    assert not (model_dir / "checkpoint.pt").exists()
+    assert not (model_dir / "model.checkpoint.pt").exists()
+
+
+PAPER_GRID = {
+    # 3 datasets; toy (6 models), CIFAR-10 main (4) + Table 4 (+2 seeds) + Fig. 5 (+3 lambdas),
+    # STL-10 main (4)
+    "prepare_data": 3,
+    "make_targets": 7,  # 3 representative sources x 2 datasets + the toy's nearest neighbours
+    "train": 19,
+    "evaluate": 19,
+    "collect_metrics": 3,
+    "toy_table": 1,
+    "toy_figure": 1,
+    "main_table": 2,
+    "pag_figure": 2,
+    "lambda_table": 1,
+    "seeds_table": 1,
+    "ablation_table": 1,
+    "ablation_figure": 1,
+    "all": 1,
+}
+
+
+def test_paper_grid_fan_out(tmp_path):
+    copy_workflow(tmp_path)
+    dry = snakemake(["-n", "--cores", "4"], tmp_path)
+    assert job_counts(dry.stdout) == PAPER_GRID
+    # the grid in the paths: Table 3's lambdas, Table 4's seeds, Fig. 5's lambdas
+    for path in (
+        "results/cifar10/one_image/lam0.5/seed2/model.pt",
+        "results/cifar10/class_mean/lam0.01/seed0/model.pt",
+        "results/stl10/nearest_neighbor/lam0.4/seed0/model.pt",
+        "results/stl10/class_mean/lam0.2/seed0/model.pt",
+        "results/cifar10/vanilla/lam0/seed0/model.pt",
+    ):
+        assert path in dry.stdout
+
+
+def test_one_table_builds_only_its_models(tmp_path):
+    copy_workflow(tmp_path)
+    dry = snakemake(["-n", "--cores", "4", "results/tables/table2_stl10.md"], tmp_path)
+    assert job_counts(dry.stdout) == {
+        "prepare_data": 1, "make_targets": 3, "train": 4, "evaluate": 4, "main_table": 1
+    }
+    assert "results/cifar10" not in dry.stdout
+    dry = snakemake(["-n", "--cores", "4", "results/tables/table4_seeds.md"], tmp_path)
+    assert job_counts(dry.stdout) == {
+        "prepare_data": 1, "make_targets": 1, "train": 3, "evaluate": 3, "seeds_table": 1
+    }
+    # a table name the config does not give its dataset is refused
+    bad = snakemake(["-n", "results/tables/table7_cifar10.md"], tmp_path, check=False)
+    assert bad.returncode != 0 and "experiments.main.tables.cifar10 is 'table1'" in bad.stdout + bad.stderr
+
+
+def small_demo(cfg):
+    cfg["experiments"]["toy"]["seeds"] = [0]
+    cfg["datasets"]["toy"]["train"]["epochs"] = 5
+    digits = cfg["datasets"]["digits"]
+    digits["train"]["epochs"] = 2
+    digits["eval"]["attacks"]["linf"]["steps"] = 3
+    digits["eval"]["attacks"]["l2"]["steps"] = 3
+    digits["eval"]["max_images"] = 100
+    digits["pictures"] = {"images": [0], "attack": {"eps": 3.0, "steps": 3}}
+    cfg["experiments"]["seeds"]["seeds"] = [0, 1]
+    cfg["experiments"]["lambda_ablation"]["lams"] = [0.1, 0.3]
+
+
+@pytest.mark.slow
+def test_demo_end_to_end_reduced(tmp_path):
+    """Every stage of the demo (toy and digits: data, targets, training, PGD, every table and
+    figure) at reduced size."""
+    copy_workflow(tmp_path)
+    write_config(tmp_path / "small.yaml", "demo.yaml", small_demo)
+    proc = snakemake(["--configfile", "small.yaml", "--replace-workflow-config", "--cores", "2"], tmp_path)
+    counts = job_counts(proc.stdout + proc.stderr)
+    assert counts["train"] == 2 + 4 + 1 + 1  # toy, main, one more seed, one more lambda
+    results = tmp_path / "results"
+    for name in ("table1_digits", "table3_lambda", "table4_seeds", "fig5_lambda_ablation", "toy"):
+        for ext in ("md", "csv"):
+            assert (results / "tables" / f"{name}.{ext}").stat().st_size > 0
+    for name in ("fig3_toy", "fig4_digits", "fig5_lambda_ablation"):
+        for ext in ("png", "pdf"):
+            assert (results / "figures" / f"{name}.{ext}").stat().st_size > 0
+    table1 = pd.read_csv(results / "tables/table1_digits.csv")
+    assert list(dict.fromkeys(table1["source"])) == ["vanilla", "one_image", "class_mean", "nearest_neighbor"]
+    assert set(table1["metric"]) == {"clean", "linf", "l2"}
+    assert table1["paper"].isna().all()  # the paper has no digits numbers
+    seeds = pd.read_csv(results / "tables/table4_seeds.csv")
+    assert (seeds["seeds"] == 2).all() and seeds["std"].notna().all()
+    metrics = pd.read_csv(results / "digits/metrics.csv")
+    assert len(metrics) == 3 * 6  # 6 digits models x (clean, L-inf, L2)
+    assert "| One Image | 0.3 |" in (results / "tables/table1_digits.md").read_text()

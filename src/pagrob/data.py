@@ -131,7 +131,8 @@ def make_toy(
 
 @dataclass
 class CropFlip:
-    """One draw of the standard augmentation for a batch: crop offsets and flips per image.
+    """One draw of the standard augmentation for a batch: random crop with zero padding and
+    random horizontal flip (probability 1/2), offsets and flips per image.
 
     The same draw can be applied to several tensors (an image and its representatives), so that a
     gradient target built from the original image follows the image through the augmentation.
@@ -143,11 +144,13 @@ class CropFlip:
     padding: int
 
     @staticmethod
-    def sample(n: int, padding: int, generator: torch.Generator, device="cpu") -> "CropFlip":
+    def sample(n: int, padding: int, flip: bool, generator: torch.Generator, device="cpu") -> "CropFlip":
         dy = torch.randint(0, 2 * padding + 1, (n,), generator=generator)
         dx = torch.randint(0, 2 * padding + 1, (n,), generator=generator)
-        flip = torch.rand(n, generator=generator) < 0.5
-        return CropFlip(dy.to(device), dx.to(device), flip.to(device), padding)
+        flips = torch.rand(n, generator=generator) < 0.5
+        if not flip:
+            flips = torch.zeros_like(flips)
+        return CropFlip(dy.to(device), dx.to(device), flips.to(device), padding)
 
     def __call__(self, x: Tensor) -> Tensor:
         """Apply to a batch [B, C, H, W]; extra leading dims after B are not allowed."""

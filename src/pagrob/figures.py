@@ -47,3 +47,69 @@ def decision_regions(panels, x_test, y_test, png, pdf, resolution: int = 400) ->
     axes[0][0].legend(loc="upper left", fontsize=8)
     fig.tight_layout()
     save(fig, png, pdf)
+
+
+def targeted_towards_every_class(model, x, num_classes: int, attack, generator=None) -> torch.Tensor:
+    """[n, C, ...]: for every image, a targeted PGD towards each class (large eps: what the
+    model's gradients point at)."""
+    from pagrob.attacks import pgd
+
+    out = []
+    for image in x:
+        batch = image.unsqueeze(0).expand(num_classes, *image.shape).contiguous()
+        targets = torch.arange(num_classes)
+        out.append(pgd(model, batch, targets, attack, target=targets, generator=generator))
+    return torch.stack(out)
+
+
+def _show(ax, image: torch.Tensor) -> None:
+    image = image.detach().cpu().clamp(0, 1)
+    if image.shape[0] == 1:
+        ax.imshow(image[0], cmap="gray", vmin=0, vmax=1, interpolation="nearest")
+    else:
+        ax.imshow(image.permute(1, 2, 0), interpolation="nearest")
+    ax.set_xticks([])
+    ax.set_yticks([])
+
+
+def draw_attack_grid(fig_or_subfig, rows, classes: list[str]) -> None:
+    """``rows`` = [(label, original image, [C images]), ...]: one row each, the original first,
+    then the image pushed towards every class (columns titled by class)."""
+    axes = fig_or_subfig.subplots(len(rows), len(classes) + 1, squeeze=False)
+    for i, (label, original, adversarial) in enumerate(rows):
+        _show(axes[i][0], original)
+        axes[i][0].set_ylabel(label, fontsize=7, rotation=0, ha="right", va="center")
+        for j, image in enumerate(adversarial):
+            _show(axes[i][j + 1], image)
+    axes[0][0].set_title("original", fontsize=7)
+    for j, name in enumerate(classes):
+        axes[0][j + 1].set_title(name, fontsize=7)
+
+
+def attack_grid(rows, classes: list[str], title: str, png, pdf) -> None:
+    fig = plt.figure(figsize=(0.85 * (len(classes) + 1) + 1.5, 0.85 * len(rows) + 0.6))
+    draw_attack_grid(fig, rows, classes)
+    fig.suptitle(title, fontsize=9)
+    save(fig, png, pdf)
+
+
+def lambda_ablation(table, rows, classes: list[str], title: str, png, pdf) -> None:
+    """Fig. 5: accuracy against lambda (ours solid, the paper's dashed), and the targeted
+    attacks of each lambda's model below."""
+    fig = plt.figure(figsize=(max(8.0, 0.85 * (len(classes) + 1) + 1.5), 3.2 + 0.85 * len(rows)))
+    top, bottom = fig.subfigures(2, 1, height_ratios=[3.2, 0.85 * len(rows)])
+    ax = top.subplots()
+    colors = {"clean": "C0", "linf": "C1", "l2": "C2"}
+    names = {"clean": "clean", "linf": "PGD L∞", "l2": "PGD L2"}
+    for metric, g in table.groupby("metric", sort=False):
+        g = g.sort_values("lam")
+        ax.errorbar(g["lam"], g["mean"], yerr=g["std"].fillna(0), marker="o", color=colors.get(metric), label=f"{names.get(metric, metric)} (ours)")
+        if g["paper"].notna().any():
+            ax.plot(g["lam"], g["paper"], "--", marker="x", color=colors.get(metric), label=f"{names.get(metric, metric)} (paper)")
+    ax.set_xscale("log")
+    ax.set_xlabel("λ")
+    ax.set_ylabel("accuracy (%)")
+    ax.legend(fontsize=7, ncol=2)
+    ax.set_title(title, fontsize=9)
+    draw_attack_grid(bottom, rows, classes)
+    save(fig, png, pdf)

@@ -95,33 +95,141 @@ def markdown(df: pd.DataFrame) -> str:
     return "\n".join(lines) + "\n"
 
 
+SOURCE_ORDER = list(METHOD_NAMES)
+METRIC_ORDER = ["clean", "linf", "l2"]
+
+
+def method(source: str) -> str:
+    return METHOD_NAMES.get(source, source)
+
+
+def metric_labels(metrics: pd.DataFrame) -> dict[str, str]:
+    """'clean' -> 'Clean', 'linf' -> 'PGD-20 L∞ ε=0.031', ... from the metrics themselves."""
+    labels = {}
+    for m in METRIC_ORDER:
+        rows = metrics[metrics["metric"] == m]
+        if rows.empty:
+            continue
+        if m == "clean":
+            labels[m] = "Clean"
+        else:
+            eps = ", ".join(f"{e:g}" for e in sorted(rows["eps"].unique()))
+            steps = ", ".join(str(int(k)) for k in sorted(rows["steps"].unique()))
+            labels[m] = f"PGD-{steps} {'L∞' if m == 'linf' else 'L2'} ε={eps}"
+    return labels
+
+
+def wide(full: pd.DataFrame, keys: list[str], first: dict, labels: dict[str, str]) -> pd.DataFrame:
+    """One row per ``keys`` group: ``first(group)`` columns, then per metric ours / paper / Δ."""
+    rows = []
+    for _, g in full.groupby(keys, sort=False):
+        row = dict(first(g))
+        for m, label in labels.items():
+            r = g[g["metric"] == m]
+            if r.empty:
+                continue
+            r = r.iloc[0]
+            row[f"{label} (ours)"] = fmt(r["mean"], r["std"])
+            row[f"{label} (paper)"] = fmt(r["paper"], r["paper_std"])
+            row[f"{label} Δ"] = fmt(r["diff"])
+        rows.append(row)
+    return pd.DataFrame(rows)
+
+
+def _ordered(full: pd.DataFrame) -> pd.DataFrame:
+    order = {s: i for i, s in enumerate(SOURCE_ORDER)}
+    mord = {m: i for i, m in enumerate(METRIC_ORDER)}
+    return full.sort_values(
+        ["source", "lam", "metric"],
+        key=lambda col: col.map(order) if col.name == "source" else (col.map(mord) if col.name == "metric" else col),
+        kind="stable",
+    )
+
+
+def per_seed_table(metrics: pd.DataFrame) -> str:
+    t = metrics.pivot_table(index="seed", columns=["source", "lam", "metric"], values="accuracy")
+    t = t[sorted(t.columns, key=lambda c: (SOURCE_ORDER.index(c[0]) if c[0] in SOURCE_ORDER else 99, c[1], METRIC_ORDER.index(c[2])))]
+    t.columns = [f"{method(s)} {m}" for s, _, m in t.columns]
+    return markdown(t.map(lambda v: f"{v:.2f}").reset_index())
+
+
+NOTE = "Accuracy in % on the test set; ours: mean ± sample std over seeds where there are several. Δ = ours − paper."
+
+
 def toy_table(metrics: pd.DataFrame, paper: pd.DataFrame) -> tuple[pd.DataFrame, str]:
     """The toy experiment: clean and L2-PGD accuracy (mean ± std over seeds, and each seed)."""
-    full = attach_paper(summarize(metrics), paper, "toy", "toy")
-    shown = []
-    for (source, lam), g in full.groupby(["source", "lam"], sort=False):
-        name = METHOD_NAMES.get(source, source)
-        row = {
-            "Method": name if source == "vanilla" else f"PAG ({name})",
-            "λ": f"{lam:g}",
+    full = _ordered(attach_paper(summarize(metrics), paper, "toy", "toy"))
+
+    def first(g):
+        src = g["source"].iloc[0]
+        return {
+            "Method": method(src) if src == "vanilla" else f"PAG ({method(src)})",
+            "λ": f"{g['lam'].iloc[0]:g}",
             "Seeds": int(g["seeds"].iloc[0]),
         }
-        for _, r in g.iterrows():
-            label = "Clean" if r["metric"] == "clean" else f"PGD {r['metric'].upper()}"
-            row[f"{label} (ours)"] = fmt(r["mean"], r["std"])
-            row[f"{label} (paper)"] = fmt(r["paper"], digits=1)
-            row[f"{label} Δ"] = fmt(r["diff"])
-        shown.append(row)
-    per_seed = metrics.pivot_table(index="seed", columns=["source", "metric"], values="accuracy")
-    per_seed = per_seed[sorted(per_seed.columns, key=lambda c: (c[0] != "vanilla", c[1] != "clean"))]
-    per_seed.columns = [f"{METHOD_NAMES.get(s, s)} {m}" for s, m in per_seed.columns]
-    per_seed = per_seed.map(lambda v: f"{v:.2f}").reset_index()
+
+    shown = wide(full, ["source", "lam"], first, metric_labels(metrics))
     text = (
-        "# Toy experiment (Section 5.1, Fig. 3)\n\n"
-        "Accuracy in % on the 600 test points; mean ± sample std over seeds. "
-        "Δ = ours − paper.\n\n"
-        + markdown(pd.DataFrame(shown))
-        + "\n## Per seed\n\n"
-        + markdown(per_seed)
+        "# Toy experiment (Section 5.1, Fig. 3)\n\n" + NOTE + "\n\n" + markdown(shown)
+        + "\n## Per seed\n\n" + per_seed_table(metrics)
     )
     return full, text
+
+
+def main_table(metrics: pd.DataFrame, paper: pd.DataFrame, name: str, dataset: str) -> tuple[pd.DataFrame, str]:
+    """Tables 1-2: clean, L∞ and L2 PGD accuracy of every source on one dataset."""
+    full = _ordered(attach_paper(summarize(metrics), paper, "main", dataset))
+    shown = wide(
+        full, ["source", "lam"],
+        lambda g: {"Method": method(g["source"].iloc[0]), "λ": f"{g['lam'].iloc[0]:g}"},
+        metric_labels(metrics),
+    )
+    number = name.removeprefix("table")
+    text = f"# Table {number}: accuracy on {dataset}\n\n{NOTE}\n\n" + markdown(shown)
+    return full, text
+
+
+def seeds_table(metrics: pd.DataFrame, paper: pd.DataFrame) -> tuple[pd.DataFrame, str]:
+    """Table 4: one source over several seeds, mean ± std."""
+    dataset = metrics["dataset"].iloc[0]
+    full = _ordered(attach_paper(summarize(metrics), paper, "seeds", dataset))
+    shown = wide(
+        full, ["source", "lam"],
+        lambda g: {"Method": method(g["source"].iloc[0]), "λ": f"{g['lam'].iloc[0]:g}", "Seeds": int(g["seeds"].iloc[0])},
+        metric_labels(metrics),
+    )
+    text = (
+        f"# Table 4: error bars over seeds on {dataset}\n\n{NOTE}\n\n" + markdown(shown)
+        + "\n## Per seed\n\n" + per_seed_table(metrics)
+    )
+    return full, text
+
+
+def ablation_table(metrics: pd.DataFrame, paper: pd.DataFrame) -> tuple[pd.DataFrame, str]:
+    """Fig. 5's numbers: one source for several lambdas."""
+    dataset, source = metrics["dataset"].iloc[0], metrics["source"].iloc[0]
+    full = attach_paper(summarize(metrics), paper, "ablation", dataset)
+    full = full.sort_values("lam", kind="stable")
+    shown = wide(full, ["lam"], lambda g: {"λ": f"{g['lam'].iloc[0]:g}"}, metric_labels(metrics))
+    text = f"# Fig. 5: {method(source)} on {dataset} for several λ\n\n{NOTE}\n\n" + markdown(shown)
+    return full, text
+
+
+def lambda_table(lams: dict[str, dict[str, float]], paper: pd.DataFrame) -> tuple[pd.DataFrame, str]:
+    """Table 3: the lambda of every source per dataset, ours (the config's) beside the paper's."""
+    ref = paper[paper["table"] == "lambda"]
+    rows, shown = [], []
+    sources = [s for s in SOURCE_ORDER if s != "vanilla"]
+    for source in sources:
+        line = {"Method": method(source)}
+        for dataset, by_source in lams.items():
+            p = ref[(ref["dataset"] == dataset) & (ref["source"] == source)]["value"]
+            ours = by_source.get(source)
+            paper_value = p.iloc[0] if len(p) else None
+            rows.append({"dataset": dataset, "source": source, "ours": ours, "paper": paper_value})
+            line[f"{dataset} (ours)"] = "" if ours is None else f"{ours:g}"
+            line[f"{dataset} (paper)"] = "" if paper_value is None else f"{paper_value:g}"
+        if any(r["ours"] is not None for r in rows if r["source"] == source):
+            shown.append(line)
+    text = "# Table 3: λ per source and dataset\n\n" + markdown(pd.DataFrame(shown))
+    return pd.DataFrame(rows), text

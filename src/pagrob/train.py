@@ -34,8 +34,8 @@ class TrainSettings:
     weight_decay: float = 0.0
     milestones: list[int] = field(default_factory=list)  # 1-based epochs where lr *= gamma
     gamma: float = 0.1
-    augment: bool = False  # random crop (zero padding) + horizontal flip
-    padding: int = 4
+    crop_padding: int = 0  # random crop with this zero padding (0: no crop)
+    flip: bool = False  # random horizontal flip
     lam: float = 0.0
     grad_of: str = "logit"
     strategy: str = "accumulate"
@@ -121,7 +121,9 @@ def fit(
         for b in range(steps_per_epoch):
             index = order[b * s.batch_size : (b + 1) * s.batch_size]
             x, y = x_train[index], y_train[index]
-            aug = CropFlip.sample(len(x), s.padding, g, device) if s.augment else None
+            aug = None
+            if s.crop_padding or s.flip:
+                aug = CropFlip.sample(len(x), s.crop_padding, s.flip, g, device)
             if aug is not None:
                 x = aug(x)
             ce_input = pgd(model, x, y, attack, generator=g) if attack else None

@@ -2,12 +2,13 @@
 # Paths encode the grid: results/{dataset}/{source}/lam{lam}/seed{seed}/...
 
 
+DATASETS = ["toy", "digits", "cifar10", "stl10"]
 REPRESENTATIVES = ["one_image", "class_mean", "nearest_neighbor"]
 SOURCES = ["vanilla", *REPRESENTATIVES]
 
 
 wildcard_constraints:
-    dataset=r"[a-z][a-z0-9_]*",
+    dataset="|".join(DATASETS),
     source="|".join(SOURCES),
     lam=r"[0-9]+(\.[0-9]+)?",
     seed=r"[0-9]+",
@@ -73,8 +74,12 @@ def model_dir(dataset, source, lam, seed):
     return f"results/{dataset}/{source}/lam{lam_str(lam)}/seed{seed}"
 
 
+def experiment(name):
+    return config["experiments"].get(name)
+
+
 def toy_models():
-    exp = config["experiments"].get("toy")
+    exp = experiment("toy")
     if not exp:
         return []
     pag_lam = source_lam("toy", exp["source"])
@@ -85,17 +90,118 @@ def toy_models():
     ]
 
 
+def main_models(dataset):
+    """Tables 1-2 and Fig. 4: every source of experiments.main at its lambda, one seed."""
+    exp = experiment("main")
+    if not exp or dataset not in exp["tables"]:
+        raise ConfigError(
+            f"config: experiments.main.tables has no entry for {dataset!r}"
+        )
+    return [
+        model_dir(dataset, s, source_lam(dataset, s), exp["seed"])
+        for s in exp["sources"]
+    ]
+
+
+def check_table_name(table, dataset):
+    """results/tables/<table>_<dataset> must be the name experiments.main gives the dataset."""
+    expected = (experiment("main") or {}).get("tables", {}).get(dataset)
+    if expected != table:
+        raise ConfigError(
+            f"results/tables/{table}_{dataset} is not a table of this config: "
+            f"experiments.main.tables.{dataset} is {expected!r}"
+        )
+    return table
+
+
+def seeds_models():
+    """Table 4: one source over several seeds."""
+    exp = experiment("seeds")
+    lam = source_lam(exp["dataset"], exp["source"])
+    return [
+        model_dir(exp["dataset"], exp["source"], lam, seed) for seed in exp["seeds"]
+    ]
+
+
+def ablation_models():
+    """Fig. 5: one source for several lambdas."""
+    exp = experiment("lambda_ablation")
+    return [
+        model_dir(exp["dataset"], exp["source"], lam, exp["seed"])
+        for lam in exp["lams"]
+    ]
+
+
+def dataset_models(dataset):
+    """Every model that some experiment trains on ``dataset`` (each once)."""
+    models = toy_models() if dataset == "toy" else []
+    if experiment("main") and dataset in experiment("main")["tables"]:
+        models += main_models(dataset)
+    if experiment("seeds") and experiment("seeds")["dataset"] == dataset:
+        models += seeds_models()
+    if (
+        experiment("lambda_ablation")
+        and experiment("lambda_ablation")["dataset"] == dataset
+    ):
+        models += ablation_models()
+    if not models:
+        raise ConfigError(f"config: no experiment trains models on {dataset!r}")
+    return list(dict.fromkeys(models))
+
+
+def used_datasets():
+    used = []
+    if experiment("toy"):
+        used.append("toy")
+    if experiment("main"):
+        used += list(experiment("main")["tables"])
+    for name in ("seeds", "lambda_ablation"):
+        if experiment(name):
+            used.append(experiment(name)["dataset"])
+    return list(dict.fromkeys(used))
+
+
+def pictures_config(dataset):
+    pictures = dataset_config(dataset).get("pictures")
+    if not pictures:
+        raise ConfigError(
+            f"config: datasets.{dataset}.pictures is needed for its PAG figure; add images: "
+            "[...] and attack: {eps: ..., steps: ...}"
+        )
+    return pictures
+
+
 def all_outputs():
-    outs = []
-    if config["experiments"].get("toy"):
-        dataset_config("toy")
+    """Every table and figure that the config's experiments ask for."""
+    for dataset in used_datasets():
+        dataset_config(dataset)
+    outs = [f"results/{d}/metrics.csv" for d in used_datasets()]
+    if experiment("toy"):
+        outs += [f"results/tables/toy.{ext}" for ext in ("md", "csv")]
+        outs += [f"results/figures/fig3_toy.{ext}" for ext in ("png", "pdf")]
+    if experiment("main"):
+        for dataset, table in experiment("main")["tables"].items():
+            pictures_config(dataset)
+            outs += [f"results/tables/{table}_{dataset}.{ext}" for ext in ("md", "csv")]
+            outs += [f"results/figures/fig4_{dataset}.{ext}" for ext in ("png", "pdf")]
+        outs += [f"results/tables/table3_lambda.{ext}" for ext in ("md", "csv")]
+    if experiment("seeds"):
+        outs += [f"results/tables/table4_seeds.{ext}" for ext in ("md", "csv")]
+    if experiment("lambda_ablation"):
+        pictures_config(experiment("lambda_ablation")["dataset"])
+        outs += [f"results/tables/fig5_lambda_ablation.{ext}" for ext in ("md", "csv")]
         outs += [
-            "results/tables/toy.md",
-            "results/tables/toy.csv",
-            "results/figures/fig3_toy.png",
-            "results/figures/fig3_toy.pdf",
+            f"results/figures/fig5_lambda_ablation.{ext}" for ext in ("png", "pdf")
         ]
     return outs
+
+
+def metrics_of(models):
+    return [f"{m}/metrics.csv" for m in models]
+
+
+def files_of(models):
+    return [f"{m}/model.pt" for m in models]
 
 
 def flags(options):
@@ -153,7 +259,23 @@ def data_flags(wildcards):
                 "seed": data["seed"],
             }
         )
-    raise ConfigError(f"no data preparation for dataset {wildcards.dataset!r}")
+    if wildcards.dataset == "digits":
+        return flags({"test_fraction": data["test_fraction"], "seed": data["seed"]})
+    return flags({"root": data["root"], "download": data["download"]})
+
+
+def pictures_flags(dataset):
+    p = pictures_config(dataset)
+    a = p["attack"]
+    spec = f"l2:{a['eps']}:{a['steps']}:{a.get('step_size') or 'auto'}:nostart"
+    return f"{flags({'images': p['images']})} --attack {spec}"
+
+
+def lams_json():
+    """Table 3: the lambda of every source on every dataset of experiments.main."""
+    return json.dumps(
+        {d: dataset_config(d)["lam"] for d in experiment("main")["tables"]}
+    )
 
 
 def targets_flags(wildcards):
@@ -186,9 +308,3 @@ def eval_flags(wildcards):
         "seed": e.get("seed", 0),
     }
     return f"{flags(options)} {attack_flags(wildcards.dataset)}"
-
-
-def dataset_models(dataset):
-    if dataset == "toy":
-        return toy_models()
-    raise ConfigError(f"no experiment uses dataset {dataset!r}")

@@ -25,7 +25,7 @@ rule evaluate:
 
 rule collect_metrics:
     input:
-        lambda w: [f"{d}/metrics.csv" for d in dataset_models(w.dataset)],
+        lambda w: metrics_of(dataset_models(w.dataset)),
     output:
         "results/{dataset}/metrics.csv",
     log:

@@ -20,7 +20,7 @@ rule toy_table:
 rule toy_figure:
     input:
         data="results/toy/data.pt",
-        models=lambda w: [f"{d}/model.pt" for d in toy_models()],
+        models=files_of(toy_models()),
         metrics="results/toy/metrics.csv",
     output:
         png="results/figures/fig3_toy.png",

@@ -1,18 +1,23 @@
-"""Prepare one dataset into a single file of train/test tensors: ``results/<dataset>/data.pt``."""
+"""Prepare one dataset into a single file of train/test tensors: ``results/<dataset>/data.pt``.
+
+toy: generated (Section 5.1); digits: scikit-learn's bundled 8x8 digits, split per class;
+cifar10, stl10: torchvision's files under --root (extracted there from the archive, downloaded
+first with --download true).
+"""
 
 from __future__ import annotations
 
 import json
 
-from pagrob import data
+from pagrob import data, datasets
 from pagrob.steps import _cli
 
 
 def main() -> None:
     p = _cli.parser(__doc__)
-    p.add_argument("--dataset", required=True, choices=["toy"])
+    p.add_argument("--dataset", required=True, choices=["toy", "digits", "cifar10", "stl10"])
     p.add_argument("--out", required=True)
-    p.add_argument("--seed", type=int, default=0, help="toy: seed of the sampled points")
+    p.add_argument("--seed", type=int, default=0, help="toy: seed of the points; digits: of the split")
     p.add_argument(
         "--toy-centers",
         default="[[-50, -10, 30], [-30, 10, 50]]",
@@ -20,10 +25,20 @@ def main() -> None:
     )
     p.add_argument("--toy-per-mode", type=int, default=1000, help="toy: training points per mode")
     p.add_argument("--toy-test", type=int, default=600, help="toy: test points in all")
+    p.add_argument("--test-fraction", type=float, default=0.3, help="digits: test share per class")
+    p.add_argument("--root", help="cifar10, stl10: folder with the dataset or its archive")
+    p.add_argument("--download", type=_cli.boolean, default=False, help="cifar10, stl10: fetch if missing")
     args = p.parse_args()
     _cli.setup(args, [args.out])
     if args.dataset == "toy":
         ds = data.make_toy(json.loads(args.toy_centers), args.toy_per_mode, args.toy_test, args.seed)
+    elif args.dataset == "digits":
+        ds = datasets.load_digits(args.test_fraction, args.seed)
+    else:
+        if not args.root:
+            raise ValueError(f"--root is required for {args.dataset}")
+        load = datasets.load_cifar10 if args.dataset == "cifar10" else datasets.load_stl10
+        ds = load(args.root, args.download)
     data.save_prepared(ds, args.out)
     _cli.log(
         f"{ds.name}: {len(ds.x_train)} train / {len(ds.x_test)} test, shape {ds.input_shape}, "

@@ -1,8 +1,12 @@
-"""Build one of the paper's tables from gathered metrics, the paper's numbers beside ours."""
+"""Build one of the paper's tables from tidy metrics, the paper's numbers beside ours:
+toy (Section 5.1), main (Tables 1-2), lambda (Table 3), seeds (Table 4), ablation (Fig. 5)."""
 
 from __future__ import annotations
 
 import argparse
+import json
+
+import pandas as pd
 
 from pagrob import io, report
 from pagrob.steps import _cli
@@ -10,16 +14,34 @@ from pagrob.steps import _cli
 
 def main() -> None:
     p = argparse.ArgumentParser(description=__doc__)
-    p.add_argument("table", choices=["toy"])
-    p.add_argument("--metrics", required=True, help="gathered metrics CSV")
+    p.add_argument("table", choices=["toy", "main", "lambda", "seeds", "ablation"])
+    p.add_argument("--metrics", nargs="+", default=[], help="tidy metrics CSVs (one or more)")
     p.add_argument("--paper", required=True, help="the paper's numbers (paper_numbers.csv)")
+    p.add_argument("--name", help="main: the table's name, e.g. table1")
+    p.add_argument("--dataset", help="main: the dataset")
+    p.add_argument("--lams", help='lambda: JSON {dataset: {source: lambda}}')
     p.add_argument("--out-md", required=True)
     p.add_argument("--out-csv", required=True)
     args = p.parse_args()
-    metrics = report.read_metrics(args.metrics)
     paper = report.read_paper(args.paper)
-    if args.table == "toy":
-        full, text = report.toy_table(metrics, paper)
+    if args.table == "lambda":
+        if not args.lams:
+            raise ValueError("the lambda table needs --lams")
+        full, text = report.lambda_table(json.loads(args.lams), paper)
+    else:
+        if not args.metrics:
+            raise ValueError(f"the {args.table} table needs --metrics")
+        metrics = pd.concat([report.read_metrics(m) for m in args.metrics], ignore_index=True)
+        if args.table == "toy":
+            full, text = report.toy_table(metrics, paper)
+        elif args.table == "main":
+            if not (args.name and args.dataset):
+                raise ValueError("the main table needs --name and --dataset")
+            full, text = report.main_table(metrics, paper, args.name, args.dataset)
+        elif args.table == "seeds":
+            full, text = report.seeds_table(metrics, paper)
+        else:
+            full, text = report.ablation_table(metrics, paper)
     io.write_text(full.to_csv(index=False), args.out_csv)
     io.write_text(text, args.out_md)
     print(text)

@@ -1,7 +1,7 @@
 """Train one classifier (vanilla, or CE + lam * PAG with one gradient source) and save it.
 
 Resumable: the checkpoint written after every epoch (``--checkpoint``, default
-``checkpoint.pt`` beside ``--out``) is picked up when the same command runs again, and removed
+``<out>.checkpoint.pt`` beside ``--out``) is picked up when the same command runs again, and removed
 once the final model is saved.
 """
 
@@ -29,10 +29,10 @@ def add_training_options(p) -> None:
     p.add_argument("--weight-decay", type=float, default=0.0)
     p.add_argument("--milestones", type=_cli.int_list, default=[], help="e.g. '50 75': lr *= gamma from these epochs")
     p.add_argument("--gamma", type=float, default=0.1)
-    p.add_argument("--augment", type=_cli.boolean, default=False, help="random crop (padding) + flip")
-    p.add_argument("--padding", type=int, default=4)
+    p.add_argument("--crop-padding", type=int, default=0, help="random crop with this zero padding (0: none)")
+    p.add_argument("--flip", type=_cli.boolean, default=False, help="random horizontal flips")
     p.add_argument("--out", required=True, help="the final model file")
-    p.add_argument("--checkpoint", help="resume file (default: checkpoint.pt beside --out)")
+    p.add_argument("--checkpoint", help="resume file (default: <name of --out>.checkpoint.pt beside it)")
 
 
 def main() -> None:
@@ -53,10 +53,11 @@ def main() -> None:
     device = _cli.setup(args, [args.out])
 
     ds = data.load_prepared(args.data)
+    ds.x_train, ds.y_train = ds.x_train.to(device), ds.y_train.to(device)  # once, shared by the sources
     settings = TrainSettings(
         epochs=args.epochs, batch_size=args.batch_size, optimizer=args.optimizer, lr=args.lr,
         momentum=args.momentum, weight_decay=args.weight_decay, milestones=args.milestones,
-        gamma=args.gamma, augment=args.augment, padding=args.padding, lam=args.lam,
+        gamma=args.gamma, crop_padding=args.crop_padding, flip=args.flip, lam=args.lam,
         grad_of=args.grad_of, strategy=args.strategy, pag_eps=args.pag_eps,
         classes_per_step=args.classes_per_step or None, seed=args.seed,
     )
@@ -68,7 +69,7 @@ def main() -> None:
 
 def train_and_save(args, ds, settings: TrainSettings, target_source, device: str, **meta) -> None:
     out = Path(args.out)
-    checkpoint = Path(args.checkpoint) if args.checkpoint else out.with_name("checkpoint.pt")
+    checkpoint = Path(args.checkpoint) if args.checkpoint else out.with_name(f"{out.stem}.checkpoint.pt")
     torch.manual_seed(args.seed)
     model = models.build_model(args.arch, ds.input_shape, ds.num_classes, ds.mean, ds.std)
     _cli.log(

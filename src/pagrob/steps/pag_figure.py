@@ -1,0 +1,60 @@
+"""Fig. 4: large-eps targeted PGD from fixed test images towards every class, one row per
+model (vanilla and each PAG source), one block of rows per image."""
+
+from __future__ import annotations
+
+import torch
+
+from pagrob import data, figures, models, report
+from pagrob.steps import _cli
+from pagrob.steps.evaluate import attack_spec
+
+
+def add_picture_options(p) -> None:
+    p.add_argument("--data", required=True)
+    p.add_argument("--models", nargs="+", required=True)
+    p.add_argument("--images", type=_cli.int_list, required=True, help="test-set indices, e.g. '0 1 2'")
+    p.add_argument("--attack", type=attack_spec, required=True, help="e.g. l2:10:60:auto:nostart")
+    p.add_argument("--seed", type=int, default=0)
+    p.add_argument("--out-png", required=True)
+    p.add_argument("--out-pdf", required=True)
+
+
+def attack_rows(args, device, label) -> tuple[data.Dataset, list]:
+    """Per image, per model: (label, original, [image pushed towards each class])."""
+    ds = data.load_prepared(args.data)
+    bad = [i for i in args.images if not 0 <= i < len(ds.x_test)]
+    if bad:
+        raise ValueError(f"--images {bad} outside the {len(ds.x_test)} test images")
+    x = ds.x_test[args.images].to(device)
+    rows = []
+    loaded = [models.load_model(path, device) for path in args.models]
+    grids = []
+    for model, meta in loaded:
+        g = torch.Generator().manual_seed(args.seed)
+        grids.append(figures.targeted_towards_every_class(model, x, ds.num_classes, args.attack, g))
+    for i, index in enumerate(args.images):
+        for (model, meta), grid in zip(loaded, grids):
+            rows.append((f"{label(meta)}\ntest #{index}", x[i], grid[i]))
+    return ds, rows
+
+
+def main() -> None:
+    p = _cli.parser(__doc__)
+    add_picture_options(p)
+    args = p.parse_args()
+    device = _cli.setup(args, [args.out_png, args.out_pdf])
+
+    def label(meta):
+        name = report.method(meta["source"])
+        return name if meta["source"] == "vanilla" else f"{name}\nλ={meta['lam']:g}"
+
+    ds, rows = attack_rows(args, device, label)
+    a = args.attack
+    title = f"{ds.name}: targeted L2 PGD towards each class (ε={a.eps:g}, {a.steps} steps)"
+    figures.attack_grid(rows, ds.classes, title, args.out_png, args.out_pdf)
+    _cli.log(f"{len(rows)} rows -> {args.out_png}, {args.out_pdf}")
+
+
+if __name__ == "__main__":
+    _cli.run(main)
