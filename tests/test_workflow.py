@@ -1,5 +1,7 @@
 """The workflow as a user runs it: lint-clean, formatted, and the toy target end to end."""
 
+import re
+
 import pandas as pd
 import pytest
 
@@ -67,12 +69,14 @@ def test_toy_target_end_to_end(tmp_path):
 
 
 PAPER_GRID = {
-    # 3 datasets; toy (6 models), CIFAR-10 main (4) + Table 4 (+2 seeds) + Fig. 5 (+3 lambdas),
-    # STL-10 main (4)
+    # 3 datasets; toy (6 models), CIFAR-10 main (6) + Table 4 (+2 seeds) + Fig. 5 (+3 lambdas),
+    # STL-10 main (6); two robust teachers per image dataset
     "prepare_data": 3,
     "make_targets": 7,  # 3 representative sources x 2 datasets + the toy's nearest neighbours
-    "train": 19,
-    "evaluate": 19,
+    "teacher": 4,
+    "train": 23,
+    "evaluate": 27,  # every student and every teacher
+    "robust_figure": 2,
     "collect_metrics": 3,
     "toy_table": 1,
     "toy_figure": 1,
@@ -97,15 +101,25 @@ def test_paper_grid_fan_out(tmp_path):
         "results/stl10/nearest_neighbor/lam0.4/seed0/model.pt",
         "results/stl10/class_mean/lam0.2/seed0/model.pt",
         "results/cifar10/vanilla/lam0/seed0/model.pt",
+        "results/stl10/teacher_l2/lam0/seed0/model.pt",
     ):
         assert path in dry.stdout
+    # each RIGD student is wired to its dataset's teacher of the same threat model
+    jobs = re.findall(r"rule (\w+):\n    input: (.*)\n    output: (.*)\n", dry.stdout)
+    for dataset in ("cifar10", "stl10"):
+        for norm in ("linf", "l2"):
+            teacher = f"results/{dataset}/teacher_{norm}/lam0/seed0/model.pt"
+            student = [j for j in jobs if j[2] == f"results/{dataset}/rigd_{norm}/lam0.4/seed0/model.pt"]
+            assert len(student) == 1 and student[0][0] == "train"
+            assert teacher in student[0][1].split(", ")
+            assert [j[0] for j in jobs if j[2] == teacher] == ["teacher"]
 
 
 def test_one_table_builds_only_its_models(tmp_path):
     copy_workflow(tmp_path)
     dry = snakemake(["-n", "--cores", "4", "results/tables/table2_stl10.md"], tmp_path)
     assert job_counts(dry.stdout) == {
-        "prepare_data": 1, "make_targets": 3, "train": 4, "evaluate": 4, "main_table": 1
+        "prepare_data": 1, "make_targets": 3, "teacher": 2, "train": 6, "evaluate": 8, "main_table": 1
     }
     assert "results/cifar10" not in dry.stdout
     dry = snakemake(["-n", "--cores", "4", "results/tables/table4_seeds.md"], tmp_path)
@@ -126,6 +140,7 @@ def small_demo(cfg):
     digits["eval"]["attacks"]["l2"]["steps"] = 3
     digits["eval"]["max_images"] = 100
     digits["pictures"] = {"images": [0], "attack": {"eps": 3.0, "steps": 3}}
+    digits["teachers"]["epochs"] = 1
     cfg["experiments"]["seeds"]["seeds"] = [0, 1]
     cfg["experiments"]["lambda_ablation"]["lams"] = [0.1, 0.3]
 
@@ -138,20 +153,24 @@ def test_demo_end_to_end_reduced(tmp_path):
     write_config(tmp_path / "small.yaml", "demo.yaml", small_demo)
     proc = snakemake(["--configfile", "small.yaml", "--replace-workflow-config", "--cores", "2"], tmp_path)
     counts = job_counts(proc.stdout + proc.stderr)
-    assert counts["train"] == 2 + 4 + 1 + 1  # toy, main, one more seed, one more lambda
+    assert counts["train"] == 2 + 6 + 1 + 1  # toy, main, one more seed, one more lambda
+    assert counts["teacher"] == 2
     results = tmp_path / "results"
     for name in ("table1_digits", "table3_lambda", "table4_seeds", "fig5_lambda_ablation", "toy"):
         for ext in ("md", "csv"):
             assert (results / "tables" / f"{name}.{ext}").stat().st_size > 0
-    for name in ("fig3_toy", "fig4_digits", "fig5_lambda_ablation"):
+    for name in ("fig1_digits", "fig3_toy", "fig4_digits", "fig5_lambda_ablation"):
         for ext in ("png", "pdf"):
             assert (results / "figures" / f"{name}.{ext}").stat().st_size > 0
     table1 = pd.read_csv(results / "tables/table1_digits.csv")
-    assert list(dict.fromkeys(table1["source"])) == ["vanilla", "one_image", "class_mean", "nearest_neighbor"]
+    assert list(dict.fromkeys(table1["source"])) == [
+        "vanilla", "one_image", "class_mean", "nearest_neighbor", "rigd_linf", "rigd_l2",
+        "teacher_linf", "teacher_l2",
+    ]
     assert set(table1["metric"]) == {"clean", "linf", "l2"}
     assert table1["paper"].isna().all()  # the paper has no digits numbers
     seeds = pd.read_csv(results / "tables/table4_seeds.csv")
     assert (seeds["seeds"] == 2).all() and seeds["std"].notna().all()
     metrics = pd.read_csv(results / "digits/metrics.csv")
-    assert len(metrics) == 3 * 6  # 6 digits models x (clean, L-inf, L2)
+    assert len(metrics) == 3 * 10  # 8 digits students + 2 teachers, x (clean, L-inf, L2)
     assert "| One Image | 0.3 |" in (results / "tables/table1_digits.md").read_text()

@@ -87,7 +87,7 @@ def draw_attack_grid(fig_or_subfig, rows, classes: list[str]) -> None:
 
 
 def attack_grid(rows, classes: list[str], title: str, png, pdf) -> None:
-    fig = plt.figure(figsize=(0.85 * (len(classes) + 1) + 1.5, 0.85 * len(rows) + 0.6))
+    fig = plt.figure(figsize=(0.85 * (len(classes) + 1) + 1.5, 0.85 * len(rows) + 0.6), layout="constrained")
     draw_attack_grid(fig, rows, classes)
     fig.suptitle(title, fontsize=9)
     save(fig, png, pdf)

@@ -7,7 +7,7 @@ import torch
 from torch import Tensor, nn
 import torch.nn.functional as F
 
-ARCHITECTURES = ("mlp", "small_cnn", "resnet18")
+ARCHITECTURES = ("mlp", "small_cnn", "resnet18", "resnet50")
 
 
 class Normalize(nn.Module):
@@ -71,6 +71,7 @@ class BasicBlock(nn.Module):
 
     def __init__(self, cin: int, cout: int, stride: int):
         super().__init__()
+        # layer names follow the robustness library's, so that its checkpoints map onto these
         self.conv1 = nn.Conv2d(cin, cout, 3, stride, 1, bias=False)
         self.bn1 = nn.BatchNorm2d(cout)
         self.conv2 = nn.Conv2d(cout, cout, 3, 1, 1, bias=False)
@@ -84,6 +85,29 @@ class BasicBlock(nn.Module):
     def forward(self, x: Tensor) -> Tensor:
         out = F.relu(self.bn1(self.conv1(x)))
         out = self.bn2(self.conv2(out))
+        return F.relu(out + self.shortcut(x))
+
+
+class Bottleneck(nn.Module):
+    expansion = 4
+
+    def __init__(self, cin: int, width: int, stride: int):
+        super().__init__()
+        cout = width * self.expansion
+        self.conv1 = nn.Conv2d(cin, width, 1, bias=False)
+        self.bn1 = nn.BatchNorm2d(width)
+        self.conv2 = nn.Conv2d(width, width, 3, stride, 1, bias=False)
+        self.bn2 = nn.BatchNorm2d(width)
+        self.conv3 = nn.Conv2d(width, cout, 1, bias=False)
+        self.bn3 = nn.BatchNorm2d(cout)
+        self.shortcut = nn.Sequential()
+        if stride != 1 or cin != cout:
+            self.shortcut = nn.Sequential(nn.Conv2d(cin, cout, 1, stride, bias=False), nn.BatchNorm2d(cout))
+
+    def forward(self, x: Tensor) -> Tensor:
+        out = F.relu(self.bn1(self.conv1(x)))
+        out = F.relu(self.bn2(self.conv2(out)))
+        out = self.bn3(self.conv3(out))
         return F.relu(out + self.shortcut(x))
 
 
@@ -120,6 +144,8 @@ def build_model(
         net = SmallCNN(input_shape[0], num_classes, size=input_shape[-1])
     elif arch == "resnet18":
         net = ResNet(BasicBlock, [2, 2, 2, 2], input_shape[0], num_classes)
+    elif arch == "resnet50":  # the CIFAR ResNet-50 of MadryLab's robustness library (teachers)
+        net = ResNet(Bottleneck, [3, 4, 6, 3], input_shape[0], num_classes)
     else:
         raise ValueError(f"unknown architecture {arch!r}; choose one of {ARCHITECTURES}")
     return Classifier(net, mean, std)
@@ -181,3 +207,55 @@ def load_state_dict_checked(model: nn.Module, sd: dict, what: str, arch: str) ->
             f"shape mismatches [{head(shapes)}]. Check the architecture named for it."
         )
     model.load_state_dict(sd)
+
+
+# --- Checkpoints from elsewhere (e.g. MadryLab's robust CIFAR-10 ResNet-50s) ----------------------
+
+WRAPPERS = ("model", "state_dict", "net")  # keys under which files often nest the state dict
+
+
+def import_state_dict(
+    obj, arch: str, input_shape, num_classes: int, mean: Tensor, std: Tensor, what: str
+) -> Classifier:
+    """Build ``arch`` from a foreign state dict, handling key prefixes and normalisation.
+
+    Accepted: a state dict, or a dict holding one under ``model``/``state_dict``/``net``. Keys
+    of ``attacker.`` copies (the robustness library keeps two) are dropped, ``module.`` and
+    ``model.`` prefixes stripped; ``normalizer.new_mean/new_std`` (or ``normalize.mean/std``)
+    must agree with the declared ``mean``/``std``, which the model then uses.
+    """
+    sd = obj
+    for key in WRAPPERS:
+        if isinstance(sd, dict) and isinstance(sd.get(key), dict):
+            sd = sd[key]
+            break
+    if not isinstance(sd, dict) or not sd or not all(isinstance(v, torch.Tensor) for v in sd.values()):
+        raise ValueError(
+            f"{what} is not a state dict (a dict of tensors, possibly under 'model' or "
+            "'state_dict'); save model.state_dict() instead"
+        )
+    weights, norm = {}, {}
+    for key, value in sd.items():
+        k = key
+        for prefix in ("module.",):
+            k = k.removeprefix(prefix)
+        if k.startswith("attacker."):
+            continue
+        if k.startswith(("normalizer.", "normalize.")):
+            norm[k.split(".", 1)[1]] = value.flatten()
+            continue
+        k = k.removeprefix("model.").removeprefix("net.")
+        weights[f"net.{k}"] = value
+    stored_mean = norm.get("new_mean", norm.get("mean"))
+    stored_std = norm.get("new_std", norm.get("std"))
+    for name, stored, declared in (("mean", stored_mean, mean), ("std", stored_std, std)):
+        if stored is not None and (stored.shape != declared.shape or not torch.allclose(stored.float(), declared.float(), atol=1e-4)):
+            raise ValueError(
+                f"{what} normalises with {name} {stored.tolist()}, but the config declares "
+                f"{declared.tolist()}; declare the checkpoint's own normalisation"
+            )
+    model = build_model(arch, input_shape, num_classes, mean, std)
+    weights["normalize.mean"] = mean.float()
+    weights["normalize.std"] = std.float()
+    load_state_dict_checked(model, weights, what, arch)
+    return model

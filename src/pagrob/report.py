@@ -20,6 +20,8 @@ METHOD_NAMES = {
     "nearest_neighbor": "Nearest Neighbor",
     "rigd_linf": "RIGD ℓ∞",
     "rigd_l2": "RIGD ℓ2",
+    "teacher_linf": "Teacher ℓ∞ (adversarial training)",
+    "teacher_l2": "Teacher ℓ2 (adversarial training)",
 }
 
 

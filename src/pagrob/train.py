@@ -42,7 +42,9 @@ class TrainSettings:
     pag_eps: float = 1e-8
     classes_per_step: int | None = None  # None: all C classes every step
     seed: int = 0
-    adversarial: dict | None = None  # Attack fields: Madry adversarial training (teachers)
+    # Madry adversarial training (teachers): Attack fields (norm, eps, steps, step_size,
+    # random_start); the cross-entropy is taken on PGD examples made in eval mode.
+    adversarial: dict | None = None
 
     def lr_at(self, epoch: int) -> float:
         """Learning rate for 1-based ``epoch``."""
@@ -105,7 +107,7 @@ def fit(
 
     x_train = ds.x_train.to(device)
     y_train = ds.y_train.to(device)
-    attack = Attack(**s.adversarial) if s.adversarial else None
+    attack = Attack(**s.adversarial, bounds=ds.bounds) if s.adversarial else None
     steps_per_epoch = len(x_train) // s.batch_size  # drop_last
     if steps_per_epoch == 0:
         raise ValueError(f"batch_size {s.batch_size} exceeds the {len(x_train)} training examples")

@@ -4,12 +4,18 @@
 
 DATASETS = ["toy", "digits", "cifar10", "stl10"]
 REPRESENTATIVES = ["one_image", "class_mean", "nearest_neighbor"]
-SOURCES = ["vanilla", *REPRESENTATIVES]
+RIGD = {
+    "rigd_linf": "linf",
+    "rigd_l2": "l2",
+}  # student source -> its teacher's threat model
+SOURCES = ["vanilla", *REPRESENTATIVES, *RIGD]
+TEACHERS = ["teacher_linf", "teacher_l2"]
 
 
 wildcard_constraints:
     dataset="|".join(DATASETS),
-    source="|".join(SOURCES),
+    source="|".join(SOURCES + TEACHERS),
+    norm="linf|l2",
     lam=r"[0-9]+(\.[0-9]+)?",
     seed=r"[0-9]+",
 
@@ -90,6 +96,27 @@ def toy_models():
     ]
 
 
+def teacher_config(dataset, norm):
+    teachers = dataset_config(dataset).get("teachers") or {}
+    if norm not in teachers:
+        raise ConfigError(
+            f"config: the {norm} teacher of {dataset!r} is needed (rigd_{norm}, Fig. 1) but "
+            f"datasets.{dataset}.teachers.{norm} is not defined; add its training attack "
+            "{eps, steps, step_size} (and seed, epochs under teachers)"
+        )
+    return teachers[norm], teachers
+
+
+def teacher_dir(dataset, norm):
+    _, teachers = teacher_config(dataset, norm)
+    return model_dir(dataset, f"teacher_{norm}", 0, teachers["seed"])
+
+
+def configured_teachers(dataset):
+    teachers = dataset_config(dataset).get("teachers") or {}
+    return [teacher_dir(dataset, n) for n in ("linf", "l2") if n in teachers]
+
+
 def main_models(dataset):
     """Tables 1-2 and Fig. 4: every source of experiments.main at its lambda, one seed."""
     exp = experiment("main")
@@ -114,6 +141,15 @@ def check_table_name(table, dataset):
     return table
 
 
+def table_teachers(dataset):
+    """The teachers of the RIGD sources in a main table (shown as reference rows)."""
+    return [
+        teacher_dir(dataset, RIGD[s])
+        for s in experiment("main")["sources"]
+        if s in RIGD
+    ]
+
+
 def seeds_models():
     """Table 4: one source over several seeds."""
     exp = experiment("seeds")
@@ -136,7 +172,7 @@ def dataset_models(dataset):
     """Every model that some experiment trains on ``dataset`` (each once)."""
     models = toy_models() if dataset == "toy" else []
     if experiment("main") and dataset in experiment("main")["tables"]:
-        models += main_models(dataset)
+        models += main_models(dataset) + table_teachers(dataset)
     if experiment("seeds") and experiment("seeds")["dataset"] == dataset:
         models += seeds_models()
     if (
@@ -184,6 +220,10 @@ def all_outputs():
             pictures_config(dataset)
             outs += [f"results/tables/{table}_{dataset}.{ext}" for ext in ("md", "csv")]
             outs += [f"results/figures/fig4_{dataset}.{ext}" for ext in ("png", "pdf")]
+            if configured_teachers(dataset):
+                outs += [
+                    f"results/figures/fig1_{dataset}.{ext}" for ext in ("png", "pdf")
+                ]
         outs += [f"results/tables/table3_lambda.{ext}" for ext in ("md", "csv")]
     if experiment("seeds"):
         outs += [f"results/tables/table4_seeds.{ext}" for ext in ("md", "csv")]
@@ -293,11 +333,72 @@ def train_inputs(wildcards):
     inputs = {"data": f"results/{wildcards.dataset}/data.pt"}
     if wildcards.source in REPRESENTATIVES:
         inputs["targets"] = f"results/{wildcards.dataset}/targets/{wildcards.source}.pt"
+    if wildcards.source in RIGD:
+        inputs["teacher"] = (
+            f"{teacher_dir(wildcards.dataset, RIGD[wildcards.source])}/model.pt"
+        )
     return inputs
 
 
-def targets_flag(wildcards, input):
-    return f"--targets {input.targets}" if "targets" in input.keys() else ""
+def source_flags(wildcards, input):
+    """--targets or --teacher: the precomputed source a student needs, if any."""
+    if "targets" in input.keys():
+        return f"--targets {input.targets}"
+    if "teacher" in input.keys():
+        return f"--teacher {input.teacher}"
+    return ""
+
+
+def teacher_inputs(wildcards):
+    inputs = {"data": f"results/{wildcards.dataset}/data.pt"}
+    t, _ = teacher_config(wildcards.dataset, wildcards.norm)
+    if t.get("checkpoint"):
+        inputs["checkpoint"] = t["checkpoint"]["path"]
+    return inputs
+
+
+def teacher_flags(wildcards):
+    t, teachers = teacher_config(wildcards.dataset, wildcards.norm)
+    if int(wildcards.seed) != teachers["seed"]:
+        raise ConfigError(
+            f"the {wildcards.norm} teacher of {wildcards.dataset} has seed {teachers['seed']} "
+            f"in the config, not {wildcards.seed}"
+        )
+    if t.get("checkpoint"):
+        c = t["checkpoint"]
+        return flags(
+            {"import_arch": c["arch"], "import_mean": c["mean"], "import_std": c["std"]}
+        )
+    cfg = dataset_config(wildcards.dataset)
+    return flags(
+        {
+            "arch": cfg["arch"],
+            **cfg["train"],
+            "epochs": teachers["epochs"],
+            "eps": t["attack"]["eps"],
+            "steps": t["attack"]["steps"],
+            "step_size": t["attack"]["step_size"],
+        }
+    )
+
+
+def checkpoint_flag(wildcards, input):
+    return (
+        f"--import-state-dict {input.checkpoint}"
+        if "checkpoint" in input.keys()
+        else ""
+    )
+
+
+def robust_figure_models(dataset):
+    """Fig. 1: the vanilla model beside the robust teachers."""
+    exp = experiment("main")
+    if not exp or "vanilla" not in exp["sources"]:
+        raise ConfigError("Fig. 1 needs experiments.main with the vanilla source")
+    return [
+        model_dir(dataset, "vanilla", 0, exp["seed"]),
+        *configured_teachers(dataset),
+    ]
 
 
 def eval_flags(wildcards):

@@ -4,7 +4,7 @@
 
 rule main_table:
     input:
-        metrics=lambda w: metrics_of(main_models(w.dataset)),
+        metrics=lambda w: metrics_of(main_models(w.dataset) + table_teachers(w.dataset)),
         paper="workflow/resources/paper_numbers.csv",
     output:
         md="results/tables/{table}_{dataset}.md",
@@ -117,3 +117,26 @@ rule ablation_figure:
         "python -m pagrob.steps.ablation_figure --data {input.data} --models {input.models} "
         "--table {input.table} {params.args} {params.common} --threads {threads} "
         "--out-png {output.png} --out-pdf {output.pdf} > {log} 2>&1"
+
+
+rule robust_figure:
+    input:
+        data="results/{dataset}/data.pt",
+        models=lambda w: files_of(robust_figure_models(w.dataset)),
+    output:
+        png="results/figures/fig1_{dataset}.png",
+        pdf="results/figures/fig1_{dataset}.pdf",
+    log:
+        "results/logs/fig1_{dataset}.log",
+    benchmark:
+        "results/logs/fig1_{dataset}.benchmark.tsv"
+    conda:
+        "../../envs/pytorch.yaml"
+    threads: config["threads"]
+    params:
+        args=lambda w: pictures_flags(w.dataset),
+        common=common_flags(),
+    shell:
+        "python -m pagrob.steps.pag_figure --data {input.data} --models {input.models} "
+        "{params.args} {params.common} --threads {threads} --out-png {output.png} "
+        "--out-pdf {output.pdf} > {log} 2>&1"

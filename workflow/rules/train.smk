@@ -11,13 +11,37 @@ rule train:
         "results/{dataset}/{source}/lam{lam}/seed{seed}/train.log",
     benchmark:
         "results/{dataset}/{source}/lam{lam}/seed{seed}/train.benchmark.tsv"
+    wildcard_constraints:
+        source="|".join(SOURCES),
     conda:
         "../../envs/pytorch.yaml"
     threads: config["threads"]
     params:
         args=train_flags,
-        targets=targets_flag,
+        source=source_flags,
         common=common_flags(),
     shell:
-        "python -m pagrob.steps.train --data {input.data} {params.targets} {params.args} "
+        "python -m pagrob.steps.train --data {input.data} {params.source} {params.args} "
         "{params.common} --threads {threads} --out {output} >> {log} 2>&1"
+
+
+rule teacher:
+    input:
+        unpack(teacher_inputs),
+    output:
+        "results/{dataset}/teacher_{norm}/lam0/seed{seed}/model.pt",
+    log:
+        "results/{dataset}/teacher_{norm}/lam0/seed{seed}/train.log",
+    benchmark:
+        "results/{dataset}/teacher_{norm}/lam0/seed{seed}/train.benchmark.tsv"
+    conda:
+        "../../envs/pytorch.yaml"
+    threads: config["threads"]
+    params:
+        args=teacher_flags,
+        checkpoint=checkpoint_flag,
+        common=common_flags(),
+    shell:
+        "python -m pagrob.steps.teacher --data {input.data} --norm {wildcards.norm} "
+        "--seed {wildcards.seed} {params.checkpoint} {params.args} {params.common} "
+        "--threads {threads} --out {output} >> {log} 2>&1"

@@ -32,7 +32,12 @@ def boolean(text: str) -> bool:
 
 
 def int_list(text: str) -> list[int]:
+    """'50 75' or '50,75' -> [50, 75] (one argument, as the workflow passes lists)."""
     return [int(t) for t in text.replace(",", " ").split()]
+
+
+def float_list(text: str) -> list[float]:
+    return [float(t) for t in text.replace(",", " ").split()]
 
 
 def setup(args: argparse.Namespace, outputs: list) -> str:

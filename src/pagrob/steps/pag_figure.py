@@ -46,8 +46,8 @@ def main() -> None:
     device = _cli.setup(args, [args.out_png, args.out_pdf])
 
     def label(meta):
-        name = report.method(meta["source"])
-        return name if meta["source"] == "vanilla" else f"{name}\nλ={meta['lam']:g}"
+        name = report.method(meta["source"]).replace(" (adversarial training)", "\n(adv. trained)")
+        return f"{name}\nλ={meta['lam']:g}" if meta.get("lam") else name
 
     ds, rows = attack_rows(args, device, label)
     a = args.attack

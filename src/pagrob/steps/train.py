@@ -17,14 +17,14 @@ from pagrob.steps import _cli
 from pagrob.train import TrainSettings, fit
 
 
-def add_training_options(p) -> None:
+def add_training_options(p, required: bool = True) -> None:
     p.add_argument("--data", required=True, help="prepared dataset file")
-    p.add_argument("--arch", required=True, choices=models.ARCHITECTURES)
+    p.add_argument("--arch", required=required, choices=models.ARCHITECTURES)
     p.add_argument("--seed", type=int, required=True)
-    p.add_argument("--epochs", type=int, required=True)
-    p.add_argument("--batch-size", type=int, required=True)
+    p.add_argument("--epochs", type=int, required=required)
+    p.add_argument("--batch-size", type=int, required=required)
     p.add_argument("--optimizer", default="sgd", choices=["sgd", "adam"])
-    p.add_argument("--lr", type=float, required=True)
+    p.add_argument("--lr", type=float, required=required)
     p.add_argument("--momentum", type=float, default=0.9)
     p.add_argument("--weight-decay", type=float, default=0.0)
     p.add_argument("--milestones", type=_cli.int_list, default=[], help="e.g. '50 75': lr *= gamma from these epochs")
@@ -41,6 +41,7 @@ def main() -> None:
     p.add_argument("--source", required=True, choices=sources.SOURCES)
     p.add_argument("--lam", type=float, required=True, help="PAG weight (0 for vanilla)")
     p.add_argument("--targets", help="representative sources: the file built by make_targets")
+    p.add_argument("--teacher", help="rigd_* sources: the robust teacher's model file")
     p.add_argument("--grad-of", default="logit", choices=pag.GRAD_OF)
     p.add_argument("--strategy", default="accumulate", choices=pag.STRATEGIES)
     p.add_argument("--pag-eps", type=float, default=1e-8, help="epsilon of Eq. (2)")
@@ -54,17 +55,29 @@ def main() -> None:
 
     ds = data.load_prepared(args.data)
     ds.x_train, ds.y_train = ds.x_train.to(device), ds.y_train.to(device)  # once, shared by the sources
-    settings = TrainSettings(
-        epochs=args.epochs, batch_size=args.batch_size, optimizer=args.optimizer, lr=args.lr,
-        momentum=args.momentum, weight_decay=args.weight_decay, milestones=args.milestones,
-        gamma=args.gamma, crop_padding=args.crop_padding, flip=args.flip, lam=args.lam,
-        grad_of=args.grad_of, strategy=args.strategy, pag_eps=args.pag_eps,
-        classes_per_step=args.classes_per_step or None, seed=args.seed,
+    settings = settings_from(
+        args, lam=args.lam, grad_of=args.grad_of, strategy=args.strategy, pag_eps=args.pag_eps,
+        classes_per_step=args.classes_per_step or None,
     )
     source = None
     if args.source in sources.REPRESENTATIVES:
         source = sources.load_representatives(args.targets, ds, args.source, device)
+    elif args.source in sources.TEACHER_SOURCES:
+        if not args.teacher:
+            raise ValueError(f"source {args.source!r} needs --teacher (a robust model file)")
+        teacher, meta = models.load_model(args.teacher, device)
+        if meta.get("dataset") != ds.name:
+            raise ValueError(f"teacher {args.teacher} was trained on {meta.get('dataset')!r}, not {ds.name!r}")
+        source = sources.TeacherGradients(teacher, args.grad_of)
     train_and_save(args, ds, settings, source, device, source=args.source)
+
+
+def settings_from(args, **extra) -> TrainSettings:
+    return TrainSettings(
+        epochs=args.epochs, batch_size=args.batch_size, optimizer=args.optimizer, lr=args.lr,
+        momentum=args.momentum, weight_decay=args.weight_decay, milestones=args.milestones,
+        gamma=args.gamma, crop_padding=args.crop_padding, flip=args.flip, seed=args.seed, **extra,
+    )
 
 
 def train_and_save(args, ds, settings: TrainSettings, target_source, device: str, **meta) -> None:

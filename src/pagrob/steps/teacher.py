@@ -1,0 +1,61 @@
+"""A robust teacher for RIGD (Section 4.1): Madry PGD adversarial training (Appendix A.2,
+Eq. 5) on one threat model, or a user-supplied checkpoint (e.g. MadryLab's robust CIFAR-10
+ResNet-50) imported into the same model-file format. Either way the result is
+``results/<dataset>/teacher_<norm>/lam0/seed<seed>/model.pt``."""
+
+from __future__ import annotations
+
+import torch
+
+from pagrob import data, io, models
+from pagrob.attacks import NORMS
+from pagrob.steps import _cli
+from pagrob.steps.train import add_training_options, settings_from, train_and_save
+
+
+def main() -> None:
+    p = _cli.parser(__doc__)
+    add_training_options(p, required=False)
+    p.add_argument("--norm", required=True, choices=NORMS)
+    p.add_argument("--eps", type=float, help="training attack radius")
+    p.add_argument("--steps", type=int, help="training attack PGD steps")
+    p.add_argument("--step-size", type=float, help="training attack step size")
+    p.add_argument("--import-state-dict", help="import this checkpoint instead of training")
+    p.add_argument("--import-arch", choices=models.ARCHITECTURES, help="the imported checkpoint's architecture")
+    p.add_argument("--import-mean", type=_cli.float_list, help="its input normalisation mean, e.g. '0.49 0.48 0.45'")
+    p.add_argument("--import-std", type=_cli.float_list, help="its input normalisation std")
+    args = p.parse_args()
+    device = _cli.setup(args, [args.out])
+    ds = data.load_prepared(args.data)
+    source = f"teacher_{args.norm}"
+    if args.import_state_dict:
+        import_checkpoint(args, ds, source)
+        return
+    missing = [f"--{k.replace('_', '-')}" for k in ("arch", "epochs", "batch_size", "lr", "eps", "steps") if getattr(args, k) is None]
+    if missing:
+        raise ValueError(f"adversarial training needs {', '.join(missing)} (or --import-state-dict)")
+    adversarial = {"norm": args.norm, "eps": args.eps, "steps": args.steps, "step_size": args.step_size, "random_start": True}
+    settings = settings_from(args, adversarial=adversarial)
+    ds.x_train, ds.y_train = ds.x_train.to(device), ds.y_train.to(device)
+    train_and_save(args, ds, settings, None, device, source=source)
+
+
+def import_checkpoint(args, ds, source: str) -> None:
+    if not (args.import_arch and args.import_mean and args.import_std):
+        raise ValueError("--import-state-dict needs --import-arch, --import-mean and --import-std")
+    path = args.import_state_dict
+    raw = io.load(path, "teacher checkpoint")
+    model = models.import_state_dict(
+        raw, args.import_arch, ds.input_shape, ds.num_classes,
+        torch.tensor(args.import_mean), torch.tensor(args.import_std), f"teacher checkpoint {path}",
+    )
+    models.save_model(
+        args.out, model, args.import_arch, ds.input_shape, ds.num_classes,
+        dataset=ds.name, classes=ds.classes, seed=args.seed, lam=0.0, source=source,
+        imported_from=str(path),
+    )
+    _cli.log(f"imported {path} ({args.import_arch}) -> {args.out}")
+
+
+if __name__ == "__main__":
+    _cli.run(main)
