@@ -13,7 +13,11 @@ from snakemake.utils import min_version
 min_version("9.0")
 
 
-configfile: "config.yaml"
+# config.yaml unless config files are given on the command line (--configfile demo.yaml), which
+# then replace it: their keys are the whole config, also inside cluster jobs.
+if not workflow.config_settings.configfiles:
+
+    configfile: "config.yaml"
 
 
 include: "workflow/rules/common.smk"
@@ -44,6 +48,19 @@ include: "workflow/rules/train.smk"
 include: "workflow/rules/evaluate.smk"
 include: "workflow/rules/toy.smk"
 include: "workflow/rules/report.smk"
+
+
+# Cheap aggregation runs where Snakemake runs, never as a cluster job; so does the data step,
+# which may need the network to download a dataset (cluster nodes often have none).
+localrules:
+    all,
+    prepare_data,
+    collect_metrics,
+    toy_table,
+    main_table,
+    lambda_table,
+    seeds_table,
+    ablation_table,
 
 
 rule all:

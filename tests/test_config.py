@@ -13,7 +13,7 @@ def base_config():
 def dry_run(tmp_path, config):
     copy_workflow(tmp_path)
     (tmp_path / "bad.yaml").write_text(yaml.safe_dump(config))
-    return snakemake(["-n", "--configfile", "bad.yaml", "--replace-workflow-config"], tmp_path, check=False)
+    return snakemake(["-n", "--configfile", "bad.yaml"], tmp_path, check=False)
 
 
 def edit(path, value):
@@ -70,5 +70,5 @@ def test_bad_config_fails_before_any_job(tmp_path, case):
 def test_good_configs_validate(tmp_path):
     copy_workflow(tmp_path)
     for name in ("config.yaml", "demo.yaml"):
-        proc = snakemake(["-n", "--configfile", name, "--replace-workflow-config"], tmp_path)
+        proc = snakemake(["-n", "--configfile", name], tmp_path)
         assert "Building DAG of jobs" in proc.stdout + proc.stderr

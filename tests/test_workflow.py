@@ -31,7 +31,7 @@ def small_toy(cfg):
 def test_toy_target_end_to_end(tmp_path):
     copy_workflow(tmp_path)
     write_config(tmp_path / "small.yaml", "config.yaml", small_toy)
-    opts = ["--configfile", "small.yaml", "--replace-workflow-config", "--cores", "2"]
+    opts = ["--configfile", "small.yaml", "--cores", "2"]
 
     # builds exactly what the table needs: no figure, 2 seeds x (vanilla, PAG)
     dry = snakemake(["-n", *opts, "results/tables/toy.md"], tmp_path)
@@ -151,7 +151,7 @@ def test_demo_end_to_end_reduced(tmp_path):
     figure) at reduced size."""
     copy_workflow(tmp_path)
     write_config(tmp_path / "small.yaml", "demo.yaml", small_demo)
-    proc = snakemake(["--configfile", "small.yaml", "--replace-workflow-config", "--cores", "2"], tmp_path)
+    proc = snakemake(["--configfile", "small.yaml", "--cores", "2"], tmp_path)
     counts = job_counts(proc.stdout + proc.stderr)
     assert counts["train"] == 2 + 6 + 1 + 1  # toy, main, one more seed, one more lambda
     assert counts["teacher"] == 2

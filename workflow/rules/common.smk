@@ -258,8 +258,34 @@ def flags(options):
     return " ".join(out)
 
 
-def common_flags():
-    return flags({"device": config["device"]})
+def common_flags(dataset):
+    """--device: the config's device for jobs given GPUs, the CPU for the others."""
+    return flags({"device": config["device"] if res(dataset)["gpu"] else "cpu"})
+
+
+def res(dataset):
+    """datasets.<dataset>.resources, the schema's defaults filled in."""
+    return dataset_config(dataset)["resources"]
+
+
+def threads_of(wildcards):
+    return res(wildcards.dataset)["threads"]
+
+
+def gpu_of(wildcards):
+    return res(wildcards.dataset)["gpu"]
+
+
+def mem_of(wildcards):
+    return res(wildcards.dataset)["mem_mb"]
+
+
+def runtime_of(kind):
+    return lambda wildcards: res(wildcards.dataset)["runtime"][kind]
+
+
+def ablation_dataset():
+    return experiment("lambda_ablation")["dataset"]
 
 
 def train_flags(wildcards):

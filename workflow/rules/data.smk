@@ -10,9 +10,12 @@ rule prepare_data:
         "results/{dataset}/logs/prepare_data.benchmark.tsv"
     conda:
         "../../envs/pytorch.yaml"
+    resources:
+        mem_mb=mem_of,
+        runtime=runtime_of("data"),
     params:
         args=data_flags,
-        common=common_flags(),
+        common=lambda w: common_flags(w.dataset),
     shell:
         "python -m pagrob.steps.prepare_data --dataset {wildcards.dataset} {params.args} "
         "{params.common} --out {output} > {log} 2>&1"

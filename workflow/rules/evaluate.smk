@@ -14,10 +14,14 @@ rule evaluate:
         "results/{dataset}/{source}/lam{lam}/seed{seed}/evaluate.benchmark.tsv"
     conda:
         "../../envs/pytorch.yaml"
-    threads: config["threads"]
+    threads: threads_of
+    resources:
+        gpu=gpu_of,
+        mem_mb=mem_of,
+        runtime=runtime_of("evaluate"),
     params:
         args=eval_flags,
-        common=common_flags(),
+        common=lambda w: common_flags(w.dataset),
     shell:
         "python -m pagrob.steps.evaluate --data {input.data} --model {input.model} {params.args} "
         "{params.common} --threads {threads} --out {output} > {log} 2>&1"

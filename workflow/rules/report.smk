@@ -85,10 +85,14 @@ rule pag_figure:
         "results/logs/fig4_{dataset}.benchmark.tsv"
     conda:
         "../../envs/pytorch.yaml"
-    threads: config["threads"]
+    threads: threads_of
+    resources:
+        gpu=gpu_of,
+        mem_mb=mem_of,
+        runtime=runtime_of("figure"),
     params:
         args=lambda w: pictures_flags(w.dataset),
-        common=common_flags(),
+        common=lambda w: common_flags(w.dataset),
     shell:
         "python -m pagrob.steps.pag_figure --data {input.data} --models {input.models} "
         "{params.args} {params.common} --threads {threads} --out-png {output.png} "
@@ -97,7 +101,7 @@ rule pag_figure:
 
 rule ablation_figure:
     input:
-        data=lambda w: f"results/{experiment('lambda_ablation')['dataset']}/data.pt",
+        data=lambda w: f"results/{ablation_dataset()}/data.pt",
         models=lambda w: files_of(ablation_models()),
         table="results/tables/fig5_lambda_ablation.csv",
     output:
@@ -109,10 +113,14 @@ rule ablation_figure:
         "results/logs/fig5_lambda_ablation.benchmark.tsv"
     conda:
         "../../envs/pytorch.yaml"
-    threads: config["threads"]
+    threads: lambda w: res(ablation_dataset())["threads"]
+    resources:
+        gpu=lambda w: res(ablation_dataset())["gpu"],
+        mem_mb=lambda w: res(ablation_dataset())["mem_mb"],
+        runtime=lambda w: res(ablation_dataset())["runtime"]["figure"],
     params:
-        args=lambda w: pictures_flags(experiment("lambda_ablation")["dataset"]),
-        common=common_flags(),
+        args=lambda w: pictures_flags(ablation_dataset()),
+        common=lambda w: common_flags(ablation_dataset()),
     shell:
         "python -m pagrob.steps.ablation_figure --data {input.data} --models {input.models} "
         "--table {input.table} {params.args} {params.common} --threads {threads} "
@@ -132,10 +140,14 @@ rule robust_figure:
         "results/logs/fig1_{dataset}.benchmark.tsv"
     conda:
         "../../envs/pytorch.yaml"
-    threads: config["threads"]
+    threads: threads_of
+    resources:
+        gpu=gpu_of,
+        mem_mb=mem_of,
+        runtime=runtime_of("figure"),
     params:
         args=lambda w: pictures_flags(w.dataset),
-        common=common_flags(),
+        common=lambda w: common_flags(w.dataset),
     shell:
         "python -m pagrob.steps.pag_figure --data {input.data} --models {input.models} "
         "{params.args} {params.common} --threads {threads} --out-png {output.png} "

@@ -15,10 +15,13 @@ rule make_targets:
         source="|".join(REPRESENTATIVES),
     conda:
         "../../envs/pytorch.yaml"
-    threads: config["threads"]
+    threads: threads_of
+    resources:
+        mem_mb=mem_of,
+        runtime=runtime_of("targets"),
     params:
         args=targets_flags,
-        common=common_flags(),
+        common=lambda w: common_flags(w.dataset),
     shell:
         "python -m pagrob.steps.make_targets --data {input} --source {wildcards.source} "
         "{params.args} {params.common} --threads {threads} --out {output} > {log} 2>&1"

@@ -29,6 +29,9 @@ rule toy_figure:
         "results/logs/fig3_toy.log",
     conda:
         "../../envs/pytorch.yaml"
+    resources:
+        mem_mb=lambda w: res("toy")["mem_mb"],
+        runtime=lambda w: res("toy")["runtime"]["figure"],
     shell:
         "python -m pagrob.steps.toy_figure --data {input.data} --models {input.models} "
         "--metrics {input.metrics} --out-png {output.png} --out-pdf {output.pdf} > {log} 2>&1"

@@ -15,11 +15,15 @@ rule train:
         source="|".join(SOURCES),
     conda:
         "../../envs/pytorch.yaml"
-    threads: config["threads"]
+    threads: threads_of
+    resources:
+        gpu=gpu_of,
+        mem_mb=mem_of,
+        runtime=runtime_of("train"),
     params:
         args=train_flags,
         source=source_flags,
-        common=common_flags(),
+        common=lambda w: common_flags(w.dataset),
     shell:
         "python -m pagrob.steps.train --data {input.data} {params.source} {params.args} "
         "{params.common} --threads {threads} --out {output} >> {log} 2>&1"
@@ -36,11 +40,15 @@ rule teacher:
         "results/{dataset}/teacher_{norm}/lam0/seed{seed}/train.benchmark.tsv"
     conda:
         "../../envs/pytorch.yaml"
-    threads: config["threads"]
+    threads: threads_of
+    resources:
+        gpu=gpu_of,
+        mem_mb=mem_of,
+        runtime=runtime_of("teacher"),
     params:
         args=teacher_flags,
         checkpoint=checkpoint_flag,
-        common=common_flags(),
+        common=lambda w: common_flags(w.dataset),
     shell:
         "python -m pagrob.steps.teacher --data {input.data} --norm {wildcards.norm} "
         "--seed {wildcards.seed} {params.checkpoint} {params.args} {params.common} "

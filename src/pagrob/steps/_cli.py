@@ -53,9 +53,13 @@ def setup(args: argparse.Namespace, outputs: list) -> str:
             "(Snakemake removes outputs itself before rerunning a job)."
         )
     if args.device == "auto":
-        return "cuda" if torch.cuda.is_available() else "cpu"
+        args.device = "cuda" if torch.cuda.is_available() else "cpu"
     if args.device.startswith("cuda") and not torch.cuda.is_available():
         raise ValueError(f"--device {args.device} asked for, but torch sees no CUDA device")
+    if args.device == "cuda":  # no index: one free GPU of this machine, none shared
+        from pagrob.gpus import pick_cuda_device
+
+        return pick_cuda_device(log)
     return args.device
 
 
