@@ -6,6 +6,7 @@ import json
 import os
 import shlex
 import sys
+import time
 
 from snakemake.settings.types import DeploymentMethod
 from snakemake.utils import min_version
@@ -61,6 +62,16 @@ localrules:
     lambda_table,
     seeds_table,
     ablation_table,
+
+
+STARTED = time.time()
+
+
+onsuccess:
+    minutes, seconds = divmod(round(time.time() - STARTED), 60)
+    cores = workflow.resource_settings.cores  # None when jobs go to a cluster
+    where = f" with {cores} cores" if cores else ""
+    print(f"Workflow finished: {minutes} min {seconds} s wall time{where}.")
 
 
 rule all:

@@ -73,15 +73,15 @@ def test_class_subset_is_scaled(strategy):
         torch.testing.assert_close(p.grad, r, rtol=1e-9, atol=1e-11)
 
 
-@pytest.mark.parametrize("arch", ["small_cnn", "resnet18"])
+@pytest.mark.parametrize("arch", ["mlp", "small_cnn", "resnet50"])
 def test_real_architectures_in_train_mode(arch):
-    """The models the workflow trains (ResNet-18 with its BatchNorms), against the reference."""
+    """The other models the workflow trains, against the reference (a class subset)."""
     torch.manual_seed(0)
     model = models.build_model(arch, (2, 8, 8), 4, torch.tensor([0.4, 0.5]), torch.tensor([0.2, 0.3])).double().train()
     x, y, targets = batch(b=4)
     ref_grads, _ = reference(model, x, y, targets, 0.4, "logit", 1e-8, classes=[0, 2])
     model.zero_grad()
-    pag_backward(model, x, y, lambda c: targets[c], 0.4, strategy="accumulate", classes=[0, 2])
+    pag_backward(model, x, y, lambda c: targets[c], 0.4, strategy="segmented", classes=[0, 2])
     for p, r in zip(model.parameters(), ref_grads):
         torch.testing.assert_close(p.grad, r, rtol=1e-9, atol=1e-11)
 
@@ -161,3 +161,31 @@ def test_vanilla_is_plain_cross_entropy():
     assert out.pag.item() == 0
     for p, r in zip(model.parameters(), ref):
         torch.testing.assert_close(p.grad, r)
+
+
+@pytest.mark.parametrize("strategy", STRATEGIES)
+def test_resnet18_every_strategy_train_mode(strategy):
+    """ResNet-18 (BatchNorm, residual blocks: where segmented cuts the graph), float64."""
+    torch.manual_seed(0)
+    model = models.build_model("resnet18", (2, 8, 8), 4, torch.tensor([0.4, 0.5]), torch.tensor([0.2, 0.3])).double().train()
+    x, y, targets = batch(b=3)
+    ref_grads, ref_loss = reference(model, x, y, targets, 0.4, "log_softmax", 1e-8)
+    model.zero_grad()
+    out = pag_backward(model, x, y, lambda c: targets[c], 0.4, grad_of="log_softmax", strategy=strategy)
+    torch.testing.assert_close(out.ce + 0.4 * out.pag, ref_loss, rtol=1e-10, atol=1e-12)
+    for p, r in zip(model.parameters(), ref_grads):
+        torch.testing.assert_close(p.grad, r, rtol=1e-9, atol=1e-11)
+
+
+def test_custom_relu_and_pooling_match_torch():
+    from pagrob.models import avg_pool2, relu
+
+    x = torch.randn(3, 2, 6, 6, dtype=torch.float64, requires_grad=True)
+    torch.testing.assert_close(relu(x), F.relu(x))
+    torch.testing.assert_close(avg_pool2(x), F.avg_pool2d(x, 2))
+    for ours, theirs in ((relu, F.relu), (avg_pool2, lambda t: F.avg_pool2d(t, 2))):
+        u = torch.randn_like(theirs(x))
+        (g1,) = torch.autograd.grad((ours(x) * u).sum(), x)
+        (g2,) = torch.autograd.grad((theirs(x) * u).sum(), x)
+        torch.testing.assert_close(g1, g2)
+    assert torch.autograd.gradcheck(relu, (x[:1, :1, :3, :3].detach().abs().add(0.1).requires_grad_(),))

@@ -43,7 +43,10 @@ def test_toy_target_end_to_end(tmp_path):
     assert not (tmp_path / "results/figures").exists()
 
     metrics = pd.read_csv(tmp_path / "results/toy/metrics.csv")
-    assert list(metrics.columns) == ["dataset", "source", "lam", "seed", "attack", "norm", "eps", "steps", "accuracy"]
+    assert list(metrics.columns) == [
+        "dataset", "source", "lam", "seed", "attack", "norm", "eps", "steps", "accuracy", "classes_per_step"
+    ]
+    assert (metrics["classes_per_step"] == 0).all()
     assert len(metrics) == 8  # 4 models x (clean, PGD L2)
     assert set(metrics["source"]) == {"vanilla", "nearest_neighbor"}
     pgd = metrics[metrics["attack"] == "pgd"]

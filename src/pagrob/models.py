@@ -10,6 +10,43 @@ import torch.nn.functional as F
 ARCHITECTURES = ("mlp", "small_cnn", "resnet18", "resnet50")
 
 
+class _ReLU(torch.autograd.Function):
+    """ReLU whose backward multiplies by a saved constant mask.
+
+    Values and gradients are those of ``F.relu``. The difference is in the graph that a
+    ``create_graph=True`` backward builds: ``F.relu``'s backward keeps an edge to its input
+    (through which a double backward sends zeros, the second derivative, into the whole forward
+    graph); this one's depends on the incoming gradient only. The PAG step's double backward
+    then never walks the forward graph (see ``pag.py``).
+    """
+
+    generate_vmap_rule = True
+
+    @staticmethod
+    def forward(x):
+        return x.clamp(min=0)
+
+    @staticmethod
+    def setup_context(ctx, inputs, output):
+        ctx.save_for_backward(inputs[0] > 0)
+
+    @staticmethod
+    def backward(ctx, grad):
+        (mask,) = ctx.saved_tensors
+        return grad * mask
+
+
+def relu(x: Tensor) -> Tensor:
+    return _ReLU.apply(x)
+
+
+def avg_pool2(x: Tensor) -> Tensor:
+    """2x2 average pooling as a mean over reshaped blocks: its backward, unlike
+    ``F.avg_pool2d``'s, keeps no edge to the input (same reason as :func:`relu`)."""
+    b, c, h, w = x.shape
+    return x.view(b, c, h // 2, 2, w // 2, 2).mean((3, 5))
+
+
 class Normalize(nn.Module):
     def __init__(self, mean: Tensor, std: Tensor):
         super().__init__()
@@ -42,7 +79,7 @@ class MLP(nn.Module):
         self.fc2 = nn.Linear(hidden, num_classes)
 
     def forward(self, x: Tensor) -> Tensor:
-        return self.fc2(F.relu(self.fc1(x.flatten(1))))
+        return self.fc2(relu(self.fc1(x.flatten(1))))
 
 
 class SmallCNN(nn.Module):
@@ -62,12 +99,13 @@ class SmallCNN(nn.Module):
         self.fc2 = nn.Linear(hidden, num_classes)
 
     def forward(self, x: Tensor) -> Tensor:
-        out = F.avg_pool2d(F.relu(self.conv2(F.relu(self.conv1(x)))), 2)
-        return self.fc2(F.relu(self.fc1(out.flatten(1))))
+        out = avg_pool2(relu(self.conv2(relu(self.conv1(x)))))
+        return self.fc2(relu(self.fc1(out.flatten(1))))
 
 
 class BasicBlock(nn.Module):
     expansion = 1
+    pag_cut = True  # pag.py's segmented strategy cuts the graph at a block's input
 
     def __init__(self, cin: int, cout: int, stride: int):
         super().__init__()
@@ -83,13 +121,14 @@ class BasicBlock(nn.Module):
             )
 
     def forward(self, x: Tensor) -> Tensor:
-        out = F.relu(self.bn1(self.conv1(x)))
+        out = relu(self.bn1(self.conv1(x)))
         out = self.bn2(self.conv2(out))
-        return F.relu(out + self.shortcut(x))
+        return relu(out + self.shortcut(x))
 
 
 class Bottleneck(nn.Module):
     expansion = 4
+    pag_cut = True
 
     def __init__(self, cin: int, width: int, stride: int):
         super().__init__()
@@ -105,10 +144,10 @@ class Bottleneck(nn.Module):
             self.shortcut = nn.Sequential(nn.Conv2d(cin, cout, 1, stride, bias=False), nn.BatchNorm2d(cout))
 
     def forward(self, x: Tensor) -> Tensor:
-        out = F.relu(self.bn1(self.conv1(x)))
-        out = F.relu(self.bn2(self.conv2(out)))
+        out = relu(self.bn1(self.conv1(x)))
+        out = relu(self.bn2(self.conv2(out)))
         out = self.bn3(self.conv3(out))
-        return F.relu(out + self.shortcut(x))
+        return relu(out + self.shortcut(x))
 
 
 class ResNet(nn.Module):
@@ -130,9 +169,9 @@ class ResNet(nn.Module):
         self.linear = nn.Linear(cin, num_classes)
 
     def forward(self, x: Tensor) -> Tensor:
-        out = F.relu(self.bn1(self.conv1(x)))
+        out = relu(self.bn1(self.conv1(x)))
         out = self.layer4(self.layer3(self.layer2(self.layer1(out))))
-        return self.linear(F.adaptive_avg_pool2d(out, 1).flatten(1))
+        return self.linear(out.mean((2, 3)))  # global average pooling
 
 
 def build_model(

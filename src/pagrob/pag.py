@@ -22,6 +22,14 @@ in speed and memory:
   parameter gradients, so only one class's double-backward graph is alive at a time.
 - ``batched``: all classes' input-gradients in one vectorised ``autograd.grad`` call
   (``is_grads_batched=True``), then one backward.
+- ``segmented``: ``loop``'s arithmetic with ``accumulate``'s memory. The forward graph is cut
+  into segments at the inputs of the BatchNorm layers and of the residual blocks (each input is
+  replaced by a leaf that stands in for it). Each class's term is built through the segments and backpropagated at once,
+  stopping at those leaves, so its double-backward graph is freed before the next class; only
+  BatchNorm's double backward depends on the forward activations (``models.relu`` keeps ReLU's
+  out of the forward graph; convolutions, linear layers and pooling depend on the weights
+  only). At the end the forward graph is backpropagated once, segment by segment from the top,
+  with every class's contributions gathered at the cuts.
 """
 
 from __future__ import annotations
@@ -29,12 +37,23 @@ from __future__ import annotations
 from dataclasses import dataclass
 from typing import Callable, Sequence
 
+import contextlib
+
 import torch
 import torch.nn.functional as F
 from torch import Tensor, nn
 
 GRAD_OF = ("logit", "log_softmax")
-STRATEGIES = ("loop", "accumulate", "batched")
+STRATEGIES = ("loop", "accumulate", "batched", "segmented")
+
+#: where ``segmented`` cuts the forward graph: at the input of every BatchNorm (whose double
+#: backward reads it), and of every module flagged ``pag_cut = True`` (the residual blocks:
+#: there the input feeds two paths, and a cut keeps each segment from walking the other's)
+CUT_AT = (nn.modules.batchnorm._BatchNorm,)
+
+
+def _is_cut(module: nn.Module) -> bool:
+    return isinstance(module, CUT_AT) or getattr(module, "pag_cut", False)
 
 #: g(x, c) for the current batch: class index -> tensor shaped like the batch.
 Targets = Callable[[int], Tensor]
@@ -107,6 +126,8 @@ def pag_backward(
     if strategy not in STRATEGIES:
         raise ValueError(f"strategy must be one of {STRATEGIES}, not {strategy!r}")
     x = x.detach().requires_grad_(True)
+    if strategy == "segmented":
+        return _segmented(model, x, y, targets, lam, grad_of, eps, classes, ce_input)
     logits = model(x)
     num_classes = logits.shape[1]
     classes = list(range(num_classes)) if classes is None else list(classes)
@@ -142,3 +163,74 @@ def pag_backward(
     pag = scale * sum(cosine_loss(g, targets(c), eps).mean() for g, c in zip(grads, classes))
     torch.autograd.backward(ce + lam * pag, inputs=params)
     return StepLosses(ce_logits.detach(), ce.detach(), pag.detach())
+
+
+@contextlib.contextmanager
+def _cut_inputs(model: nn.Module):
+    """Inside, the inputs of the cut layers are replaced by leaves; yields the list of
+    (input in the forward graph, leaf standing in for it), in forward order."""
+    cuts: list[tuple[Tensor, Tensor]] = []
+
+    def hook(module, args):
+        leaf = args[0].detach().requires_grad_(True)
+        cuts.append((args[0], leaf))
+        return (leaf, *args[1:])
+
+    handles = [m.register_forward_pre_hook(hook) for m in model.modules() if _is_cut(m)]
+    try:
+        yield cuts
+    finally:
+        for h in handles:
+            h.remove()
+
+
+def _input_gradient_through_cuts(top: Tensor, x: Tensor, cuts) -> Tensor:
+    """grad_x of the scalar ``top`` (with create_graph) in a graph cut at ``cuts``:
+    backpropagate to the leaves, then from each cut's input with its leaf's gathered gradient,
+    top-down (a cut made later in the forward pass can only feed into earlier ones)."""
+    leaves = [leaf for _, leaf in cuts]
+    gathered: dict[int, Tensor] = {}
+
+    def push(outputs, grad_outputs, below: int) -> None:
+        inputs = leaves[:below] + [x]
+        grads = torch.autograd.grad(
+            outputs, inputs, grad_outputs, create_graph=True, retain_graph=True, allow_unused=True
+        )
+        for key, g in zip([*range(below), -1], grads):  # -1: x itself
+            if g is not None:
+                gathered[key] = gathered[key] + g if key in gathered else g
+
+    push(top, None, len(leaves))
+    for k in reversed(range(len(cuts))):
+        if k in gathered:
+            push(cuts[k][0], gathered.pop(k), k)
+    return gathered[-1]
+
+
+def _segmented(model, x, y, targets, lam, grad_of, eps, classes, ce_input) -> StepLosses:
+    with _cut_inputs(model) as cuts:
+        logits = model(x)
+    leaves = [leaf for _, leaf in cuts]
+    num_classes = logits.shape[1]
+    classes = list(range(num_classes)) if classes is None else list(classes)
+    scale = num_classes / len(classes)
+    scores = class_scores(logits, grad_of)
+    pag = torch.zeros((), device=x.device, dtype=logits.dtype)
+    for c in classes:
+        g = _input_gradient_through_cuts(scores[:, c].sum(), x, cuts)
+        term = scale * cosine_loss(g, targets(c), eps).mean()
+        # stops at the leaves: the class's double-backward graph only, then it is freed
+        (lam * term).backward(retain_graph=True)
+        pag += term.detach()
+    if ce_input is None:
+        ce_logits = logits
+    else:
+        ce_logits = model(ce_input)
+    ce = F.cross_entropy(ce_logits, y)
+    # the forward graph once: CE down to the top cuts, then every cut with what it gathered
+    ce.backward(retain_graph=True)
+    for k in reversed(range(len(cuts))):
+        grad, leaves[k].grad = leaves[k].grad, None  # complete now; freed once passed on
+        if grad is not None:
+            cuts[k][0].backward(grad, retain_graph=True)
+    return StepLosses(ce_logits.detach(), ce.detach(), pag)

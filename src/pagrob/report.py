@@ -10,8 +10,10 @@ import math
 
 import pandas as pd
 
-#: The tidy metrics format: one row per model x attack, accuracy in percent.
-COLUMNS = ["dataset", "source", "lam", "seed", "attack", "norm", "eps", "steps", "accuracy"]
+#: The tidy metrics format: one row per model x attack, accuracy in percent. classes_per_step:
+#: 0 for a model trained with all C target classes every step (or no PAG term), k for one
+#: trained with k random classes per step (an unbiased estimate of the full term).
+COLUMNS = ["dataset", "source", "lam", "seed", "attack", "norm", "eps", "steps", "accuracy", "classes_per_step"]
 
 METHOD_NAMES = {
     "vanilla": "Vanilla",
@@ -32,9 +34,9 @@ def metric_name(row) -> str:
 
 def read_metrics(path) -> pd.DataFrame:
     df = pd.read_csv(path)
-    missing = {"dataset", "source", "lam", "seed", "attack", "norm", "accuracy"} - set(df.columns)
+    missing = set(COLUMNS) - set(df.columns)
     if missing:
-        raise ValueError(f"metrics file {path} lacks the columns {sorted(missing)}")
+        raise ValueError(f"metrics file {path} lacks the columns {sorted(missing)}; rebuild it")
     df["metric"] = df.apply(metric_name, axis=1)
     return df
 
@@ -46,13 +48,15 @@ def read_paper(path) -> pd.DataFrame:
 def summarize(metrics: pd.DataFrame) -> pd.DataFrame:
     """Mean, sample std and per-seed values of each (source, lam, metric) over seeds."""
     rows = []
-    for (source, lam, metric), g in metrics.groupby(["source", "lam", "metric"], sort=False):
+    keys = ["source", "lam", "classes_per_step", "metric"]
+    for (source, lam, k, metric), g in metrics.groupby(keys, sort=False):
         g = g.sort_values("seed")
         values = g["accuracy"].tolist()
         rows.append(
             {
                 "source": source,
                 "lam": lam,
+                "classes_per_step": k,
                 "metric": metric,
                 "seeds": len(values),
                 "mean": sum(values) / len(values),
@@ -101,8 +105,36 @@ SOURCE_ORDER = list(METHOD_NAMES)
 METRIC_ORDER = ["clean", "linf", "l2"]
 
 
-def method(source: str) -> str:
-    return METHOD_NAMES.get(source, source)
+def method(source: str, classes_per_step: int = 0) -> str:
+    name = METHOD_NAMES.get(source, source)
+    return f"{name} ({classes_per_step} classes/step)" if classes_per_step else name
+
+
+def _method_of(g: pd.DataFrame) -> str:
+    return method(g["source"].iloc[0], int(g["classes_per_step"].iloc[0]))
+
+
+SOURCE_ORDER = list(METHOD_NAMES)
+METRIC_ORDER = ["clean", "linf", "l2"]
+
+
+def method(source: str, classes_per_step: int = 0) -> str:
+    name = METHOD_NAMES.get(source, source)
+    return f"{name} ({classes_per_step} classes/step)" if classes_per_step else name
+
+
+def _method_of(g: pd.DataFrame) -> str:
+    return method(g["source"].iloc[0], int(g["classes_per_step"].iloc[0]))
+
+
+def subsampled_note(metrics: pd.DataFrame, num_classes: int | None = None) -> str:
+    """A line for tables of models trained with a subset of target classes per step."""
+    k = sorted({int(v) for v in metrics.get("pag_classes", pd.Series(dtype=int)).dropna() if v})
+    full = num_classes or max(k, default=0)
+    partial = [v for v in k if v < full] if num_classes else (k if len(k) > 1 else [])
+    if not partial:
+        return ""
+    return f"\n**Note:** some models took {', '.join(map(str, partial))} random target classes per step (classes_per_step), not all.\n"
 
 
 def metric_labels(metrics: pd.DataFrame) -> dict[str, str]:
@@ -165,12 +197,12 @@ def toy_table(metrics: pd.DataFrame, paper: pd.DataFrame) -> tuple[pd.DataFrame,
     def first(g):
         src = g["source"].iloc[0]
         return {
-            "Method": method(src) if src == "vanilla" else f"PAG ({method(src)})",
+            "Method": _method_of(g) if src == "vanilla" else f"PAG ({_method_of(g)})",
             "λ": f"{g['lam'].iloc[0]:g}",
             "Seeds": int(g["seeds"].iloc[0]),
         }
 
-    shown = wide(full, ["source", "lam"], first, metric_labels(metrics))
+    shown = wide(full, ["source", "lam", "classes_per_step"], first, metric_labels(metrics))
     text = (
         "# Toy experiment (Section 5.1, Fig. 3)\n\n" + NOTE + "\n\n" + markdown(shown)
         + "\n## Per seed\n\n" + per_seed_table(metrics)
@@ -182,8 +214,8 @@ def main_table(metrics: pd.DataFrame, paper: pd.DataFrame, name: str, dataset: s
     """Tables 1-2: clean, L∞ and L2 PGD accuracy of every source on one dataset."""
     full = _ordered(attach_paper(summarize(metrics), paper, "main", dataset))
     shown = wide(
-        full, ["source", "lam"],
-        lambda g: {"Method": method(g["source"].iloc[0]), "λ": f"{g['lam'].iloc[0]:g}"},
+        full, ["source", "lam", "classes_per_step"],
+        lambda g: {"Method": _method_of(g), "λ": f"{g['lam'].iloc[0]:g}"},
         metric_labels(metrics),
     )
     number = name.removeprefix("table")
@@ -196,8 +228,8 @@ def seeds_table(metrics: pd.DataFrame, paper: pd.DataFrame) -> tuple[pd.DataFram
     dataset = metrics["dataset"].iloc[0]
     full = _ordered(attach_paper(summarize(metrics), paper, "seeds", dataset))
     shown = wide(
-        full, ["source", "lam"],
-        lambda g: {"Method": method(g["source"].iloc[0]), "λ": f"{g['lam'].iloc[0]:g}", "Seeds": int(g["seeds"].iloc[0])},
+        full, ["source", "lam", "classes_per_step"],
+        lambda g: {"Method": _method_of(g), "λ": f"{g['lam'].iloc[0]:g}", "Seeds": int(g["seeds"].iloc[0])},
         metric_labels(metrics),
     )
     text = (
@@ -212,7 +244,11 @@ def ablation_table(metrics: pd.DataFrame, paper: pd.DataFrame) -> tuple[pd.DataF
     dataset, source = metrics["dataset"].iloc[0], metrics["source"].iloc[0]
     full = attach_paper(summarize(metrics), paper, "ablation", dataset)
     full = full.sort_values("lam", kind="stable")
-    shown = wide(full, ["lam"], lambda g: {"λ": f"{g['lam'].iloc[0]:g}"}, metric_labels(metrics))
+    shown = wide(
+        full, ["lam", "classes_per_step"],
+        lambda g: {"λ": f"{g['lam'].iloc[0]:g}" + (f" ({int(g['classes_per_step'].iloc[0])} classes/step)" if g["classes_per_step"].iloc[0] else "")},
+        metric_labels(metrics),
+    )
     text = f"# Fig. 5: {method(source)} on {dataset} for several λ\n\n{NOTE}\n\n" + markdown(shown)
     return full, text
 

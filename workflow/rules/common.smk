@@ -300,6 +300,7 @@ def train_flags(wildcards):
             "grad_of": config["pag"]["grad_of"],
             "pag_eps": config["pag"]["eps"],
             "strategy": config["pag"]["strategy"],
+            "classes_per_step": config["pag"]["classes_per_step"],
         }
     )
 

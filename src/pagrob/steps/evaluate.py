@@ -52,6 +52,7 @@ def main() -> None:
     attacks = [dataclasses.replace(a, bounds=ds.bounds) for a in args.attack]
     rows = evaluate(model, x, y, attacks, args.batch_size, args.seed, device)
     ids = {k: meta.get(k) for k in ("dataset", "source", "lam", "seed")}
+    ids["classes_per_step"] = (meta.get("settings") or {}).get("classes_per_step") or 0
     table = pd.DataFrame([ids | r for r in rows], columns=COLUMNS)
     io.write_text(table.to_csv(index=False), args.out)
     for r in rows:
