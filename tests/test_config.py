@@ -52,6 +52,14 @@ CASES = {
         ["datasets.toy is not defined", "add its settings under datasets:"],
     ),
     "empty grid": (edit(["experiments"], {}), ["experiments", "should be non-empty"]),
+    "RIGD without a teacher": (
+        edit(["datasets", "stl10", "teachers"], DELETE),
+        ["datasets.stl10.teachers.linf is not defined", "add its training attack"],
+    ),
+    "unknown dataset in a table": (
+        edit(["experiments", "main", "tables", "mnist"], "table9"),
+        ["experiments.main.tables", "'mnist' is not one of"],
+    ),
 }
 
 

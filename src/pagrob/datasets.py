@@ -122,6 +122,29 @@ def _extract(spec: Archive, archive: Path, root: Path) -> None:
         extracted.replace(target)
 
 
+SHAPES = {"cifar10": (3, 32, 32), "stl10": (3, 96, 96)}
+
+
+def check_arrays(name: str, where, x_train, y_train, x_test, y_test, classes) -> None:
+    """Shapes, label ranges and counts of a loaded dataset, each failure named."""
+    expected = SHAPES[name]
+    problems = []
+    for split, x, y in (("train", x_train, y_train), ("test", x_test, y_test)):
+        if tuple(x.shape[1:]) != expected:
+            problems.append(f"{split} images have shape {tuple(x.shape[1:])}, not {expected}")
+        if len(x) != len(y):
+            problems.append(f"{split} has {len(x)} images but {len(y)} labels")
+        if len(y) and (min(y) < 0 or max(y) >= len(classes)):
+            problems.append(f"{split} labels outside 0..{len(classes) - 1}")
+        if len(x) == 0:
+            problems.append(f"{split} is empty")
+    if problems:
+        raise DatasetUnavailable(
+            f"{ARCHIVES[name].title} in {where} is not the expected dataset: {'; '.join(problems)}. "
+            "Delete the extracted folder and its archive and download them again."
+        )
+
+
 def _from_uint8(name, x_train, y_train, x_test, y_test, classes) -> Dataset:
     """uint8 [N, C, H, W] arrays -> a Dataset in [0, 1] with per-channel statistics."""
     x_train = torch.from_numpy(np.ascontiguousarray(x_train)).float() / 255
@@ -140,22 +163,27 @@ def _from_uint8(name, x_train, y_train, x_test, y_test, classes) -> Dataset:
 
 def load_cifar10(root, download: bool = False) -> Dataset:
     root = ensure_extracted("cifar10", root, download)
-    train = tv.CIFAR10(str(root), train=True, download=False)
-    test = tv.CIFAR10(str(root), train=False, download=False)
-    return _from_uint8(
-        "cifar10",
-        train.data.transpose(0, 3, 1, 2), train.targets,
-        test.data.transpose(0, 3, 1, 2), test.targets,
-        train.classes,
-    )
+    try:
+        train = tv.CIFAR10(str(root), train=True, download=False)
+        test = tv.CIFAR10(str(root), train=False, download=False)
+    except ValueError as e:  # e.g. batches whose size is not a whole number of images
+        raise DatasetUnavailable(f"CIFAR-10 in {root} cannot be read ({e}); delete it and download it again") from e
+    arrays = (train.data.transpose(0, 3, 1, 2), train.targets, test.data.transpose(0, 3, 1, 2), test.targets)
+    check_arrays("cifar10", root, *arrays, train.classes)
+    return _from_uint8("cifar10", *arrays, train.classes)
 
 
 def load_stl10(root, download: bool = False) -> Dataset:
     """The labelled splits: 5,000 training and 8,000 test images of 96x96."""
     root = ensure_extracted("stl10", root, download)
-    train = tv.STL10(str(root), split="train", download=False)
-    test = tv.STL10(str(root), split="test", download=False)
-    return _from_uint8("stl10", train.data, train.labels, test.data, test.labels, train.classes)
+    try:
+        train = tv.STL10(str(root), split="train", download=False)
+        test = tv.STL10(str(root), split="test", download=False)
+    except ValueError as e:  # e.g. a file whose size is not a whole number of 96x96 images
+        raise DatasetUnavailable(f"STL-10 in {root} cannot be read ({e}); delete it and download it again") from e
+    arrays = (train.data, train.labels, test.data, test.labels)
+    check_arrays("stl10", root, *arrays, train.classes)
+    return _from_uint8("stl10", *arrays, train.classes)
 
 
 def load_digits(test_fraction: float, seed: int) -> Dataset:

@@ -7,6 +7,7 @@ from __future__ import annotations
 
 import os
 import platform
+import re
 import tempfile
 from pathlib import Path
 from typing import Any, Callable
@@ -26,6 +27,8 @@ def atomic_write(path: str | Path, write: Callable[[Path], None]) -> Path:
     path = Path(path)
     try:
         path.parent.mkdir(parents=True, exist_ok=True)
+        for stale in path.parent.glob(f".{path.name}.*.tmp"):  # left by a killed writer
+            stale.unlink(missing_ok=True)
         fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.", suffix=".tmp")
     except OSError as e:
         raise OSError(
@@ -75,8 +78,9 @@ def load(path: str | Path, what: str, required: tuple[str, ...] = ()) -> dict:
         obj = torch.load(path, map_location="cpu", weights_only=True)
     except Exception as e:  # truncated zip, foreign pickle, random bytes...
         reason = str(e).splitlines()[0] if str(e) else ""
-        if "Unsupported global" in str(e):  # a pickled object: refused, never executed
-            reason = "it pickles a Python object: " + str(e).split("Unsupported global: ")[1].split(" was")[0]
+        refused = re.search(r"[Uu]nsupported (?:global: )?GLOBAL ([\w.]+)", str(e))
+        if refused:  # a pickled Python object: refused, never executed
+            reason = f"it pickles a Python object, {refused.group(1)}"
         raise BadFileError(
             f"{what} {path} cannot be read safely ({type(e).__name__}: {reason}). "
             "It is truncated, corrupt, or not a plain tensors file. Delete it and rebuild it."

@@ -196,20 +196,23 @@ MODEL_KEYS = ("state_dict", "arch", "input_shape", "num_classes")
 
 
 def save_model(path, model: Classifier, arch: str, input_shape, num_classes: int, **meta) -> None:
-    """A plain state dict plus metadata (architecture, provenance, versions) in one file."""
+    """A plain state dict plus metadata (architecture, settings, seed, per-epoch history,
+    library versions) in one file, and the metadata again beside it as readable JSON
+    (``model.json`` next to ``model.pt``)."""
+    import json
+    from pathlib import Path
+
     from pagrob import io
 
-    io.save(
-        {
-            "state_dict": {k: v.detach().cpu() for k, v in model.state_dict().items()},
-            "arch": arch,
-            "input_shape": list(input_shape),
-            "num_classes": num_classes,
-            "versions": io.versions(),
-            **meta,
-        },
-        path,
-    )
+    info = {
+        "arch": arch,
+        "input_shape": list(input_shape),
+        "num_classes": num_classes,
+        "versions": io.versions(),
+        **meta,
+    }
+    io.save({"state_dict": {k: v.detach().cpu() for k, v in model.state_dict().items()}, **info}, path)
+    io.write_text(json.dumps(info, indent=1, default=str) + "\n", Path(path).with_suffix(".json"))
 
 
 def load_model(path, device="cpu") -> tuple[Classifier, dict]:

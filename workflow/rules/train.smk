@@ -6,7 +6,8 @@ rule train:
     input:
         unpack(train_inputs),
     output:
-        "results/{dataset}/{source}/lam{lam}/seed{seed}/model.pt",
+        model="results/{dataset}/{source}/lam{lam}/seed{seed}/model.pt",
+        info="results/{dataset}/{source}/lam{lam}/seed{seed}/model.json",
     log:
         "results/{dataset}/{source}/lam{lam}/seed{seed}/train.log",
     benchmark:
@@ -26,14 +27,15 @@ rule train:
         common=lambda w: common_flags(w.dataset),
     shell:
         "python -m pagrob.steps.train --data {input.data} {params.source} {params.args} "
-        "{params.common} --threads {threads} --out {output} >> {log} 2>&1"
+        "{params.common} --threads {threads} --out {output.model} >> {log} 2>&1"
 
 
 rule teacher:
     input:
         unpack(teacher_inputs),
     output:
-        "results/{dataset}/teacher_{norm}/lam0/seed{seed}/model.pt",
+        model="results/{dataset}/teacher_{norm}/lam0/seed{seed}/model.pt",
+        info="results/{dataset}/teacher_{norm}/lam0/seed{seed}/model.json",
     log:
         "results/{dataset}/teacher_{norm}/lam0/seed{seed}/train.log",
     benchmark:
@@ -52,4 +54,4 @@ rule teacher:
     shell:
         "python -m pagrob.steps.teacher --data {input.data} --norm {wildcards.norm} "
         "--seed {wildcards.seed} {params.checkpoint} {params.args} {params.common} "
-        "--threads {threads} --out {output} >> {log} 2>&1"
+        "--threads {threads} --out {output.model} >> {log} 2>&1"

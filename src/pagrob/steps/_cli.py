@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import argparse
 import sys
+import tempfile
 import time
 from pathlib import Path
 from typing import Callable
@@ -52,6 +53,9 @@ def setup(args: argparse.Namespace, outputs: list) -> str:
             f"output already exists: {', '.join(existing)}. Remove it or pass --overwrite "
             "(Snakemake removes outputs itself before rerunning a job)."
         )
+    for o in outputs:  # fail now, not after hours of training
+        if o is not None:
+            check_writable(Path(o).parent)
     if args.device == "auto":
         args.device = "cuda" if torch.cuda.is_available() else "cpu"
     if args.device.startswith("cuda") and not torch.cuda.is_available():
@@ -61,6 +65,15 @@ def setup(args: argparse.Namespace, outputs: list) -> str:
 
         return pick_cuda_device(log)
     return args.device
+
+
+def check_writable(folder: Path) -> None:
+    try:
+        folder.mkdir(parents=True, exist_ok=True)
+        with tempfile.TemporaryFile(dir=folder):
+            pass
+    except OSError as e:
+        raise OSError(f"cannot write into {folder}: {e.strerror or e}. Make it writable (or free space).") from e
 
 
 def log(message: str) -> None:
