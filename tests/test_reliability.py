@@ -222,7 +222,7 @@ def test_truncated_prepared_dataset_is_a_named_error(tmp_path):
 # --- Data ----------------------------------------------------------------------------------------
 
 
-def test_wrong_image_shape_is_a_named_error_and_leaves_no_dataset(tmp_path, monkeypatch):
+def test_wrong_image_shape_is_a_named_error_and_leaves_no_dataset(tmp_path, monkeypatch, capsys):
     import pickle
 
     from fake_datasets import accept_cifar10, make_cifar10, md5
@@ -238,6 +238,15 @@ def test_wrong_image_shape_is_a_named_error_and_leaves_no_dataset(tmp_path, monk
     accept_cifar10(monkeypatch, fake["sums"])
     with pytest.raises(datasets.DatasetUnavailable, match=r"CIFAR-10 in .* cannot be read"):
         datasets.load_cifar10(tmp_path)
+    # through the data step: one error line, no prepared dataset written
+    from pagrob.steps import _cli, prepare_data
+
+    out = tmp_path / "results" / "cifar10" / "data.pt"
+    monkeypatch.setattr(sys, "argv", ["prepare_data", "--dataset", "cifar10", "--root", str(tmp_path), "--out", str(out)])
+    with pytest.raises(SystemExit) as e:
+        _cli.run(prepare_data.main)
+    assert e.value.code == 2 and "cannot be read" in capsys.readouterr().err
+    assert not out.exists() and not list(out.parent.glob("*"))
 
 
 def test_wrong_labels_are_named(tmp_path, monkeypatch):
