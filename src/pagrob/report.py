@@ -114,29 +114,6 @@ def _method_of(g: pd.DataFrame) -> str:
     return method(g["source"].iloc[0], int(g["classes_per_step"].iloc[0]))
 
 
-SOURCE_ORDER = list(METHOD_NAMES)
-METRIC_ORDER = ["clean", "linf", "l2"]
-
-
-def method(source: str, classes_per_step: int = 0) -> str:
-    name = METHOD_NAMES.get(source, source)
-    return f"{name} ({classes_per_step} classes/step)" if classes_per_step else name
-
-
-def _method_of(g: pd.DataFrame) -> str:
-    return method(g["source"].iloc[0], int(g["classes_per_step"].iloc[0]))
-
-
-def subsampled_note(metrics: pd.DataFrame, num_classes: int | None = None) -> str:
-    """A line for tables of models trained with a subset of target classes per step."""
-    k = sorted({int(v) for v in metrics.get("pag_classes", pd.Series(dtype=int)).dropna() if v})
-    full = num_classes or max(k, default=0)
-    partial = [v for v in k if v < full] if num_classes else (k if len(k) > 1 else [])
-    if not partial:
-        return ""
-    return f"\n**Note:** some models took {', '.join(map(str, partial))} random target classes per step (classes_per_step), not all.\n"
-
-
 def metric_labels(metrics: pd.DataFrame) -> dict[str, str]:
     """'clean' -> 'Clean', 'linf' -> 'PGD-20 L∞ ε=0.031', ... from the metrics themselves."""
     labels = {}
