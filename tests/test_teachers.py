@@ -102,39 +102,33 @@ def test_not_a_state_dict():
         models.import_state_dict({"epoch": 3, "model": [1, 2]}, "resnet18", (3, 32, 32), 10, MEAN, STD, "ckpt")
 
 
-def test_pickled_module_is_refused_not_executed(tmp_path):
-    """A whole pickled nn.Module (not a state dict) is refused by the step: weights_only=True."""
-    ds = make_toy([[-50, -10, 30], [-30, 10, 50]], 10, 6, seed=0)
+def import_teacher(tmp_path, checkpoint):
+    """Run the teacher step importing ``checkpoint`` as an MLP teacher on a small toy set."""
     from pagrob.data import save_prepared
 
-    save_prepared(ds, tmp_path / "data.pt")
-    torch.save(models.MLP(2, 2), tmp_path / "module.pt")  # pickles the class
-    marker = tmp_path / "executed"
-    proc = subprocess.run(
+    save_prepared(make_toy([[-50, -10, 30], [-30, 10, 50]], 10, 6, seed=0), tmp_path / "data.pt")
+    return subprocess.run(
         [sys.executable, "-m", "pagrob.steps.teacher", "--data", str(tmp_path / "data.pt"), "--norm", "l2",
-         "--seed", "0", "--import-state-dict", str(tmp_path / "module.pt"), "--import-arch", "mlp",
+         "--seed", "0", "--import-state-dict", str(checkpoint), "--import-arch", "mlp",
          "--import-mean", "0 0", "--import-std", "1 1", "--out", str(tmp_path / "t.pt")],
         capture_output=True, text=True, cwd=ROOT,
     )
+
+
+def test_pickled_module_is_refused_not_executed(tmp_path):
+    """A whole pickled nn.Module (not a state dict) is refused by the step: weights_only=True."""
+    torch.save(models.MLP(2, 2), tmp_path / "module.pt")  # pickles the class
+    proc = import_teacher(tmp_path, tmp_path / "module.pt")
     assert proc.returncode == 2, proc.stderr
     assert "cannot be read safely" in proc.stderr and "pickles a Python object" in proc.stderr
-    assert not (tmp_path / "t.pt").exists() and not marker.exists()
+    assert not (tmp_path / "t.pt").exists()
 
 
 def test_imported_teacher_step_writes_a_model_file(tmp_path):
-    ds = make_toy([[-50, -10, 30], [-30, 10, 50]], 10, 6, seed=0)
-    from pagrob.data import save_prepared
-
-    save_prepared(ds, tmp_path / "data.pt")
     torch.manual_seed(0)
     mlp = models.MLP(2, 2)
     torch.save({"state_dict": {f"module.{k}": v for k, v in mlp.state_dict().items()}}, tmp_path / "sd.pt")
-    proc = subprocess.run(
-        [sys.executable, "-m", "pagrob.steps.teacher", "--data", str(tmp_path / "data.pt"), "--norm", "l2",
-         "--seed", "0", "--import-state-dict", str(tmp_path / "sd.pt"), "--import-arch", "mlp",
-         "--import-mean", "0 0", "--import-std", "1 1", "--out", str(tmp_path / "t.pt")],
-        capture_output=True, text=True, cwd=ROOT,
-    )
+    proc = import_teacher(tmp_path, tmp_path / "sd.pt")
     assert proc.returncode == 0, proc.stderr
     model, meta = models.load_model(tmp_path / "t.pt")
     assert meta["source"] == "teacher_l2" and meta["imported_from"].endswith("sd.pt")
