@@ -127,3 +127,97 @@ def test_targets_follow_the_augmentation():
     targets = sources.GlobalRepresentatives(reps).for_batch(x_aug, index, aug)
     for c in range(3):
         torch.testing.assert_close(targets(c), reps[c].expand_as(x_aug) - x_aug)
+
+
+# --- clustered_nn: k-means centroids per class, the nearest one as representative ---------------
+
+
+def clustered_targets(x, y, k, seed=0):
+    ds = Dataset("t", x, y, x[:3], y[:3], ["a", "b", "c"], torch.zeros(1), torch.ones(1))
+    built = sources.build("clustered_nn", ds, seed=seed, clusters=k)
+    return built, sources.nearest_centroids(built["centroids"], built["centroid_index"])
+
+
+def test_clustered_nn_with_one_cluster_is_the_unrescaled_class_mean():
+    x, y = toy_images()
+    built, src = clustered_targets(x, y, 1)
+    assert built["centroids"].shape == (3, 1, 1, 4, 4)
+    assert built["centroid_index"].shape == (60, 3)
+    means = sources.class_mean(x, y, 3, rescale=False)["representatives"]
+    index = torch.arange(60)
+    got = src.for_batch(x, index, None)
+    want = sources.GlobalRepresentatives(means).for_batch(x, index, None)
+    for c in range(3):
+        torch.testing.assert_close(got(c), want(c), atol=1e-6, rtol=0)
+
+
+def test_clustered_nn_with_a_cluster_per_image_is_the_nearest_neighbour_over_the_class():
+    """k = class size: every centroid is one image, and the nearest centroid is x's nearest
+    neighbour over the whole class: for the other classes any image, for its own class any
+    image but x itself (Eq. 3 with D_c = the whole class)."""
+    x, y = toy_images()
+    built, src = clustered_targets(x, y, 20)
+    index = torch.arange(60)
+    targets = src.for_batch(x, index, None)
+    for c in range(3):
+        members = (y == c).nonzero().flatten()
+        d2 = ((x[:, None] - x[None, members]) ** 2).flatten(2).sum(2).double()  # [60, 20]
+        d2[members, torch.arange(20)] = float("inf")  # x itself, for its own class
+        nearest = members[d2.argmin(1)]
+        torch.testing.assert_close(targets(c), x[nearest] - x, atol=1e-6, rtol=0)
+
+
+def test_clustered_nn_own_class_uses_the_own_cluster_but_never_x_itself():
+    """The own cluster's centroid (its mean, not x) is x's representative for its own class;
+    a cluster that is x alone is skipped for the next nearest centroid."""
+    x, y = toy_images()
+    built, _ = clustered_targets(x, y, 4)
+    own = built["centroid_index"][torch.arange(60), y]
+    labels = built["kmeans_labels"]  # k-means' own assignment: the image's own cluster
+    own_centroid = built["centroids"][y, labels].flatten(1)
+    alone = (own_centroid - x.flatten(1)).double().pow(2).sum(1) <= 1e-9  # clusters of one image
+    assert 0 < alone.sum() < 10  # this draw has a few (image 21 among them)
+    assert torch.equal(own[~alone], labels[~alone])
+    assert (own[alone] != labels[alone]).all()
+    # an outlier far from everything becomes a cluster of its own (k-means++ seeds it)
+    x[5] = 0  # class 2
+    x[5, 0, 0, 0] = 40.0
+    built, _ = clustered_targets(x, y, 4)
+    cents = built["centroids"][2].flatten(1)
+    alone = (cents - x[5].flatten()).double().pow(2).sum(1) <= 1e-9
+    assert alone.sum() == 1  # one centroid is x[5] itself ...
+    picked = built["centroid_index"][5, 2]
+    assert not alone[picked]  # ... and it is not its representative
+    d2 = (cents - x[5].flatten()).pow(2).sum(1).masked_fill(alone, float("inf"))
+    assert picked == d2.argmin()
+
+
+def test_clustered_nn_is_seeded():
+    x, y = toy_images()
+    a, _ = clustered_targets(x, y, 3, seed=1)
+    b, _ = clustered_targets(x, y, 3, seed=1)
+    assert torch.equal(a["centroids"], b["centroids"])
+    assert torch.equal(a["centroid_index"], b["centroid_index"])
+
+
+def test_clustered_nn_more_clusters_than_images():
+    x, y = toy_images()
+    with pytest.raises(ValueError, match=r"targets\.clusters.*at most 20"):
+        clustered_targets(x, y, 21)
+
+
+def test_clustered_nn_targets_follow_the_augmentation_and_load(tmp_path):
+    from pagrob import io
+    from pagrob.data import CropFlip
+
+    x, y = toy_images(n=30)
+    ds = Dataset("t", x, y, x[:3], y[:3], ["a", "b", "c"], torch.zeros(1), torch.ones(1))
+    built = sources.build("clustered_nn", ds, seed=0, clusters=3)
+    io.save(built, tmp_path / "clustered_nn.pt")
+    src = sources.load_representatives(tmp_path / "clustered_nn.pt", ds, "clustered_nn")
+    index = torch.tensor([2, 9, 17, 25])
+    aug = CropFlip.sample(4, padding=1, flip=True, generator=torch.Generator().manual_seed(3))
+    targets = src.for_batch(aug(x[index]), index, aug)
+    for c in range(3):
+        r = built["centroids"][c, built["centroid_index"][index, c]]
+        torch.testing.assert_close(targets(c), aug(r - x[index]))

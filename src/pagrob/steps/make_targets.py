@@ -1,5 +1,5 @@
-"""Precompute a representative gradient source (one_image, class_mean, nearest_neighbor) once
-per dataset: ``results/<dataset>/targets/<source>.pt``."""
+"""Precompute a representative gradient source (one_image, class_mean, nearest_neighbor,
+clustered_nn) once per dataset: ``results/<dataset>/targets/<source>.pt``."""
 
 from __future__ import annotations
 
@@ -19,6 +19,10 @@ def main() -> None:
         "--class-mean-rescale", type=_cli.boolean, default=True,
         help="class_mean: rescale each mean to its class's mean image norm",
     )
+    p.add_argument(
+        "--clusters", type=int, default=sources.CLUSTERS,
+        help=f"clustered_nn: k-means clusters per class (default {sources.CLUSTERS})",
+    )
     p.add_argument("--out", required=True)
     args = p.parse_args()
     _cli.setup(args, [args.out])
@@ -26,7 +30,7 @@ def main() -> None:
     t0 = time.perf_counter()
     built = sources.build(
         args.source, ds, seed=args.seed, nn_sample_size=args.nn_sample_size,
-        class_mean_rescale=args.class_mean_rescale,
+        class_mean_rescale=args.class_mean_rescale, clusters=args.clusters,
     )
     io.save(built, args.out)
     _cli.log(f"{args.source} targets for {ds.name} in {time.perf_counter() - t0:.1f}s -> {args.out}")
