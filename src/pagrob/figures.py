@@ -28,8 +28,8 @@ def decision_regions(panels, x_test, y_test, png, pdf, resolution: int = 400) ->
     the background coloured by the predicted class and the test points on top."""
     lo, hi = x_test.min(0).values, x_test.max(0).values
     pad = 0.15 * (hi - lo)
-    g1 = torch.linspace(lo[0] - pad[0], hi[0] + pad[0], resolution)
-    g2 = torch.linspace(lo[1] - pad[1], hi[1] + pad[1], resolution)
+    g1 = torch.linspace(lo[0] - pad[0], hi[0] + pad[0], resolution)  # cpu: a plot of CPU models and points
+    g2 = torch.linspace(lo[1] - pad[1], hi[1] + pad[1], resolution)  # cpu: a plot of CPU models and points
     grid = torch.cartesian_prod(g1, g2)
     rows, cols = len(panels), max(len(r) for r in panels)
     fig, axes = plt.subplots(rows, cols, figsize=(4.2 * cols, 4 * rows), squeeze=False)
@@ -57,7 +57,7 @@ def targeted_towards_every_class(model, x, num_classes: int, attack, generator=N
     out = []
     for image in x:
         batch = image.unsqueeze(0).expand(num_classes, *image.shape).contiguous()
-        targets = torch.arange(num_classes)
+        targets = torch.arange(num_classes, device=x.device)
         out.append(pgd(model, batch, targets, attack, target=targets, generator=generator))
     return torch.stack(out)
 
