@@ -1,12 +1,15 @@
 """The PAG loss: every strategy equals a plain per-class autograd.grad reference (float64, train
 and eval mode), the epsilon of Eq. (2), and no NaN for zero input-gradients."""
 
+import contextlib
+import copy
+
 import pytest
 import torch
 import torch.nn.functional as F
 from torch import nn
 
-from pagrob import models
+from pagrob import models, pag
 from pagrob.pag import STRATEGIES, cosine_loss, pag_backward
 
 
@@ -29,14 +32,15 @@ def batch(num_classes=4, b=6):
     return x, y, targets
 
 
-def reference(model, x, y, targets, lam, grad_of, eps, classes=None):
-    """Eq. (1)-(2) written out: one autograd.grad(create_graph=True) per class, one backward."""
+def reference(model, x, y, targets, lam, grad_of, eps, classes=None, ce_input=None):
+    """Eq. (1)-(2) written out: one autograd.grad(create_graph=True) per class, one backward.
+    The cross-entropy on ``ce_input`` when given (a second forward, after the one of ``x``)."""
     x = x.clone().requires_grad_(True)
     logits = model(x)
     scores = logits if grad_of == "logit" else logits.log_softmax(1)
     num_classes = logits.shape[1]
     classes = range(num_classes) if classes is None else classes
-    total = F.cross_entropy(logits, y)
+    total = F.cross_entropy(logits if ce_input is None else model(ce_input), y)
     for c in classes:
         (g,) = torch.autograd.grad(scores[:, c].sum(), x, create_graph=True)
         v, u = g.flatten(1), targets[c].flatten(1)
@@ -45,21 +49,46 @@ def reference(model, x, y, targets, lam, grad_of, eps, classes=None):
     return torch.autograd.grad(total, list(model.parameters())), total.detach()
 
 
+def assert_same_step(model, out, ref, lam, ref_model):
+    """Loss, parameter gradients and buffers (BatchNorm running statistics, batches seen) of a
+    strategy's step against the reference's (which ran on ``ref_model``, a copy)."""
+    ref_grads, ref_loss = ref
+    torch.testing.assert_close(out.ce + lam * out.pag, ref_loss, rtol=1e-10, atol=1e-12)
+    for p, r in zip(model.parameters(), ref_grads):
+        torch.testing.assert_close(p.grad, r, rtol=1e-9, atol=1e-11)
+    for (name, b), r in zip(model.named_buffers(), ref_model.buffers()):
+        torch.testing.assert_close(b, r, rtol=1e-12, atol=1e-14, msg=f"buffer {name}")
+
+
 @pytest.mark.parametrize("mode", ["train", "eval"])
 @pytest.mark.parametrize("grad_of", ["logit", "log_softmax"])
 @pytest.mark.parametrize("strategy", STRATEGIES)
 def test_strategy_equals_reference(strategy, grad_of, mode):
     model = small_cnn()
     model.train(mode == "train")
+    ref_model = copy.deepcopy(model)
     x, y, targets = batch()
-    ref_grads, ref_loss = reference(model, x, y, targets, 0.7, grad_of, 1e-8)
-    model.zero_grad()
+    ref = reference(ref_model, x, y, targets, 0.7, grad_of, 1e-8)
     out = pag_backward(
         model, x, y, lambda c: targets[c], 0.7, grad_of=grad_of, strategy=strategy, eps=1e-8
     )
-    assert torch.allclose(out.ce + 0.7 * out.pag, ref_loss, rtol=1e-10, atol=1e-12)
-    for p, r in zip(model.parameters(), ref_grads):
-        torch.testing.assert_close(p.grad, r, rtol=1e-9, atol=1e-11)
+    assert_same_step(model, out, ref, 0.7, ref_model)
+
+
+@pytest.mark.parametrize("mode", ["train", "eval"])
+@pytest.mark.parametrize("strategy", STRATEGIES)
+def test_cross_entropy_on_other_inputs_with_pag(strategy, mode):
+    """``ce_input`` with lam > 0: the PAG term on x, the CE on ce_input (its own forward)."""
+    model = small_cnn()
+    model.train(mode == "train")
+    ref_model, fresh = copy.deepcopy(model), copy.deepcopy(model)
+    x, y, targets = batch()
+    ce_input = (x + 0.05 * torch.randn(x.shape, generator=torch.Generator().manual_seed(5), dtype=x.dtype)).clamp(0, 1)
+    ref = reference(ref_model, x, y, targets, 0.6, "logit", 1e-8, ce_input=ce_input)
+    out = pag_backward(model, x, y, lambda c: targets[c], 0.6, strategy=strategy, ce_input=ce_input)
+    assert_same_step(model, out, ref, 0.6, ref_model)
+    with torch.no_grad():
+        torch.testing.assert_close(out.logits, fresh(ce_input))  # the logits the CE was taken on
 
 
 @pytest.mark.parametrize("strategy", STRATEGIES)
@@ -163,18 +192,52 @@ def test_vanilla_is_plain_cross_entropy():
         torch.testing.assert_close(p.grad, r)
 
 
+def small_resnet18(num_classes=4):
+    """ResNet-18's form (BatchNorm, residual blocks with and without projection shortcuts:
+    where segmented cuts the graph and replicated groups the statistics), narrow stages."""
+    torch.manual_seed(0)
+    net = models.ResNet(models.BasicBlock, [2, 2, 2, 2], 2, num_classes, widths=(4, 8, 8, 8))
+    return models.Classifier(net, torch.tensor([0.4, 0.5]), torch.tensor([0.2, 0.3])).double()
+
+
+@pytest.mark.parametrize("mode", ["train", "eval"])
 @pytest.mark.parametrize("strategy", STRATEGIES)
-def test_resnet18_every_strategy_train_mode(strategy):
-    """ResNet-18 (BatchNorm, residual blocks: where segmented cuts the graph), float64."""
+def test_resnet18_every_strategy(strategy, mode):
+    model = small_resnet18()
+    model.train(mode == "train")
+    if mode == "eval":  # running statistics that are not the initial 0 and 1
+        with torch.no_grad():
+            model.train()(torch.rand(8, 2, 8, 8, dtype=torch.float64))
+            model.eval()
+    ref_model = copy.deepcopy(model)
+    x, y, targets = batch(b=3)
+    ref = reference(ref_model, x, y, targets, 0.4, "log_softmax", 1e-8)
+    out = pag_backward(model, x, y, lambda c: targets[c], 0.4, grad_of="log_softmax", strategy=strategy)
+    assert_same_step(model, out, ref, 0.4, ref_model)
+
+
+def test_full_width_resnet18_replicated():
+    """The paper's ResNet-18 itself (64 to 512 channels), replicated against the reference."""
     torch.manual_seed(0)
     model = models.build_model("resnet18", (2, 8, 8), 4, torch.tensor([0.4, 0.5]), torch.tensor([0.2, 0.3])).double().train()
+    ref_model = copy.deepcopy(model)
     x, y, targets = batch(b=3)
-    ref_grads, ref_loss = reference(model, x, y, targets, 0.4, "log_softmax", 1e-8)
-    model.zero_grad()
-    out = pag_backward(model, x, y, lambda c: targets[c], 0.4, grad_of="log_softmax", strategy=strategy)
-    torch.testing.assert_close(out.ce + 0.4 * out.pag, ref_loss, rtol=1e-10, atol=1e-12)
-    for p, r in zip(model.parameters(), ref_grads):
-        torch.testing.assert_close(p.grad, r, rtol=1e-9, atol=1e-11)
+    ref = reference(ref_model, x, y, targets, 0.4, "logit", 1e-8, classes=[1, 2])
+    out = pag_backward(model, x, y, lambda c: targets[c], 0.4, strategy="replicated", classes=[1, 2])
+    assert_same_step(model, out, ref, 0.4, ref_model)
+
+
+def test_replicated_keeps_the_copies_statistics_apart():
+    """With the copies' BatchNorm statistics pooled (the authors' stacked batch) the step is not
+    the reference's: the grouping is what makes replicated exact."""
+    model = small_resnet18().train()
+    ref_model = copy.deepcopy(model)
+    x, y, targets = batch(b=3)
+    ref_grads, _ = reference(ref_model, x, y, targets, 1.0, "logit", 1e-8)
+    with pytest.MonkeyPatch.context() as mp:
+        mp.setattr(pag, "_grouped_batchnorm", lambda model, groups: contextlib.nullcontext())
+        pag_backward(model, x, y, lambda c: targets[c], 1.0, strategy="replicated")
+    assert any(not torch.allclose(p.grad, r, rtol=1e-6) for p, r in zip(model.parameters(), ref_grads))
 
 
 def test_custom_relu_and_pooling_match_torch():
@@ -189,3 +252,29 @@ def test_custom_relu_and_pooling_match_torch():
         (g2,) = torch.autograd.grad((theirs(x) * u).sum(), x)
         torch.testing.assert_close(g1, g2)
     assert torch.autograd.gradcheck(relu, (x[:1, :1, :3, :3].detach().abs().add(0.1).requires_grad_(),))
+
+
+@pytest.mark.parametrize("strategy", STRATEGIES)
+def test_autocast_step(strategy):
+    """Mixed precision (bfloat16 autocast; on the CPU here, CUDA in training runs): logits,
+    losses and cosine in float32, and the step close to the float32 one."""
+    model = small_cnn().float().train()
+    ref_model = copy.deepcopy(model)
+    x, y, targets = (t.float() if t.is_floating_point() else t for t in batch())
+    ref = pag_backward(ref_model, x, y, lambda c: targets[c], 0.7, strategy=strategy)
+    out = pag_backward(model, x, y, lambda c: targets[c], 0.7, strategy=strategy, autocast=torch.bfloat16)
+    assert out.logits.dtype == out.ce.dtype == out.pag.dtype == torch.float32
+    assert not torch.equal(out.pag, ref.pag)  # bfloat16 did run
+    torch.testing.assert_close(out.ce + 0.7 * out.pag, ref.ce + 0.7 * ref.pag, rtol=1e-2, atol=0)
+    grads = torch.cat([p.grad.flatten() for p in model.parameters()])
+    ref_grads = torch.cat([p.grad.flatten() for p in ref_model.parameters()])
+    assert torch.linalg.vector_norm(grads - ref_grads) < 0.05 * torch.linalg.vector_norm(ref_grads)
+
+
+def test_cosine_of_low_precision_gradients_in_float32():
+    g = torch.Generator().manual_seed(0)
+    v, u = torch.randn(4, 300, generator=g, dtype=torch.float64), torch.randn(4, 300, generator=g, dtype=torch.float64)
+    low = cosine_loss(v.bfloat16(), u.bfloat16(), 1e-8)
+    assert low.dtype == torch.float32
+    torch.testing.assert_close(low.double(), cosine_loss(v.bfloat16().double(), u.bfloat16().double(), 1e-8), rtol=1e-6, atol=1e-6)
+    assert cosine_loss(v, u, 1e-8).dtype == torch.float64  # float64 stays float64

@@ -3,6 +3,8 @@ so that attacks and input-gradients all live in pixel space."""
 
 from __future__ import annotations
 
+import math
+
 import torch
 from torch import Tensor, nn
 import torch.nn.functional as F
@@ -152,14 +154,15 @@ class Bottleneck(nn.Module):
 
 class ResNet(nn.Module):
     """ResNet in the CIFAR form: 3x3 stride-1 stem, no max-pool, adaptive average pool (so the
-    same network runs on 32 px CIFAR-10 and 96 px STL-10 images)."""
+    same network runs on 32 px CIFAR-10 and 96 px STL-10 images). ``widths``: the four stages'
+    (the paper's by default; narrower ones make small test networks of the same form)."""
 
-    def __init__(self, block, num_blocks: list[int], in_channels: int, num_classes: int):
+    def __init__(self, block, num_blocks: list[int], in_channels: int, num_classes: int, widths=(64, 128, 256, 512)):
         super().__init__()
-        self.conv1 = nn.Conv2d(in_channels, 64, 3, 1, 1, bias=False)
-        self.bn1 = nn.BatchNorm2d(64)
-        layers, cin = [], 64
-        for i, (width, n) in enumerate(zip((64, 128, 256, 512), num_blocks)):
+        self.conv1 = nn.Conv2d(in_channels, widths[0], 3, 1, 1, bias=False)
+        self.bn1 = nn.BatchNorm2d(widths[0])
+        layers, cin = [], widths[0]
+        for i, (width, n) in enumerate(zip(widths, num_blocks)):
             blocks = []
             for j in range(n):
                 blocks.append(block(cin, width, 2 if (i > 0 and j == 0) else 1))
@@ -178,7 +181,7 @@ def build_model(
     arch: str, input_shape: tuple[int, ...], num_classes: int, mean: Tensor, std: Tensor
 ) -> Classifier:
     if arch == "mlp":
-        net = MLP(int(torch.tensor(input_shape).prod()), num_classes)
+        net = MLP(math.prod(input_shape), num_classes)
     elif arch == "small_cnn":
         net = SmallCNN(input_shape[0], num_classes, size=input_shape[-1])
     elif arch == "resnet18":

@@ -14,7 +14,7 @@ dependence on every image. ``s`` is the raw logit f(x)_c (the paper's formula, `
 
 All strategies compute exactly the same loss and parameter gradients (tests/test_pag.py checks
 them against a plain per-class ``autograd.grad`` in float64, in train and eval mode); they differ
-in speed and memory:
+in speed and memory. Each is one short function, dispatched from ``_STRATEGIES``:
 
 - ``loop``: the reference. One ``autograd.grad(create_graph=True)`` per class, then one
   backward through all C double-backward graphs at once (holds all of them in memory).
@@ -24,27 +24,38 @@ in speed and memory:
   (``is_grads_batched=True``), then one backward.
 - ``segmented``: ``loop``'s arithmetic with ``accumulate``'s memory. The forward graph is cut
   into segments at the inputs of the BatchNorm layers and of the residual blocks (each input is
-  replaced by a leaf that stands in for it). Each class's term is built through the segments and backpropagated at once,
-  stopping at those leaves, so its double-backward graph is freed before the next class; only
-  BatchNorm's double backward depends on the forward activations (``models.relu`` keeps ReLU's
-  out of the forward graph; convolutions, linear layers and pooling depend on the weights
-  only). At the end the forward graph is backpropagated once, segment by segment from the top,
-  with every class's contributions gathered at the cuts.
+  replaced by a leaf that stands in for it). Each class's term is built through the segments and
+  backpropagated at once, stopping at those leaves, so its double-backward graph is freed before
+  the next class; only BatchNorm's double backward depends on the forward activations
+  (``models.relu`` keeps ReLU's out of the forward graph; convolutions, linear layers and pooling
+  depend on the weights only). At the end the forward graph is backpropagated once, segment by
+  segment from the top, with every class's contributions gathered at the cuts.
+- ``replicated``: few large kernels, for GPUs. The batch is stacked C times (B*C rows, copy j
+  for class j) and all C input-gradients come from one forward, one ``autograd.grad`` and one
+  backward. Unlike the authors' stacked batch, every BatchNorm normalises each copy with that
+  copy's own statistics (the real batch's), so no copy sees another, and the running statistics
+  are updated once, exactly as one forward of the batch updates them. Exact for models whose
+  only layers that mix the images of a batch are BatchNorm (all of ``models.py``'s).
+
+``pag_backward(..., autocast=torch.bfloat16)`` runs the forward passes under autocast (mixed
+precision); the logits are taken in float32 and the cosine is computed in float32 at least.
 """
 
 from __future__ import annotations
 
+import contextlib
 from dataclasses import dataclass
 from typing import Callable, Sequence
-
-import contextlib
 
 import torch
 import torch.nn.functional as F
 from torch import Tensor, nn
 
 GRAD_OF = ("logit", "log_softmax")
-STRATEGIES = ("loop", "accumulate", "batched", "segmented")
+
+#: ``pag.strategy: auto``: train.py times every exact strategy on the real model and batch at the
+#: start of a run and keeps the fastest (see ``train.choose_strategy``)
+AUTO = "auto"
 
 #: where ``segmented`` cuts the forward graph: at the input of every BatchNorm (whose double
 #: backward reads it), and of every module flagged ``pag_cut = True`` (the residual blocks:
@@ -55,6 +66,7 @@ CUT_AT = (nn.modules.batchnorm._BatchNorm,)
 def _is_cut(module: nn.Module) -> bool:
     return isinstance(module, CUT_AT) or getattr(module, "pag_cut", False)
 
+
 #: g(x, c) for the current batch: class index -> tensor shaped like the batch.
 Targets = Callable[[int], Tensor]
 
@@ -62,10 +74,12 @@ Targets = Callable[[int], Tensor]
 def cosine_loss(v: Tensor, u: Tensor, eps: float) -> Tensor:
     """Eq. (2) per sample: 1 - v.u / max(|v| |u|, eps), over all dimensions but the first.
 
-    A zero ``v`` (or ``u``) gives loss 1 and finite gradients (no NaN): the norm's gradient at 0
-    is taken as 0 and the denominator is ``eps``.
+    Computed in float32 at least (float64 stays float64), whatever precision ``v`` and ``u``
+    come in. A zero ``v`` (or ``u``) gives loss 1 and finite gradients (no NaN): the norm's
+    gradient at 0 is taken as 0 and the denominator is ``eps``.
     """
-    v, u = v.flatten(1), u.flatten(1)
+    dtype = torch.promote_types(torch.promote_types(v.dtype, u.dtype), torch.float32)
+    v, u = v.flatten(1).to(dtype), u.flatten(1).to(dtype)
     denom = torch.linalg.vector_norm(v, dim=1) * torch.linalg.vector_norm(u, dim=1)
     return 1 - (v * u).sum(1) / denom.clamp(min=eps)
 
@@ -95,6 +109,52 @@ class StepLosses:
     pag: Tensor
 
 
+@dataclass
+class _Step:
+    """One PAG step's inputs, shared by the strategies. ``x`` is a leaf that requires grad;
+    ``classes`` is None for all C classes (resolved by ``resolve`` once C is known)."""
+
+    model: nn.Module
+    x: Tensor
+    y: Tensor
+    targets: Targets
+    lam: float
+    grad_of: str
+    eps: float
+    classes: list[int] | None
+    ce_input: Tensor | None
+    autocast: torch.dtype | None
+
+    @property
+    def params(self) -> list[Tensor]:
+        return [p for p in self.model.parameters() if p.requires_grad]
+
+    def forward(self, inp: Tensor) -> Tensor:
+        """The model's logits (in float32 under autocast)."""
+        if self.autocast is None:
+            return self.model(inp)
+        with torch.autocast(inp.device.type, dtype=self.autocast):
+            return self.model(inp).float()
+
+    def resolve(self, num_classes: int) -> tuple[list[int], float]:
+        """The classes of the sum and the factor C / k that keeps a subset's sum unbiased."""
+        classes = list(range(num_classes)) if self.classes is None else self.classes
+        return classes, num_classes / len(classes)
+
+    def cross_entropy(self, logits: Tensor) -> tuple[Tensor, Tensor]:
+        """(logits the CE is taken on, CE): ``logits`` themselves, or a forward of ``ce_input``."""
+        ce_logits = logits if self.ce_input is None else self.forward(self.ce_input)
+        return ce_logits, F.cross_entropy(ce_logits, self.y)
+
+    def pag_sum(self, grads: Sequence[Tensor], classes: list[int], scale: float) -> Tensor:
+        return scale * sum(cosine_loss(g, self.targets(c), self.eps).mean() for g, c in zip(grads, classes))
+
+
+#: the one default of the project: TrainSettings, the train step's --strategy and pag_backward
+#: take it from here (the workflow's config schema states the same value)
+DEFAULT_STRATEGY = "segmented"
+
+
 def pag_backward(
     model: nn.Module,
     x: Tensor,
@@ -103,66 +163,80 @@ def pag_backward(
     lam: float,
     *,
     grad_of: str = "logit",
-    strategy: str = "accumulate",
+    strategy: str = DEFAULT_STRATEGY,
     eps: float = 1e-8,
     classes: Sequence[int] | None = None,
     ce_input: Tensor | None = None,
+    autocast: torch.dtype | None = None,
 ) -> StepLosses:
     """Forward ``x``, compute CE + lam * PAG and backpropagate into the parameters' ``.grad``.
 
     ``classes`` restricts the sum to a subset of target classes; the term is then scaled by
     C / len(classes) so that it stays an unbiased estimate of the full sum when the subset is
     drawn at random. ``ce_input`` (default ``x``) is what the cross-entropy is computed on; the
-    PAG term is always on ``x``. The caller zeroes gradients and steps the optimiser.
+    PAG term is always on ``x``. ``autocast`` (e.g. ``torch.bfloat16``): the forward passes run
+    under ``torch.autocast`` with that dtype. The caller zeroes gradients and steps the optimiser.
     """
-    params = [p for p in model.parameters() if p.requires_grad]
     if lam == 0 or targets is None:
-        logits = model(x if ce_input is None else ce_input)
-        ce = F.cross_entropy(logits, y)
+        step = _Step(model, x, y, None, lam, grad_of, eps, None, ce_input, autocast)
+        ce_logits, ce = step.cross_entropy(step.forward(x) if ce_input is None else None)
         ce.backward()
         zero = torch.zeros((), device=x.device)
-        return StepLosses(logits.detach(), ce.detach(), zero)
-
-    if strategy not in STRATEGIES:
+        return StepLosses(ce_logits.detach(), ce.detach(), zero)
+    if strategy not in _STRATEGIES:
         raise ValueError(f"strategy must be one of {STRATEGIES}, not {strategy!r}")
-    x = x.detach().requires_grad_(True)
-    if strategy == "segmented":
-        return _segmented(model, x, y, targets, lam, grad_of, eps, classes, ce_input)
-    logits = model(x)
-    num_classes = logits.shape[1]
-    classes = list(range(num_classes)) if classes is None else list(classes)
-    scale = num_classes / len(classes)
-    scores = class_scores(logits, grad_of)
-    if ce_input is None:
-        ce = F.cross_entropy(logits, y)
-        ce_logits = logits
-    else:
-        ce_logits = model(ce_input)
-        ce = F.cross_entropy(ce_logits, y)
+    step = _Step(
+        model, x.detach().requires_grad_(True), y, targets, lam, grad_of, eps,
+        None if classes is None else list(classes), ce_input, autocast,
+    )
+    return _STRATEGIES[strategy](step)
 
-    if strategy == "accumulate":
-        pag = torch.zeros((), device=x.device, dtype=logits.dtype)
-        for c in classes:
-            g = input_gradient(scores, x, c, create_graph=True)
-            term = scale * cosine_loss(g, targets(c), eps).mean()
-            torch.autograd.backward(lam * term, inputs=params, retain_graph=True)
-            pag += term.detach()
-        torch.autograd.backward(ce, inputs=params)
-        return StepLosses(ce_logits.detach(), ce.detach(), pag)
 
-    if strategy == "loop":
-        grads = [input_gradient(scores, x, c, create_graph=True) for c in classes]
-    else:  # batched
-        onehots = torch.zeros((len(classes),) + tuple(scores.shape), device=x.device, dtype=scores.dtype)
-        for k, c in enumerate(classes):
-            onehots[k, :, c] = 1
-        (stacked,) = torch.autograd.grad(
-            scores, x, grad_outputs=onehots, is_grads_batched=True, create_graph=True
-        )
-        grads = list(stacked)
-    pag = scale * sum(cosine_loss(g, targets(c), eps).mean() for g, c in zip(grads, classes))
-    torch.autograd.backward(ce + lam * pag, inputs=params)
+# --- loop, accumulate, batched ----------------------------------------------------------------------
+
+
+def _loop(s: _Step) -> StepLosses:
+    logits = s.forward(s.x)
+    classes, scale = s.resolve(logits.shape[1])
+    scores = class_scores(logits, s.grad_of)
+    grads = [input_gradient(scores, s.x, c, create_graph=True) for c in classes]
+    return _one_backward(s, logits, grads, classes, scale)
+
+
+def _batched(s: _Step) -> StepLosses:
+    logits = s.forward(s.x)
+    classes, scale = s.resolve(logits.shape[1])
+    scores = class_scores(logits, s.grad_of)
+    onehots = torch.zeros((len(classes),) + tuple(scores.shape), device=scores.device, dtype=scores.dtype)
+    for k, c in enumerate(classes):
+        onehots[k, :, c] = 1  # a fill on the device: no host-to-device copy
+    (stacked,) = torch.autograd.grad(scores, s.x, grad_outputs=onehots, is_grads_batched=True, create_graph=True)
+    return _one_backward(s, logits, list(stacked), classes, scale)
+
+
+def _one_backward(s: _Step, logits: Tensor, grads, classes, scale) -> StepLosses:
+    """CE + lam * (sum of the classes' terms), backpropagated at once."""
+    ce_logits, ce = s.cross_entropy(logits)
+    pag = s.pag_sum(grads, classes, scale)
+    torch.autograd.backward(ce + s.lam * pag, inputs=s.params)
     return StepLosses(ce_logits.detach(), ce.detach(), pag.detach())
+
+
+def _accumulate(s: _Step) -> StepLosses:
+    logits = s.forward(s.x)
+    classes, scale = s.resolve(logits.shape[1])
+    scores = class_scores(logits, s.grad_of)
+    ce_logits, ce = s.cross_entropy(logits)
+    pag = torch.zeros((), device=s.x.device, dtype=logits.dtype)
+    for c in classes:
+        term = s.pag_sum([input_gradient(scores, s.x, c, create_graph=True)], [c], scale)
+        torch.autograd.backward(s.lam * term, inputs=s.params, retain_graph=True)
+        pag += term.detach()
+    torch.autograd.backward(ce, inputs=s.params)
+    return StepLosses(ce_logits.detach(), ce.detach(), pag)
+
+
+# --- segmented -----------------------------------------------------------------------------------
 
 
 @contextlib.contextmanager
@@ -207,26 +281,20 @@ def _input_gradient_through_cuts(top: Tensor, x: Tensor, cuts) -> Tensor:
     return gathered[-1]
 
 
-def _segmented(model, x, y, targets, lam, grad_of, eps, classes, ce_input) -> StepLosses:
-    with _cut_inputs(model) as cuts:
-        logits = model(x)
+def _segmented(s: _Step) -> StepLosses:
+    with _cut_inputs(s.model) as cuts:
+        logits = s.forward(s.x)
     leaves = [leaf for _, leaf in cuts]
-    num_classes = logits.shape[1]
-    classes = list(range(num_classes)) if classes is None else list(classes)
-    scale = num_classes / len(classes)
-    scores = class_scores(logits, grad_of)
-    pag = torch.zeros((), device=x.device, dtype=logits.dtype)
+    classes, scale = s.resolve(logits.shape[1])
+    scores = class_scores(logits, s.grad_of)
+    pag = torch.zeros((), device=s.x.device, dtype=logits.dtype)
     for c in classes:
-        g = _input_gradient_through_cuts(scores[:, c].sum(), x, cuts)
-        term = scale * cosine_loss(g, targets(c), eps).mean()
+        g = _input_gradient_through_cuts(scores[:, c].sum(), s.x, cuts)
+        term = s.pag_sum([g], [c], scale)
         # stops at the leaves: the class's double-backward graph only, then it is freed
-        (lam * term).backward(retain_graph=True)
+        (s.lam * term).backward(retain_graph=True)
         pag += term.detach()
-    if ce_input is None:
-        ce_logits = logits
-    else:
-        ce_logits = model(ce_input)
-    ce = F.cross_entropy(ce_logits, y)
+    ce_logits, ce = s.cross_entropy(logits)
     # the forward graph once: CE down to the top cuts, then every cut with what it gathered
     ce.backward(retain_graph=True)
     for k in reversed(range(len(cuts))):
@@ -234,3 +302,97 @@ def _segmented(model, x, y, targets, lam, grad_of, eps, classes, ce_input) -> St
         if grad is not None:
             cuts[k][0].backward(grad, retain_graph=True)
     return StepLosses(ce_logits.detach(), ce.detach(), pag)
+
+
+# --- replicated ----------------------------------------------------------------------------------
+
+
+def _grouped_batchnorm_forward(bn: nn.modules.batchnorm._BatchNorm, groups: int):
+    """A forward for ``bn`` on a batch of ``groups`` stacked copies: each copy is normalised
+    with its own batch statistics (as if it were alone), and the running statistics are updated
+    once, by the module's own forward of the first copy (no graph)."""
+    plain = type(bn).forward
+
+    def forward(inp: Tensor) -> Tensor:
+        if not bn.training and bn.running_mean is not None:  # eval mode: no statistics of the batch
+            return plain(bn, inp)
+        n = inp.shape[0] // groups
+        if bn.training and bn.track_running_stats:
+            with torch.no_grad():
+                plain(bn, inp[:n])  # updates running_mean/var and num_batches_tracked once
+        work = torch.promote_types(inp.dtype, torch.float32)  # statistics in float32 at least
+        copies = inp.unflatten(0, (groups, n)).to(work)  # [groups, n, C, ...]
+        dims = (1,) + tuple(range(3, copies.dim()))
+        var, mean = torch.var_mean(copies, dim=dims, correction=0, keepdim=True)
+        out = (copies - mean) * torch.rsqrt(var + bn.eps)
+        if bn.affine:
+            shape = (1, 1, -1) + (1,) * (copies.dim() - 3)
+            out = out * bn.weight.view(shape) + bn.bias.view(shape)
+        return out.flatten(0, 1).to(inp.dtype)
+
+    return forward
+
+
+@contextlib.contextmanager
+def _grouped_batchnorm(model: nn.Module, groups: int):
+    bns = [m for m in model.modules() if isinstance(m, nn.modules.batchnorm._BatchNorm)]
+    for bn in bns:
+        bn.forward = _grouped_batchnorm_forward(bn, groups)
+    try:
+        yield
+    finally:
+        for bn in bns:
+            del bn.forward
+
+
+def _num_classes(model: nn.Module) -> int:
+    """C before the forward: the model's ``num_classes``, else its last linear layer's outputs."""
+    n = getattr(model, "num_classes", None)
+    if n is None:
+        linears = [m for m in model.modules() if isinstance(m, nn.Linear)]
+        if not linears:
+            raise ValueError("strategy 'replicated' needs classes=... or a model with a num_classes attribute")
+        n = linears[-1].out_features
+    return n
+
+
+def _replicated(s: _Step) -> StepLosses:
+    num_classes = _num_classes(s.model)
+    classes, scale = s.resolve(num_classes)
+    k, b = len(classes), len(s.x)
+    # copy j of the batch stands for class classes[j]; its own leaf, so its gradient is its own
+    stacked = s.x.detach().repeat(k, *([1] * (s.x.dim() - 1)))
+    if s.x.dim() == 4 and s.x.is_contiguous(memory_format=torch.channels_last):
+        stacked = stacked.contiguous(memory_format=torch.channels_last)
+    stacked.requires_grad_(True)
+    with _grouped_batchnorm(s.model, k):
+        logits = s.forward(stacked)  # [k * B, C]
+    if logits.shape[1] != num_classes:
+        raise ValueError(f"the model has {logits.shape[1]} outputs, not the {num_classes} its last linear layer says")
+    scores = class_scores(logits, s.grad_of).unflatten(0, (k, b))
+    if classes == list(range(num_classes)):
+        onehot = torch.eye(num_classes, device=scores.device, dtype=scores.dtype)
+    else:
+        onehot = torch.zeros(k, num_classes, device=scores.device, dtype=scores.dtype)
+        for j, c in enumerate(classes):
+            onehot[j, c] = 1  # a fill on the device: no host-to-device copy
+    (g,) = torch.autograd.grad((scores * onehot[:, None, :]).sum(), stacked, create_graph=True)
+    u = torch.stack([s.targets(c) for c in classes]).flatten(0, 1)
+    pag = scale * cosine_loss(g, u, s.eps).view(k, b).mean(1).sum()
+    ce_logits, ce = s.cross_entropy(logits[:b])  # copy 0 is the batch's own forward
+    torch.autograd.backward(ce + s.lam * pag, inputs=s.params)
+    return StepLosses(ce_logits.detach(), ce.detach(), pag.detach())
+
+
+_STRATEGIES: dict[str, Callable[[_Step], StepLosses]] = {
+    "loop": _loop,
+    "accumulate": _accumulate,
+    "batched": _batched,
+    "segmented": _segmented,
+    "replicated": _replicated,
+}
+#: the exact strategies: every one computes the same loss and gradients (tests/test_pag.py)
+STRATEGIES = tuple(_STRATEGIES)
+#: what a run may ask for: one of them, or ``auto``
+STRATEGY_CHOICES = STRATEGIES + (AUTO,)
+assert DEFAULT_STRATEGY in STRATEGIES
