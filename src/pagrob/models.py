@@ -43,10 +43,11 @@ def relu(x: Tensor) -> Tensor:
 
 
 def avg_pool2(x: Tensor) -> Tensor:
-    """2x2 average pooling as a mean over reshaped blocks: its backward, unlike
-    ``F.avg_pool2d``'s, keeps no edge to the input (same reason as :func:`relu`)."""
-    b, c, h, w = x.shape
-    return x.view(b, c, h // 2, 2, w // 2, 2).mean((3, 5))
+    """2x2 average pooling as the mean of the four strided sub-grids: its backward, unlike
+    ``F.avg_pool2d``'s, keeps no edge to the input (same reason as :func:`relu`). (A mean over
+    a reshaped view gives the same values but reduces over strided dimensions, 8x slower on a
+    CPU; it was a third of the digits CNN's forward time.)"""
+    return (x[:, :, 0::2, 0::2] + x[:, :, 1::2, 0::2] + x[:, :, 0::2, 1::2] + x[:, :, 1::2, 1::2]) * 0.25
 
 
 class Normalize(nn.Module):
