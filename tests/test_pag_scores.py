@@ -115,6 +115,27 @@ def test_targeted_examples_are_fig4s_attack_towards_every_other_class(digits):
         torch.testing.assert_close(x_adv[9 * i : 9 * (i + 1)], grid[i, others], atol=1e-5, rtol=0)
 
 
+def test_scores_stay_on_the_data_device():
+    """Model, reference and data on PyTorch's meta device (a stand-in for a GPU): a tensor made
+    on the CPU would meet a meta tensor and raise, and nothing can be read back to the host."""
+    meta = torch.device("meta")
+
+    def meta_model(seed):
+        torch.manual_seed(seed)
+        return models.build_model("small_cnn", (1, 8, 8), 4, torch.full((1,), 0.5), torch.full((1,), 0.3)).to(meta)
+
+    a, b = meta_model(0), meta_model(1)
+    x = torch.rand(5, 1, 8, 8, device=meta)
+    y = torch.randint(4, (5,), device=meta)
+    assert pag_scores.alignment_on_device(a, b, x, 2).device == meta
+    for start in (False, True):  # the random start is drawn on the CPU and moved
+        x_adv, targets = pag_scores.targeted_examples(
+            a, x, y, Attack("l2", 1.0, 2, random_start=start), 4, 4, torch.Generator().manual_seed(0)
+        )
+        assert x_adv.shape == (15, 1, 8, 8) and x_adv.device == meta and targets.device == meta
+        assert pag_scores.agreement_on_device(b, x_adv, targets, 4).device == meta
+
+
 class Constant(nn.Module):
     """Softmax probabilities (0.7, 0.2, 0.1) whatever the input."""
 

@@ -34,6 +34,13 @@ def alignment(
 ) -> float:
     """Mean over the images ``x`` and all C classes of cos(grad_x s(x)_c, grad_x s_ref(x)_c),
     with s the raw logit (``grad_of="logit"``) or the log-softmax."""
+    return alignment_on_device(model, reference, x, batch_size, grad_of).item()
+
+
+def alignment_on_device(
+    model: nn.Module, reference: nn.Module, x: Tensor, batch_size: int, grad_of: str = GRAD_OF
+) -> Tensor:
+    """:func:`alignment` as a 0-d float64 tensor on ``x``'s device (nothing read back)."""
     total = torch.zeros((), device=x.device, dtype=torch.float64)
     count = 0
     for start in range(0, len(x), batch_size):
@@ -48,7 +55,7 @@ def alignment(
         cos = 1 - cosine_loss(g.flatten(0, 1), r.flatten(0, 1), COS_EPS)
         total += cos.double().sum()
         count += cos.numel()
-    return (total / count).item()
+    return total / count
 
 
 def targeted_examples(
@@ -77,6 +84,12 @@ def targeted_examples(
 def reference_agreement(reference: nn.Module, x_adv: Tensor, targets: Tensor, batch_size: int) -> dict:
     """``targeted_success``: the fraction of ``x_adv`` the reference classifies as ``targets``;
     ``targeted_prob``: the reference's mean softmax probability of the target."""
+    values = agreement_on_device(reference, x_adv, targets, batch_size).tolist()
+    return {"targeted_success": values[0], "targeted_prob": values[1]}
+
+
+def agreement_on_device(reference: nn.Module, x_adv: Tensor, targets: Tensor, batch_size: int) -> Tensor:
+    """:func:`reference_agreement`'s two values as a float64 tensor on the data's device."""
     hits = torch.zeros((), device=x_adv.device, dtype=torch.float64)
     prob = torch.zeros((), device=x_adv.device, dtype=torch.float64)
     with frozen_eval(reference), torch.no_grad():
@@ -85,8 +98,7 @@ def reference_agreement(reference: nn.Module, x_adv: Tensor, targets: Tensor, ba
             t = targets[start : start + batch_size]
             hits += (p.argmax(1) == t).sum()
             prob += p.gather(1, t[:, None]).double().sum()
-    values = (torch.stack([hits, prob]) / len(x_adv)).tolist()
-    return {"targeted_success": values[0], "targeted_prob": values[1]}
+    return torch.stack([hits, prob]) / len(x_adv)
 
 
 def targeted_success(
