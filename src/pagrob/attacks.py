@@ -15,6 +15,7 @@ cross-entropy of the target label.
 from __future__ import annotations
 
 import contextlib
+import math
 from dataclasses import dataclass
 
 import torch
@@ -78,16 +79,25 @@ def project(delta: Tensor, x: Tensor, norm: str, eps: float, bounds=(0.0, 1.0)) 
     return (x + delta).clamp(*bounds) - x
 
 
-def random_start(x: Tensor, attack: Attack, generator: torch.Generator | None) -> Tensor:
-    """Drawn on the CPU (with ``generator``) so that a seed gives the same start on any device."""
+def draw_start(shape, attack: Attack, generator: torch.Generator | None) -> Tensor:
+    """A random start for a batch of ``shape`` before the projection onto the input domain:
+    L-inf uniform in [-eps, eps], L2 uniform in the eps-ball, per row. Drawn from ``generator``
+    on that generator's device (the CPU for ``None``, torch's global generator), so that a seed
+    gives the same start on any device; the caller moves it once."""
     norm, eps = attack.norm, attack.eps
+    dev = generator.device if generator is not None else torch.device("cpu")
     if norm == "linf":
-        delta = (2 * torch.rand(x.shape, generator=generator) - 1) * eps
-    else:
-        d = torch.randn(x.shape, generator=generator)
-        r = torch.rand(x.shape[0], generator=generator) ** (1 / x[0].numel())
-        delta = d / _per_sample_norm(d).clamp(min=1e-12) * (eps * r).view((-1,) + (1,) * (x.dim() - 1))
-    return project(delta.to(x), x, norm, eps, attack.bounds)
+        return (2 * torch.rand(shape, generator=generator, device=dev) - 1) * eps
+    d = torch.randn(shape, generator=generator, device=dev)
+    r = torch.rand(shape[0], generator=generator, device=dev) ** (1 / math.prod(shape[1:]))
+    return d / _per_sample_norm(d).clamp(min=1e-12) * (eps * r).view((-1,) + (1,) * (len(shape) - 1))
+
+
+def random_start(x: Tensor, attack: Attack, generator: torch.Generator | None) -> Tensor:
+    """A random start for ``x``, drawn with ``generator`` (see :func:`draw_start`), moved to
+    ``x``'s device once and projected."""
+    delta = draw_start(x.shape, attack, generator).to(x)  # the seeded draw, moved on purpose
+    return project(delta, x, attack.norm, attack.eps, attack.bounds)
 
 
 def pgd(
@@ -97,22 +107,30 @@ def pgd(
     attack: Attack,
     target: Tensor | None = None,
     generator: torch.Generator | None = None,
+    start: Tensor | None = None,
+    autocast: torch.dtype | None = None,
 ) -> Tensor:
     """Return adversarial examples x + delta (detached): delta in the eps-ball, x + delta within
     ``attack.bounds``.
 
     With ``target`` given, a targeted attack towards those labels; else untargeted on ``y``.
+    The random start (if ``attack.random_start``) is ``start`` when given (a :func:`draw_start`
+    draw already on ``x``'s device: training draws an epoch's starts at once), else drawn with
+    ``generator``. ``autocast`` (e.g. ``torch.bfloat16``): the forward passes run under
+    ``torch.autocast`` with that dtype.
     """
     x = x.detach()
     with frozen_eval(model):
-        if attack.random_start and attack.eps > 0:
-            delta = random_start(x, attack, generator)
-        else:
+        if not (attack.random_start and attack.eps > 0):
             delta = torch.zeros_like(x)
+        elif start is not None:
+            delta = project(start, x, attack.norm, attack.eps, attack.bounds)
+        else:
+            delta = random_start(x, attack, generator)
         for _ in range(attack.steps):
             delta.requires_grad_(True)
             with torch.enable_grad():
-                logits = model(x + delta)
+                logits = _forward(model, x + delta, autocast)
                 if target is None:
                     loss = F.cross_entropy(logits, y, reduction="sum")
                 else:
@@ -125,6 +143,13 @@ def pgd(
                     step = grad / _per_sample_norm(grad).clamp(min=1e-12)
                 delta = project(delta + attack.alpha * step, x, attack.norm, attack.eps, attack.bounds)
     return (x + delta).detach()
+
+
+def _forward(model: nn.Module, x: Tensor, autocast: torch.dtype | None) -> Tensor:
+    if autocast is None:
+        return model(x)
+    with torch.autocast(x.device.type, dtype=autocast):
+        return model(x).float()
 
 
 def predict(model: nn.Module, x: Tensor, batch_size: int = 1000) -> Tensor:

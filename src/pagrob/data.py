@@ -95,9 +95,9 @@ def toy_points(
     xs, ys = [], []
     for label, class_centers in enumerate(centers):
         for c in class_centers:
-            x1 = c + torch.randn(n_per_mode, generator=generator, dtype=torch.float64)
+            x1 = c + torch.randn(n_per_mode, generator=generator, dtype=torch.float64)  # cpu: dataset preparation
             xs.append(torch.stack([x1, 2 * x1], dim=1))
-            ys.append(torch.full((n_per_mode,), label, dtype=torch.long))
+            ys.append(torch.full((n_per_mode,), label, dtype=torch.long))  # cpu: dataset preparation
     return torch.cat(xs).float(), torch.cat(ys)
 
 
@@ -120,8 +120,8 @@ def make_toy(
         y_test=y_test,
         classes=[f"class {k}" for k in range(len(centers))],
         # The paper trains the toy MLP on raw coordinates: no normalisation.
-        mean=torch.zeros(2),
-        std=torch.ones(2),
+        mean=torch.zeros(2),  # cpu: model statistics, moved with the model
+        std=torch.ones(2),  # cpu: model statistics, moved with the model
         bounds=None,  # points on a line in R^2: attacks are not clipped to a box
     )
 
@@ -136,6 +136,8 @@ class CropFlip:
 
     The same draw can be applied to several tensors (an image and its representatives), so that a
     gradient target built from the original image follows the image through the augmentation.
+    Training draws a whole epoch's at once (``sample``, one move to the device) and slices one
+    batch's from it (``draw[start:stop]``), so that no step waits for the host.
     """
 
     dy: Tensor  # [B] row offset into the padded image, in [0, 2 * padding]
@@ -145,12 +147,18 @@ class CropFlip:
 
     @staticmethod
     def sample(n: int, padding: int, flip: bool, generator: torch.Generator, device="cpu") -> "CropFlip":
-        dy = torch.randint(0, 2 * padding + 1, (n,), generator=generator)
-        dx = torch.randint(0, 2 * padding + 1, (n,), generator=generator)
-        flips = torch.rand(n, generator=generator) < 0.5
+        """``n`` draws from the seeded CPU ``generator`` (the same on any device), moved to
+        ``device`` once."""
+        dy = torch.randint(0, 2 * padding + 1, (n,), generator=generator)  # cpu: seeded draw, moved once below
+        dx = torch.randint(0, 2 * padding + 1, (n,), generator=generator)  # cpu: seeded draw, moved once below
+        flips = torch.rand(n, generator=generator) < 0.5  # cpu: seeded draw, moved once below
         if not flip:
             flips = torch.zeros_like(flips)
         return CropFlip(dy.to(device), dx.to(device), flips.to(device), padding)
+
+    def __getitem__(self, rows: slice) -> "CropFlip":
+        """The draws of ``rows`` (views on the same device)."""
+        return CropFlip(self.dy[rows], self.dx[rows], self.flip[rows], self.padding)
 
     def __call__(self, x: Tensor) -> Tensor:
         """Apply to a batch [B, C, H, W]; extra leading dims after B are not allowed."""

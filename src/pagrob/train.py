@@ -1,27 +1,42 @@
 """Training: cross-entropy + lam * PAG (Eq. 1), or Madry adversarial training for teachers.
 
-Reproducible and resumable: every epoch draws its batch order, augmentations and attack starts
-from its own generator, seeded by (seed, epoch), so an epoch computes the same thing whether the
-run started from scratch or resumed from the checkpoint written after the previous epoch. The
-checkpoint (model, optimiser, history, settings) is written atomically after every epoch.
+Reproducible and resumable: every epoch draws its batch order, augmentations, target-class
+subsets and attack starts at once from its own CPU generator, seeded by (seed, epoch), and moves
+them to the device once (``EpochDraws``), so an epoch computes the same thing whether the run
+started from scratch or resumed from the checkpoint written after the previous epoch, and the
+data order is the same on every device. The checkpoint (model, optimiser, history, settings) is
+written atomically after every epoch.
+
+No step waits for the host (``train_step``): the losses, the correct predictions and the first
+non-finite batch are tallied on the device (``EpochTally``) and read once per epoch, and the
+divergence flag every ``CHECK_EVERY`` batches.
 """
 
 from __future__ import annotations
 
+import copy
 import math
+import statistics
 import time
-from dataclasses import asdict, dataclass, field
+from dataclasses import MISSING, asdict, dataclass, field, fields
 from pathlib import Path
 from typing import Callable
 
 import torch
-from torch import nn
+from torch import Tensor, nn
 
 from pagrob import io
-from pagrob.attacks import Attack, pgd
+from pagrob.attacks import Attack, draw_start, pgd
 from pagrob.data import CropFlip, Dataset
-from pagrob.pag import pag_backward
+from pagrob.pag import AUTO, DEFAULT_STRATEGY, STRATEGIES, STRATEGY_CHOICES, StepLosses, pag_backward
 from pagrob.sources import TargetSource
+
+#: ``amp``: the autocast dtype (bfloat16 needs no loss scaling)
+AMP_DTYPE = torch.bfloat16
+#: batches between two reads of the divergence flag (one host synchronisation each)
+CHECK_EVERY = 50
+#: ``strategy: auto``: steps timed per strategy (the first is a warm-up, the median of the rest counts)
+PROBE_STEPS = 3
 
 
 @dataclass
@@ -38,13 +53,21 @@ class TrainSettings:
     flip: bool = False  # random horizontal flip
     lam: float = 0.0
     grad_of: str = "logit"
-    strategy: str = "accumulate"
+    strategy: str = DEFAULT_STRATEGY  # one of pag.STRATEGIES, or "auto": the fastest of them
     pag_eps: float = 1e-8
     classes_per_step: int | None = None  # None: all C classes every step
     seed: int = 0
     # Madry adversarial training (teachers): Attack fields (norm, eps, steps, step_size,
     # random_start); the cross-entropy is taken on PGD examples made in eval mode.
     adversarial: dict | None = None
+    # mixed precision: forward passes (and the training attack's) under bfloat16 autocast, the
+    # logits, losses and the PAG cosine in float32. CUDA only: a CPU run with amp is refused.
+    amp: bool = False
+    channels_last: bool = False  # model and image batches in channels-last memory format
+
+    def __post_init__(self):
+        if self.strategy not in STRATEGY_CHOICES:
+            raise ValueError(f"strategy must be one of {STRATEGY_CHOICES}, not {self.strategy!r}")
 
     def lr_at(self, epoch: int) -> float:
         """Learning rate for 1-based ``epoch``."""
@@ -69,6 +92,249 @@ def epoch_generator(seed: int, epoch: int) -> torch.Generator:
     return torch.Generator().manual_seed(seed * 1_000_003 + epoch)
 
 
+# --- One step ------------------------------------------------------------------------------------
+
+
+@dataclass
+class Batch:
+    """One step's share of an epoch's draws: its tensors already on the device, its target
+    classes as host integers (drawn on the CPU, so reading them waits for nothing)."""
+
+    x: Tensor  # not yet augmented
+    y: Tensor
+    index: Tensor  # positions in the training set
+    aug: CropFlip | None
+    classes: list[int] | None  # the target classes of the PAG sum (None: all)
+    start: Tensor | None  # the training attack's random start
+
+
+def train_step(
+    model: nn.Module,
+    opt: torch.optim.Optimizer,
+    batch: Batch,
+    source: TargetSource | None,
+    s: TrainSettings,
+    attack: Attack | None,
+    strategy: str,
+) -> StepLosses:
+    """One optimiser step on ``batch``, with no host synchronisation."""
+    x = batch.aug(batch.x) if batch.aug is not None else batch.x
+    if s.channels_last and x.dim() == 4:
+        x = x.contiguous(memory_format=torch.channels_last)
+    amp = AMP_DTYPE if s.amp else None
+    ce_input = pgd(model, x, batch.y, attack, start=batch.start, autocast=amp) if attack else None
+    # the targets follow the image: the augmented batch, and the same draw for its representatives
+    targets = source.for_batch(x, batch.index, batch.aug) if source is not None and s.lam else None
+    opt.zero_grad(set_to_none=True)
+    out = pag_backward(
+        model, x, batch.y, targets, s.lam, grad_of=s.grad_of, strategy=strategy, eps=s.pag_eps,
+        classes=batch.classes, ce_input=ce_input, autocast=amp,
+    )
+    opt.step()
+    return out
+
+
+# --- An epoch's random numbers, and its tally ------------------------------------------------------
+
+
+@dataclass
+class EpochDraws:
+    """Every random number of one epoch, drawn at once from the epoch's seeded CPU generator
+    (the same on every device) and moved to the device once; a step only slices them."""
+
+    order: Tensor  # [steps * B] training-set indices, on the device
+    aug: CropFlip | None  # [steps * B] crops and flips, on the device
+    classes: list[list[int]] | None  # per step: the target classes (host integers)
+    starts: Tensor | None  # [steps * B, *input] the training attack's random starts, on the device
+    batch_size: int
+
+    @classmethod
+    def draw(
+        cls, s: TrainSettings, epoch: int, n_train: int, input_shape, num_classes: int,
+        steps: int, attack: Attack | None, device,
+    ) -> "EpochDraws":
+        g = epoch_generator(s.seed, epoch)
+        n = steps * s.batch_size
+        order = torch.randperm(n_train, generator=g)[:n].to(device)  # cpu: seeded draw, moved once
+        aug = CropFlip.sample(n, s.crop_padding, s.flip, g, device) if s.crop_padding or s.flip else None
+        classes = None
+        if s.classes_per_step:  # a random permutation per step (argsort of iid keys), its first k
+            keys = torch.rand(steps, num_classes, generator=g)  # cpu: seeded draw, read as host ints
+            classes = keys.argsort(1)[:, : s.classes_per_step].tolist()
+        starts = None
+        if attack is not None and attack.random_start and attack.eps > 0:
+            starts = draw_start((n, *input_shape), attack, g).to(device)  # seeded draw, moved once
+        return cls(order, aug, classes, starts, s.batch_size)
+
+    def batch(self, b: int, x_train: Tensor, y_train: Tensor) -> Batch:
+        rows = slice(b * self.batch_size, (b + 1) * self.batch_size)
+        index = self.order[rows]
+        return Batch(
+            x_train[index], y_train[index], index,
+            self.aug[rows] if self.aug is not None else None,
+            self.classes[b] if self.classes is not None else None,
+            self.starts[rows] if self.starts is not None else None,
+        )
+
+
+class EpochTally:
+    """Sums of CE, PAG term and correct predictions, and the first non-finite batch with its
+    losses, all kept on the device: adding a step never waits for it."""
+
+    def __init__(self, steps: int, device):
+        self.steps = steps
+        self.sums = torch.zeros(3, dtype=torch.float64, device=device)
+        self.first_bad = torch.full((), steps, dtype=torch.long, device=device)  # steps: none yet
+        self.bad_losses = torch.zeros(2, dtype=torch.float64, device=device)
+
+    def add(self, b: int, out: StepLosses, y: Tensor) -> None:
+        correct = (out.logits.argmax(1) == y).sum()
+        losses = torch.stack([out.ce.double(), out.pag.double()])
+        self.sums += torch.cat([losses, correct.double()[None]])
+        first = torch.isfinite(losses).all().logical_not() & (self.first_bad == self.steps)
+        self.first_bad = torch.where(first, b, self.first_bad)
+        self.bad_losses = torch.where(first, losses, self.bad_losses)
+
+    def check(self, epoch: int, seen: int, checkpoint: Path) -> None:
+        """Stop if a step so far had a non-finite loss (reads one flag from the device)."""
+        bad = int(self.first_bad)
+        if bad < self.steps:
+            ce, pag = self.bad_losses.tolist()
+            raise TrainingDiverged(
+                f"non-finite loss at epoch {epoch}, batch {bad + 1}/{self.steps} (CE {ce}, PAG {pag}; "
+                f"found at the check after batch {seen}, one every {CHECK_EVERY}); the last good "
+                f"checkpoint (after epoch {epoch - 1}) is kept at {checkpoint}. Lower the learning "
+                "rate or lambda."
+            )
+
+
+# --- A run -----------------------------------------------------------------------------------------
+
+
+@dataclass
+class Run:
+    """What every epoch of one ``fit`` shares."""
+
+    model: nn.Module
+    opt: torch.optim.Optimizer
+    x_train: Tensor
+    y_train: Tensor
+    source: TargetSource | None
+    s: TrainSettings
+    attack: Attack | None
+    steps: int
+    num_classes: int
+    device: torch.device
+
+    @property
+    def has_pag(self) -> bool:
+        return self.source is not None and self.s.lam != 0
+
+    def draws(self, epoch: int) -> EpochDraws:
+        return EpochDraws.draw(
+            self.s, epoch, len(self.x_train), self.x_train.shape[1:], self.num_classes,
+            self.steps, self.attack, self.device,
+        )
+
+    def step(self, draws: EpochDraws, b: int, strategy: str) -> tuple[Batch, StepLosses]:
+        batch = draws.batch(b, self.x_train, self.y_train)
+        return batch, train_step(self.model, self.opt, batch, self.source, self.s, self.attack, strategy)
+
+    def epoch(self, epoch: int, strategy: str, checkpoint: Path) -> dict:
+        """Train one epoch; its statistics (read from the device once)."""
+        for group in self.opt.param_groups:
+            group["lr"] = self.s.lr_at(epoch)
+        draws = self.draws(epoch)
+        self.model.train()
+        tally = EpochTally(self.steps, self.device)
+        t0 = time.perf_counter()
+        for b in range(self.steps):
+            batch, out = self.step(draws, b, strategy)
+            tally.add(b, out, batch.y)
+            if (b + 1) % CHECK_EVERY == 0 or b + 1 == self.steps:
+                tally.check(epoch, b + 1, checkpoint)
+        ce, pag, correct = tally.sums.tolist()
+        seconds = time.perf_counter() - t0
+        n = self.steps * self.s.batch_size
+        return {
+            "epoch": epoch,
+            "lr": self.s.lr_at(epoch),
+            "ce": ce / self.steps,
+            "pag": pag / self.steps,
+            "train_acc": 100 * correct / n,
+            "images_per_s": n / seconds,
+            "seconds": seconds,
+            "strategy": strategy if self.has_pag else None,
+        }
+
+
+def _synchronize(device: torch.device) -> None:
+    if device.type == "cuda":
+        torch.cuda.synchronize(device)
+
+
+def choose_strategy(run: Run, epoch: int, log: Callable[[str], None]) -> tuple[str, dict]:
+    """``strategy: auto``: time every exact strategy for ``PROBE_STEPS`` real steps (the model,
+    the batches of ``epoch``), then restore the model, the optimiser and the random number
+    generators exactly, so that the run does not depend on the probe. Returns the fastest and
+    the seconds per step of each (None: out of memory)."""
+    model_state = {k: v.clone() for k, v in run.model.state_dict().items()}
+    opt_state = copy.deepcopy(run.opt.state_dict())
+    draws = run.draws(epoch)
+    run.model.train()
+    timings: dict[str, float | None] = {}
+    cuda = [run.device] if run.device.type == "cuda" else []
+    with torch.random.fork_rng(devices=cuda):
+        for name in STRATEGIES:
+            seconds = []
+            try:
+                for i in range(PROBE_STEPS):
+                    _synchronize(run.device)
+                    t0 = time.perf_counter()
+                    run.step(draws, i % run.steps, name)
+                    _synchronize(run.device)
+                    seconds.append(time.perf_counter() - t0)
+                timings[name] = statistics.median(seconds[1:] or seconds)
+            except torch.OutOfMemoryError:
+                timings[name] = None
+                if cuda:
+                    torch.cuda.empty_cache()
+            finally:
+                run.model.load_state_dict(model_state)
+                run.opt.load_state_dict(copy.deepcopy(opt_state))  # load keeps the tensors it gets
+    run.opt.zero_grad(set_to_none=True)
+    fit_in_memory = {k: v for k, v in timings.items() if v is not None}
+    if not fit_in_memory:
+        raise RuntimeError("strategy auto: every PAG strategy ran out of memory; lower the batch size")
+    chosen = min(fit_in_memory, key=fit_in_memory.get)
+    shown = ", ".join(f"{k} {'out of memory' if v is None else f'{v:.3f}s'}" for k, v in timings.items())
+    log(f"strategy auto: seconds per step {shown}; chose {chosen}")
+    return chosen, timings
+
+
+# --- fit -------------------------------------------------------------------------------------------
+
+
+def _resume(checkpoint: Path, run: Run, log: Callable[[str], None]) -> tuple[int, list[dict], dict]:
+    """(epochs done, history, strategy record) from ``checkpoint``, after checking it was
+    written with the same settings; (0, [], {}) when there is none."""
+    if not checkpoint.exists():
+        return 0, [], {}
+    state = io.load(checkpoint, "training checkpoint", ("model", "optimizer", "epoch", "settings"))
+    defaults = {f.name: f.default for f in fields(TrainSettings) if f.default is not MISSING}
+    saved, now = {**defaults, **state["settings"]}, asdict(run.s)  # settings added since: defaults
+    if saved != now:
+        diff = {k: (saved.get(k), v) for k, v in now.items() if saved.get(k) != v}
+        raise ValueError(
+            f"checkpoint {checkpoint} was written with other settings {diff} "
+            "(checkpoint, now). Delete it to start this model over, or restore the settings."
+        )
+    run.model.load_state_dict(state["model"])
+    run.opt.load_state_dict(state["optimizer"])
+    log(f"resumed from {checkpoint} after epoch {state['epoch']}")
+    return state["epoch"], list(state["history"]), state.get("strategy", {})
+
+
 def fit(
     model: nn.Module,
     ds: Dataset,
@@ -78,101 +344,53 @@ def fit(
     device: str = "cpu",
     log: Callable[[str], None] = print,
 ) -> list[dict]:
-    """Train ``model`` in place; returns one dict of statistics per epoch.
+    """Train ``model`` in place; returns one dict of statistics per epoch (with the PAG strategy
+    that computed it: ``auto``'s choice is made once per run, before its first epoch, and kept
+    in the checkpoint, so a resumed run goes on with it).
 
     Resumes from ``checkpoint`` if it exists (after checking it was written with the same
     settings); writes it after every epoch.
     """
-    checkpoint = Path(checkpoint)
+    checkpoint, device = Path(checkpoint), torch.device(device)
+    if s.amp and device.type != "cuda":
+        raise ValueError(
+            f"amp (bfloat16 autocast) is for CUDA runs, and this one is on {device}: "
+            "set the train setting amp to false (or run on a GPU)"
+        )
     model.to(device)
-    opt = make_optimizer(model, s)
-    history: list[dict] = []
-    start = 0
-    if checkpoint.exists():
-        state = io.load(checkpoint, "training checkpoint", ("model", "optimizer", "epoch", "settings"))
-        if state["settings"] != asdict(s):
-            diff = {
-                k: (state["settings"].get(k), v)
-                for k, v in asdict(s).items()
-                if state["settings"].get(k) != v
-            }
-            raise ValueError(
-                f"checkpoint {checkpoint} was written with other settings {diff} "
-                "(checkpoint, now). Delete it to start this model over, or restore the settings."
-            )
-        model.load_state_dict(state["model"])
-        opt.load_state_dict(state["optimizer"])
-        start, history = state["epoch"], list(state["history"])
-        log(f"resumed from {checkpoint} after epoch {start}")
-
-    x_train = ds.x_train.to(device)
-    y_train = ds.y_train.to(device)
-    attack = Attack(**s.adversarial, bounds=ds.bounds) if s.adversarial else None
-    steps_per_epoch = len(x_train) // s.batch_size  # drop_last
-    if steps_per_epoch == 0:
+    if s.channels_last:
+        model.to(memory_format=torch.channels_last)
+    x_train, y_train = ds.x_train.to(device), ds.y_train.to(device)
+    steps = len(x_train) // s.batch_size  # drop_last
+    if steps == 0:
         raise ValueError(f"batch_size {s.batch_size} exceeds the {len(x_train)} training examples")
+    attack = Attack(**s.adversarial, bounds=ds.bounds) if s.adversarial else None
+    run = Run(model, make_optimizer(model, s), x_train, y_train, source, s, attack, steps, ds.num_classes, device)
+    start, history, record = _resume(checkpoint, run, log)
+    strategy = record.get("chosen") or (s.strategy if s.strategy != AUTO else None)
 
     for epoch in range(start + 1, s.epochs + 1):
-        for group in opt.param_groups:
-            group["lr"] = s.lr_at(epoch)
-        g = epoch_generator(s.seed, epoch)
-        order = torch.randperm(len(x_train), generator=g).to(device)
-        model.train()
-        sums = {"ce": 0.0, "pag": 0.0, "correct": 0.0}
-        t0 = time.perf_counter()
-        for b in range(steps_per_epoch):
-            index = order[b * s.batch_size : (b + 1) * s.batch_size]
-            x, y = x_train[index], y_train[index]
-            aug = None
-            if s.crop_padding or s.flip:
-                aug = CropFlip.sample(len(x), s.crop_padding, s.flip, g, device)
-            if aug is not None:
-                x = aug(x)
-            ce_input = pgd(model, x, y, attack, generator=g) if attack else None
-            targets = source.for_batch(x, index, aug) if source is not None and s.lam else None
-            classes = None
-            if s.classes_per_step:
-                classes = torch.randperm(ds.num_classes, generator=g)[: s.classes_per_step].tolist()
-            opt.zero_grad(set_to_none=True)
-            out = pag_backward(
-                model, x, y, targets, s.lam, grad_of=s.grad_of, strategy=s.strategy,
-                eps=s.pag_eps, classes=classes, ce_input=ce_input,
-            )
-            ce, pag = out.ce.item(), out.pag.item()
-            if not (math.isfinite(ce) and math.isfinite(pag)):
-                raise TrainingDiverged(
-                    f"non-finite loss at epoch {epoch}, batch {b + 1}/{steps_per_epoch} "
-                    f"(CE {ce}, PAG {pag}); the last good checkpoint (after epoch {epoch - 1}) "
-                    f"is kept at {checkpoint}. Lower the learning rate or lambda."
-                )
-            opt.step()
-            sums["ce"] += ce
-            sums["pag"] += pag
-            sums["correct"] += (out.logits.argmax(1) == y).sum().item()
-        seconds = time.perf_counter() - t0
-        n = steps_per_epoch * s.batch_size
-        stats = {
-            "epoch": epoch,
-            "lr": s.lr_at(epoch),
-            "ce": sums["ce"] / steps_per_epoch,
-            "pag": sums["pag"] / steps_per_epoch,
-            "train_acc": 100 * sums["correct"] / n,
-            "images_per_s": n / seconds,
-            "seconds": seconds,
-        }
+        if strategy is None:  # auto, at the start of the run
+            if run.has_pag:
+                strategy, timings = choose_strategy(run, epoch, log)
+                record = {"requested": AUTO, "chosen": strategy, "seconds_per_step": timings}
+            else:
+                strategy = DEFAULT_STRATEGY  # no PAG term: no strategy is ever used
+        stats = run.epoch(epoch, strategy, checkpoint)
         history.append(stats)
         log(
             f"epoch {epoch}/{s.epochs} lr {stats['lr']:.4g} CE {stats['ce']:.4f} "
             f"PAG {stats['pag']:.4f} train-acc {stats['train_acc']:.2f}% "
-            f"{stats['images_per_s']:.0f} img/s ({seconds:.1f}s)"
+            f"{stats['images_per_s']:.0f} img/s ({stats['seconds']:.1f}s)"
         )
         io.save(
             {
                 "model": model.state_dict(),
-                "optimizer": opt.state_dict(),
+                "optimizer": run.opt.state_dict(),
                 "epoch": epoch,
                 "history": history,
                 "settings": asdict(s),
+                "strategy": record,
             },
             checkpoint,
         )

@@ -47,7 +47,8 @@ def import_checkpoint(args, ds, source: str) -> None:
     raw = io.load(path, "teacher checkpoint")
     model = models.import_state_dict(
         raw, args.import_arch, ds.input_shape, ds.num_classes,
-        torch.tensor(args.import_mean), torch.tensor(args.import_std), f"teacher checkpoint {path}",
+        torch.tensor(args.import_mean), torch.tensor(args.import_std),  # cpu: the import is built and saved on the CPU
+        f"teacher checkpoint {path}",
     )
     models.save_model(
         args.out, model, args.import_arch, ds.input_shape, ds.num_classes,

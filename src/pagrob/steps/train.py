@@ -31,11 +31,13 @@ def add_training_options(p, required: bool = True) -> None:
     p.add_argument("--gamma", type=float, default=0.1)
     p.add_argument("--crop-padding", type=int, default=0, help="random crop with this zero padding (0: none)")
     p.add_argument("--flip", type=_cli.boolean, default=False, help="random horizontal flips")
+    p.add_argument("--amp", type=_cli.boolean, default=False, help="bfloat16 autocast (CUDA only; refused on the CPU)")
+    p.add_argument("--channels-last", type=_cli.boolean, default=False, help="channels-last memory format")
     p.add_argument("--out", required=True, help="the final model file")
     p.add_argument("--checkpoint", help="resume file (default: <name of --out>.checkpoint.pt beside it)")
 
 
-def main() -> None:
+def parser():
     p = _cli.parser(__doc__)
     add_training_options(p)
     p.add_argument("--source", required=True, choices=sources.SOURCES)
@@ -43,10 +45,17 @@ def main() -> None:
     p.add_argument("--targets", help="representative sources: the file built by make_targets")
     p.add_argument("--teacher", help="rigd_* sources: the robust teacher's model file")
     p.add_argument("--grad-of", default="logit", choices=pag.GRAD_OF)
-    p.add_argument("--strategy", default="accumulate", choices=pag.STRATEGIES)
+    p.add_argument(
+        "--strategy", default=pag.DEFAULT_STRATEGY, choices=pag.STRATEGY_CHOICES,
+        help="how the C input-gradients are computed (identical results); auto: the fastest, timed at the start",
+    )
     p.add_argument("--pag-eps", type=float, default=1e-8, help="epsilon of Eq. (2)")
     p.add_argument("--classes-per-step", type=int, default=0, help="0: all classes every step")
-    args = p.parse_args()
+    return p
+
+
+def main() -> None:
+    args = parser().parse_args()
     if (args.source == "vanilla") != (args.lam == 0):
         raise ValueError(f"source {args.source!r} with lam {args.lam}: vanilla needs lam 0, PAG sources lam > 0")
     if args.source in sources.REPRESENTATIVES and not args.targets:
@@ -76,7 +85,8 @@ def settings_from(args, **extra) -> TrainSettings:
     return TrainSettings(
         epochs=args.epochs, batch_size=args.batch_size, optimizer=args.optimizer, lr=args.lr,
         momentum=args.momentum, weight_decay=args.weight_decay, milestones=args.milestones,
-        gamma=args.gamma, crop_padding=args.crop_padding, flip=args.flip, seed=args.seed, **extra,
+        gamma=args.gamma, crop_padding=args.crop_padding, flip=args.flip, seed=args.seed,
+        amp=args.amp, channels_last=args.channels_last, **extra,
     )
 
 
@@ -93,7 +103,9 @@ def train_and_save(args, ds, settings: TrainSettings, target_source, device: str
     models.save_model(
         out, model, args.arch, ds.input_shape, ds.num_classes,
         dataset=ds.name, classes=ds.classes, seed=args.seed, lam=settings.lam,
-        settings=asdict(settings), history=history, **meta,
+        # settings hold the strategy asked for (maybe "auto"); this, the one that computed it
+        settings=asdict(settings), strategy_used=history[-1]["strategy"] if history else None,
+        history=history, **meta,
     )
     checkpoint.unlink(missing_ok=True)
     _cli.log(f"saved {out}")
