@@ -190,7 +190,7 @@ def test_pag_scores_step(digits, robust, tmp_path, monkeypatch):
     out = tmp_path / "pag_scores.csv"
     monkeypatch.setattr(sys, "argv", [
         "pag_scores", "--data", str(tmp_path / "data.pt"), "--model", student, "--model", vanilla,
-        "--reference", ref_linf, "--reference", ref_l2, "--baselines", "--images", "12",
+        "--references", ref_linf, ref_l2, "--baselines", "--images", "12",
         "--attack", "l2:2:5:nostart", "--batch-size", "50", "--seed", "3", "--device", "cpu",
         "--out", str(out),
     ])

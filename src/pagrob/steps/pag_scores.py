@@ -32,10 +32,13 @@ def floor_model(arch: str, ds: data.Dataset, seed: int, device: str) -> models.C
 def main() -> None:
     p = _cli.parser(__doc__)
     p.add_argument("--data", required=True, help="prepared dataset file")
-    p.add_argument("--model", action="append", default=[], help="a model file to score (repeatable)")
     p.add_argument(
-        "--reference", action="append", required=True,
-        help="a robust reference model file (repeatable), e.g. the teacher_linf model",
+        "--models", "--model", nargs="+", action="extend", default=[], metavar="MODEL",
+        help="model files to score (--models A B, or --model A --model B)",
+    )
+    p.add_argument(
+        "--references", "--reference", nargs="+", action="extend", required=True, metavar="REFERENCE",
+        help="robust reference model files, e.g. the teacher_linf and teacher_l2 models",
     )
     p.add_argument("--baselines", action="store_true", help="add the floor and ceiling rows")
     p.add_argument(
@@ -49,7 +52,7 @@ def main() -> None:
     p.add_argument("--seed", type=int, default=0, help="attack starts, and the floor's initialisation")
     p.add_argument("--out", required=True)
     args = p.parse_args()
-    if not args.model and not args.baselines:
+    if not args.models and not args.baselines:
         raise ValueError("nothing to score: give --model files or --baselines")
     device = _cli.setup(args, [args.out])
     ds = data.load_prepared(args.data)
@@ -66,13 +69,13 @@ def main() -> None:
         return model, meta
 
     references = {}
-    for path in args.reference:
+    for path in args.references:
         model, meta = load(path)
         if meta["source"] in references:
             raise ValueError(f"two references are {meta['source']!r}; give one of each")
         references[meta["source"]] = (model, meta)
 
-    scored = [(path, *load(path)) for path in args.model]
+    scored = [(path, *load(path)) for path in args.models]
     if args.baselines:
         arch = args.floor_arch or (scored[0][2] if scored else next(iter(references.values()))[1])["arch"]
         scored.append(("floor", floor_model(arch, ds, args.seed, device), {"source": "floor", "lam": 0.0, "seed": args.seed}))
