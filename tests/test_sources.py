@@ -221,3 +221,20 @@ def test_clustered_nn_targets_follow_the_augmentation_and_load(tmp_path):
     for c in range(3):
         r = built["centroids"][c, built["centroid_index"][index, c]]
         torch.testing.assert_close(targets(c), aug(r - x[index]))
+
+
+def test_make_targets_step_builds_clustered_nn(tmp_path, monkeypatch):
+    """--clusters reaches the library; without it the library's default is used."""
+    from pagrob import io
+    from pagrob.data import save_prepared
+    from pagrob.steps import make_targets
+
+    x, y = toy_images()
+    save_prepared(Dataset("t", x, y, x[:3], y[:3], ["a", "b", "c"], torch.zeros(1), torch.ones(1)), tmp_path / "d.pt")
+    for extra, k in ((["--clusters", "4"], 4), ([], sources.CLUSTERS)):
+        out = tmp_path / f"k{k}.pt"
+        argv = ["make_targets", "--data", str(tmp_path / "d.pt"), "--source", "clustered_nn", "--device", "cpu", "--out", str(out)]
+        monkeypatch.setattr("sys.argv", argv + extra)
+        make_targets.main()
+        built = io.load(out, "targets")
+        assert built["centroids"].shape == (3, k, 1, 4, 4) and built["clusters"] == k
