@@ -1,9 +1,17 @@
-"""Every rule that runs software names a conda environment from envs/, and the environments'
-pins agree with pyproject.toml's (conda itself is not installable on the CI machine)."""
+"""Every rule that runs software names a conda environment from envs/, the environments' pins
+agree with pyproject.toml's (conda itself is not installable on the CI machine), and the steps
+of the rules that run in envs/report.yaml work with only that environment's packages: they run
+here with every other pinned package (PyTorch, matplotlib, ...) made unimportable."""
 
+import importlib.metadata
+import json
 import re
+import subprocess
+import sys
 import tomllib
 
+import pandas as pd
+import pytest
 import yaml
 
 from conftest import ROOT
@@ -56,3 +64,113 @@ def test_every_rule_with_software_has_a_conda_env():
         assert env, f"rule {rule} in {path.name} has no conda: environment"
         assert (path.parent / env.group(1)).resolve().is_file(), f"rule {rule}: {env.group(1)} is missing"
     assert seen >= 10
+
+
+# --- The report environment -------------------------------------------------------------------
+
+REPORT_ENV = "envs/report.yaml"
+
+
+def env_pins(env: str) -> set[str]:
+    spec = yaml.safe_load((ROOT / env).read_text())
+    pip = next(d["pip"] for d in spec["dependencies"] if isinstance(d, dict) and "pip" in d)
+    return {entry.split("==")[0].lower() for entry in pip}
+
+
+def blocked_imports() -> list[str]:
+    """Top-level import names of the pinned packages that envs/report.yaml lacks."""
+    missing = set(pyproject_pins()) - env_pins(REPORT_ENV)
+    names = {"torch", "torchvision"}
+    for name, dists in importlib.metadata.packages_distributions().items():
+        if any(d.lower() in missing for d in dists):
+            names.add(name)
+    return sorted(names)
+
+
+# python -c WITHOUT BLOCKED MODULE ARGS...: runs MODULE as ``python -m`` does, with BLOCKED
+# (comma-separated top-level names) unimportable, as in an environment that lacks them.
+WITHOUT = """
+import importlib.abc, runpy, sys
+blocked = set(sys.argv[1].split(","))
+class Missing(importlib.abc.MetaPathFinder):
+    def find_spec(self, name, path=None, target=None):
+        if name.split(".")[0] in blocked:
+            raise ModuleNotFoundError(f"No module named {name!r} (not in envs/report.yaml)", name=name)
+sys.meta_path.insert(0, Missing())
+sys.argv = sys.argv[2:]
+runpy.run_module(sys.argv[0], run_name="__main__", alter_sys=True)
+"""
+
+
+def report_env_rules() -> dict[str, str]:
+    """{rule: the module its shell command runs} for every rule run in envs/report.yaml."""
+    rules = {}
+    for path, rule, body in rule_blocks():
+        env = re.search(r'conda:\n\s+"([^"]+)"', body)
+        if env and (path.parent / env.group(1)).resolve() == (ROOT / REPORT_ENV).resolve():
+            rules[rule] = re.search(r"python -m ([\w.]+)", body).group(1)
+    return rules
+
+
+def tidy_metrics(folder, dataset, source, lam, seed, accuracy):
+    """A model's metrics.csv as the evaluate step writes it."""
+    rows = [
+        [dataset, source, lam, seed, "clean", "none", 0.0, 0, accuracy, 0],
+        [dataset, source, lam, seed, "pgd", "linf", 0.1, 20, accuracy / 3, 0],
+        [dataset, source, lam, seed, "pgd", "l2", 0.5, 20, accuracy / 2, 0],
+    ]
+    columns = ["dataset", "source", "lam", "seed", "attack", "norm", "eps", "steps", "accuracy", "classes_per_step"]
+    path = folder / f"{dataset}_{source}_lam{lam}_seed{seed}.csv"
+    pd.DataFrame(rows, columns=columns).to_csv(path, index=False)
+    return str(path)
+
+
+def report_step_runs(tmp_path):
+    """{rule: [(module, args)]}: the runs of each report-environment rule on small metrics."""
+    m = lambda *a: tidy_metrics(tmp_path, *a)  # noqa: E731
+    toy = [m("toy", "vanilla", 0.0, s, 100.0) for s in (0, 1)] + [m("toy", "nearest_neighbor", 1.0, s, 99.0) for s in (0, 1)]
+    main = [m("digits", src, lam, 0, 90.0) for src, lam in
+            [("vanilla", 0.0), ("one_image", 0.3), ("class_mean", 0.3), ("teacher_linf", 0.0)]]
+    seeds = [m("digits", "one_image", 0.3, s, 90.0 + s) for s in (1, 2)]
+    ablation = [m("digits", "class_mean", lam, 0, 90.0 - lam) for lam in (0.1, 1.0)]
+    paper = str(ROOT / "workflow/resources/paper_numbers.csv")
+
+    def table(kind, *extra):
+        out = tmp_path / f"{kind}_table"
+        return ("pagrob.steps.table", [kind, *extra, "--paper", paper, "--out-md", f"{out}.md", "--out-csv", f"{out}.csv"])
+
+    return {
+        "collect_metrics": [("pagrob.steps.collect", [*toy, *main, "--out", str(tmp_path / "collected.csv")])],
+        "toy_table": [table("toy", "--metrics", *toy)],
+        "main_table": [table("main", "--name", "table1", "--dataset", "digits", "--metrics", *main)],
+        "lambda_table": [table("lambda", "--lams", json.dumps({"digits": {"one_image": 0.3, "class_mean": 0.3}}))],
+        "seeds_table": [table("seeds", "--metrics", *seeds)],
+        "ablation_table": [table("ablation", "--metrics", *ablation)],
+    }
+
+
+def test_blocker_makes_torch_unimportable():
+    proc = subprocess.run([sys.executable, "-c", WITHOUT, ",".join(blocked_imports()), "json.tool", "--help"],
+                          capture_output=True, text=True, cwd=ROOT)
+    assert proc.returncode == 0, proc.stderr  # runs modules as python -m does
+    proc = subprocess.run([sys.executable, "-c", WITHOUT, ",".join(blocked_imports()), "torch.utils.collect_env"],
+                          capture_output=True, text=True, cwd=ROOT)
+    assert proc.returncode != 0 and "No module named 'torch' (not in envs/report.yaml)" in proc.stderr
+    assert {"torch", "torchvision", "matplotlib", "sklearn"} <= set(blocked_imports())
+
+
+def test_report_environment_steps_run_without_pytorch(tmp_path):
+    runs = report_step_runs(tmp_path)
+    rules = report_env_rules()
+    assert set(rules) == set(runs), "a rule runs in envs/report.yaml without a case here (or the reverse)"
+    blocked = ",".join(blocked_imports())
+    for rule, cases in runs.items():
+        for module, args in cases:
+            assert module == rules[rule], f"rule {rule} runs {rules[rule]}, not {module}"
+            proc = subprocess.run([sys.executable, "-c", WITHOUT, blocked, module, *args],
+                                  capture_output=True, text=True, cwd=ROOT)
+            assert proc.returncode == 0, f"{rule}: {module} fails without PyTorch:\n{proc.stderr[-3000:]}"
+    assert len(pd.read_csv(tmp_path / "collected.csv")) == 3 * 8
+    for kind in ("toy", "main", "lambda", "seeds", "ablation"):
+        assert (tmp_path / f"{kind}_table.md").read_text().startswith("# ")
+        assert len(pd.read_csv(tmp_path / f"{kind}_table.csv")) > 0
