@@ -165,6 +165,9 @@ def test_clustered_nn_with_a_cluster_per_image_is_the_nearest_neighbour_over_the
         d2[members, torch.arange(20)] = float("inf")  # x itself, for its own class
         nearest = members[d2.argmin(1)]
         torch.testing.assert_close(targets(c), x[nearest] - x, atol=1e-6, rtol=0)
+    # the same in small chunks (the own-class correction at offsets into the training set)
+    chunked = sources.clustered_nn(x, y, 3, 20, torch.Generator().manual_seed(0), chunk=7)
+    assert torch.equal(chunked["centroid_index"], built["centroid_index"])
 
 
 def test_clustered_nn_own_class_uses_the_own_cluster_but_never_x_itself():

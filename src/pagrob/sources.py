@@ -171,24 +171,24 @@ def clustered_nn(
         for c in range(num_classes):
             d2 = rows_sq + sq[c][None] - 2 * rows @ centroids[c].T
             index[start : start + chunk, c] = d2.argmin(1)
-
-    # own class: never a centroid that is x itself. Only rows whose nearest own-class centroid
-    # is at distance ~0 are redone, with exact float64 distances to all k centroids.
-    rows = torch.arange(len(x))
-    chosen = centroids[y, index[rows, y]]
-    same = (((chosen.double() - flat.double()) ** 2).sum(1) <= 1e-9).nonzero().flatten()
-    for start in range(0, len(same), 256):
-        i = same[start : start + 256]
-        d2 = ((centroids[y[i]].double() - flat[i, None].double()) ** 2).sum(2)  # [r, k]
-        d2 = d2.masked_fill(d2 <= 1e-9, float("inf"))
-        if torch.isinf(d2).all(1).any():
-            bad = i[torch.isinf(d2).all(1)][0].item()
-            raise ValueError(
-                f"training image {bad}: every centroid of its own class {y[bad].item()} is the "
-                "image itself (its class holds only copies of it); clustered_nn cannot point "
-                "it anywhere. Remove the duplicates or use another source."
-            )
-        index[i, y[i]] = d2.argmin(1)
+        # own class: never a centroid that is x itself. Only rows whose nearest own-class
+        # centroid is at distance ~0 are redone, with exact float64 distances to all k.
+        own_class = y[start : start + chunk]
+        own = index[start : start + chunk].gather(1, own_class[:, None]).squeeze(1)
+        exact = ((centroids[own_class, own].double() - rows.double()) ** 2).sum(1)
+        same = (exact <= 1e-9).nonzero().flatten()
+        for sub in range(0, len(same), 256):
+            i = same[sub : sub + 256]
+            d2 = ((centroids[own_class[i]].double() - rows[i, None].double()) ** 2).sum(2)  # [r, k]
+            d2 = d2.masked_fill(d2 <= 1e-9, float("inf"))
+            if torch.isinf(d2).all(1).any():
+                bad = start + i[torch.isinf(d2).all(1)][0].item()
+                raise ValueError(
+                    f"training image {bad}: every centroid of its own class {y[bad].item()} is "
+                    "the image itself (its class holds only copies of it); clustered_nn cannot "
+                    "point it anywhere. Remove the duplicates or use another source."
+                )
+            index[start + i, own_class[i]] = d2.argmin(1)
     return {
         "centroids": centroids.view(num_classes, clusters, *x.shape[1:]),
         "centroid_index": index,
