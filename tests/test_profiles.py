@@ -1,4 +1,5 @@
-"""Profiles: resources per job on the paper's grid, the SLURM and workstation profiles, and the
+"""Profiles: resources per job on the paper's grid, the SLURM profile's defaults reaching the jobs
+that declare none, the workstation profile limiting GPU jobs in a real (tiny) run, and the
 demo's GPU-free jobs."""
 
 import re
@@ -30,6 +31,11 @@ def test_slurm_profile_dry_run_requests_gpus_for_training(tmp_path):
     assert jobs["results/toy/vanilla/lam0/seed0/model.pt"]["gpu"] == "0"
     # the profile's fill-in defaults reach every job
     assert train["slurm_partition"] == "" and train["slurm_account"] == ""
+    # and its default memory and time limit reach the jobs that declare none (the tables)
+    defaults = yaml.safe_load((ROOT / "workflow/profiles/slurm/config.yaml").read_text())["default-resources"]
+    table = jobs["results/tables/toy.md"]
+    assert table["mem_mb"] == str(defaults["mem_mb"]) and table["runtime"] == str(defaults["runtime"])
+    assert table["slurm_partition"] == ""
 
 
 def test_slurm_profile_settings():
@@ -47,6 +53,51 @@ def test_workstation_profile_limits_gpu_jobs(tmp_path):
     dry = snakemake(["-n", "--profile", str(ROOT / "workflow/profiles/workstation")], tmp_path)
     jobs = job_resources(dry.stdout)
     assert jobs["results/cifar10/class_mean/lam0.4/seed0/model.pt"]["gpu"] == "1"
+
+
+TIMED_JOBS = """
+rule all:
+    input:
+        expand("gpu{{i}}.txt", i=range({gpu_jobs})),
+        expand("cpu{{i}}.txt", i=range(4)),
+
+
+rule gpu_job:
+    output:
+        "gpu{{i}}.txt",
+    resources:
+        gpu=1,
+    shell:
+        "{python} -c 'import time; t = time.time(); time.sleep(2.5); print(t, time.time())' > {{output}}"
+
+
+rule cpu_job:
+    output:
+        "cpu{{i}}.txt",
+    shell:
+        "{python} -c 'import time; t = time.time(); time.sleep(2.5); print(t, time.time())' > {{output}}"
+"""
+
+
+def most_at_once(intervals) -> int:
+    return max(sum(s <= t < e for s, e in intervals) for t, _ in intervals)
+
+
+def test_workstation_profile_runs_at_most_its_gpu_count_of_gpu_jobs_at_once(tmp_path):
+    """A real run under the profile: GPU jobs (resources gpu=1) and CPU jobs that sleep 2.5 s,
+    with cores to spare; no more GPU jobs overlap than the profile's gpu resource."""
+    import sys
+
+    gpus = yaml.safe_load((ROOT / "workflow/profiles/workstation/config.yaml").read_text())["resources"]["gpu"]
+    gpu_jobs = 2 * gpus
+    (tmp_path / "Snakefile").write_text(TIMED_JOBS.format(gpu_jobs=gpu_jobs, python=sys.executable))
+    snakemake(["--profile", str(ROOT / "workflow/profiles/workstation"), "--cores", str(gpu_jobs + 4)], tmp_path,
+              timeout=300)
+    read = lambda name: tuple(map(float, (tmp_path / name).read_text().split()))  # noqa: E731
+    gpu = [read(f"gpu{i}.txt") for i in range(gpu_jobs)]
+    cpu = [read(f"cpu{i}.txt") for i in range(4)]
+    assert most_at_once(gpu) == gpus  # the limit, and reached
+    assert most_at_once(gpu + cpu) > gpus  # cores were not what held the GPU jobs back
 
 
 def test_demo_runs_every_job_on_the_cpu(tmp_path):
