@@ -6,6 +6,7 @@ warm-up step), the ratio to vanilla and to the per-class loop, and the peak memo
 
     .venv/bin/python bench/pag_step.py                          # ResNet-18, batch 32, 2 threads, CPU
     .venv/bin/python bench/pag_step.py --device cuda --batch 128
+    .venv/bin/python bench/pag_step.py --device cuda --batch 128 --amp --channels-last --strategies vanilla,segmented,replicated
     .venv/bin/python bench/pag_step.py --model small_cnn --size 8 --channels 1
 """
 
@@ -34,6 +35,9 @@ def one(args) -> dict:
     model = models.build_model(args.model, shape, args.classes, torch.full((args.channels,), 0.5), torch.full((args.channels,), 0.25))
     model = model.to(dev, dtype).train()
     x = torch.rand(args.batch, *shape, device=dev, dtype=dtype)
+    if args.channels_last:
+        model = model.to(memory_format=torch.channels_last)
+        x = x.contiguous(memory_format=torch.channels_last)
     y = torch.randint(args.classes, (args.batch,), device=dev)
     targets = torch.randn(args.classes, args.batch, *shape, device=dev, dtype=dtype)
     vanilla = args.strategy == "vanilla"
@@ -43,7 +47,7 @@ def one(args) -> dict:
         model.zero_grad(set_to_none=True)
         pag_backward(
             model, x, y, None if vanilla else (lambda c: targets[c]), 0.0 if vanilla else 0.5,
-            strategy="loop" if vanilla else args.strategy,
+            strategy="loop" if vanilla else args.strategy, autocast=torch.bfloat16 if args.amp else None,
         )
         sync()
 
@@ -73,6 +77,8 @@ def main() -> None:
     p.add_argument("--dtype", default="float32", choices=["float32", "float64", "bfloat16"])
     p.add_argument("--threads", type=int, default=2)
     p.add_argument("--repeats", type=int, default=1)
+    p.add_argument("--amp", action="store_true", help="bfloat16 autocast (as the train setting amp)")
+    p.add_argument("--channels-last", action="store_true", help="channels-last memory format")
     p.add_argument("--strategies", default="vanilla," + ",".join(STRATEGIES), help="comma-separated")
     p.add_argument("--strategy", help=argparse.SUPPRESS)  # internal: time one in this process
     args = p.parse_args()
@@ -92,7 +98,8 @@ def main() -> None:
     base = {r["strategy"]: r for r in rows}
     memory = "CUDA max allocated" if args.device.startswith("cuda") else "peak RSS"
     print(f"\n{args.model}, batch {args.batch}, {args.channels}x{args.size}x{args.size}, {args.classes} classes, "
-          f"{args.device}, {args.dtype}, {args.threads} threads, median of {args.repeats} step(s)")
+          f"{args.device}, {args.dtype}{', bf16 autocast' if args.amp else ''}{', channels-last' if args.channels_last else ''}, "
+          f"{args.threads} threads, median of {args.repeats} step(s)")
     print(f"{'strategy':12} {'s/step':>8} {'x vanilla':>10} {'x loop':>8} {memory + ' GiB':>22}")
     for r in rows:
         vs_vanilla = r["seconds"] / base["vanilla"]["seconds"] if "vanilla" in base else float("nan")
