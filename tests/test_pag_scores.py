@@ -251,7 +251,7 @@ def synthetic_metrics():
         for norm, eps, off in (("linf", 0.1, 0.0), ("l2", 0.5, 5.0)):
             for attack, aa in (("autoattack", a + off), ("pgd", 99.0)):
                 rows.append(dict(dataset="digits", source=source, lam=lam, seed=seed, attack=attack, norm=norm,
-                                 eps=eps, steps=20, accuracy=aa, classes_per_step=0))
+                                 eps=eps, steps=20, accuracy=aa, classes_per_step=0, images=100))
     return pd.DataFrame(rows)
 
 
