@@ -8,7 +8,9 @@ Two guards that run on a CPU-only machine:
 - the real code paths run with the model and the data on PyTorch's ``meta`` device, a stand-in
   for a GPU: a tensor left on the CPU meets a meta tensor and raises, as it would meet a CUDA
   one, and reading a value on the host (``.item()``, ``.tolist()``, ``if tensor:``) raises too,
-  so a training step that passes here neither mixes devices nor waits for the device.
+  so a training step that passes here neither mixes devices nor waits for the device. Where
+  CUDA is present the same tests run on it too, under torch's sync debug mode ("error"): the
+  GPU check, kept in the suite so that it cannot rot.
 """
 
 import ast
@@ -105,40 +107,49 @@ def f(x, g):
     assert unmarked_factory_calls(code, exempt={"f"}) == []
 
 
-# --- the real code paths on the meta device --------------------------------------------------------
+# --- the real code paths on another device -------------------------------------------------------
 
-META = torch.device("meta")
+#: ``meta`` everywhere (no values: any host read raises); CUDA too where there is one, with
+#: torch's sync debug mode raising on every synchronising call inside the steps
+DEVICES = [
+    "meta",
+    pytest.param("cuda", marks=pytest.mark.skipif(not torch.cuda.is_available(), reason="no CUDA device")),
+]
 
 
-def meta_model(arch="small_cnn", shape=(1, 8, 8), num_classes=4):
+def device_model(device, arch="small_cnn", shape=(1, 8, 8), num_classes=4):
     torch.manual_seed(0)
-    return models.build_model(arch, shape, num_classes, torch.full(shape[:1], 0.5), torch.full(shape[:1], 0.3)).to(META)
+    return models.build_model(arch, shape, num_classes, torch.full(shape[:1], 0.5), torch.full(shape[:1], 0.3)).to(device)
 
 
-def test_targeted_attacks_towards_every_class_on_another_device():
+@pytest.mark.parametrize("device", DEVICES)
+def test_targeted_attacks_towards_every_class_on_another_device(device):
     """figures.targeted_towards_every_class with the images on a non-CPU device (its target
     labels used to be made on the CPU)."""
-    x = torch.rand(2, 1, 8, 8, device=META)
-    out = figures.targeted_towards_every_class(meta_model(), x, 4, Attack("l2", 1.0, 2), torch.Generator().manual_seed(0))
-    assert out.shape == (2, 4, 1, 8, 8) and out.device == META
+    x = torch.rand(2, 1, 8, 8, device=device)
+    out = figures.targeted_towards_every_class(device_model(device), x, 4, Attack("l2", 1.0, 2), torch.Generator().manual_seed(0))
+    assert out.shape == (2, 4, 1, 8, 8) and out.device == x.device
 
 
-def meta_run(s: TrainSettings, arch="small_cnn", with_source=True) -> Run:
-    x_train = torch.rand(48, 1, 8, 8, device=META)
-    y_train = torch.randint(4, (48,), device=META)
+def device_run(device, s: TrainSettings, arch="small_cnn", with_source=True) -> Run:
+    device = torch.device(device)
+    x_train = torch.rand(48, 1, 8, 8, device=device)
+    y_train = torch.randint(4, (48,), device=device)
     source = None
     if with_source:
-        nn_index = torch.randint(48, (48, 4), device=META)
+        nn_index = torch.randint(48, (48, 4), device=device)
         source = sources.NearestNeighbors(x_train, nn_index)
-    model = meta_model(arch)
+    model = device_model(device, arch)
+    if s.channels_last:
+        model.to(memory_format=torch.channels_last)
     attack = Attack(**s.adversarial) if s.adversarial else None
-    return Run(model, make_optimizer(model, s), x_train, y_train, source, s, attack, 48 // s.batch_size, 4, META)
+    return Run(model, make_optimizer(model, s), x_train, y_train, source, s, attack, 48 // s.batch_size, 4, device)
 
 
 def two_steps(run: Run, strategy: str, monkeypatch) -> None:
     """What ``Run.epoch`` does per batch: a step and the tally, for two batches. Inside the
     steps, no tensor may be copied from the host to the device (a blocking copy per step:
-    random numbers are drawn per epoch and moved once)."""
+    random numbers are drawn per epoch and moved once), and on CUDA nothing may synchronise."""
     draws = run.draws(1)
     tally = EpochTally(run.steps, run.device)
     run.model.train()
@@ -155,32 +166,54 @@ def two_steps(run: Run, strategy: str, monkeypatch) -> None:
 
     monkeypatch.setattr(torch.Tensor, "to", checked_to)
     monkeypatch.setattr(torch.Tensor, "copy_", lambda self, src, *a, **k: no_upload(copy_(self, src, *a, **k), src, self))
-    for b in range(2):
-        batch, out = run.step(draws, b, strategy)
-        tally.add(b, out, batch.y)
-        drawn = [batch.index, batch.start] + ([batch.aug.dy, batch.aug.dx, batch.aug.flip] if batch.aug else [])
-        assert all(t.device == META for t in drawn if t is not None)  # indexing would hide a CPU one
-    monkeypatch.undo()
-    assert tally.sums.device == META
+    cuda = run.device.type == "cuda"
+    if cuda:
+        torch.cuda.synchronize()
+        torch.cuda.set_sync_debug_mode("error")
+    try:
+        for b in range(2):
+            batch, out = run.step(draws, b, strategy)
+            tally.add(b, out, batch.y)
+            drawn = [batch.index, batch.start] + ([batch.aug.dy, batch.aug.dx, batch.aug.flip] if batch.aug else [])
+            assert all(t.device == run.device for t in drawn if t is not None)  # indexing would hide a CPU one
+    finally:
+        if cuda:
+            torch.cuda.set_sync_debug_mode("default")
+        monkeypatch.undo()
+    assert tally.sums.device == run.device
 
 
+@pytest.mark.parametrize("device", DEVICES)
 @pytest.mark.parametrize("strategy", STRATEGIES)
-def test_pag_training_step_on_another_device(strategy, monkeypatch):
+def test_pag_training_step_on_another_device(strategy, device, monkeypatch):
     """Augmentation, a class subset, nearest-neighbour targets and every strategy: all on the
     device, nothing read back (meta tensors have no values to read)."""
     s = TrainSettings(epochs=1, batch_size=16, lam=0.5, crop_padding=1, flip=True, classes_per_step=2, seed=1)
-    two_steps(meta_run(s, arch="resnet18" if strategy in ("segmented", "replicated") else "small_cnn"), strategy, monkeypatch)
+    arch = "resnet18" if strategy in ("segmented", "replicated") else "small_cnn"
+    two_steps(device_run(device, s, arch), strategy, monkeypatch)
 
 
-def test_adversarial_training_step_on_another_device(monkeypatch):
+@pytest.mark.parametrize("device", DEVICES)
+def test_adversarial_training_step_on_another_device(device, monkeypatch):
     """Teachers: the training attack's random starts (drawn per epoch) on the device."""
     for norm in ("linf", "l2"):
         s = TrainSettings(epochs=1, batch_size=16, adversarial={"norm": norm, "eps": 0.1, "steps": 2}, seed=1)
-        two_steps(meta_run(s, with_source=False), "loop", monkeypatch)
+        two_steps(device_run(device, s, with_source=False), "loop", monkeypatch)
 
 
-def test_channels_last_step_on_another_device(monkeypatch):
+@pytest.mark.parametrize("device", DEVICES)
+def test_channels_last_step_on_another_device(device, monkeypatch):
     s = TrainSettings(epochs=1, batch_size=16, lam=0.5, channels_last=True, seed=1)
-    run = meta_run(s, arch="resnet18")
-    run.model.to(memory_format=torch.channels_last)
-    two_steps(run, "replicated", monkeypatch)
+    two_steps(device_run(device, s, arch="resnet18"), "replicated", monkeypatch)
+
+
+@pytest.mark.skipif(not torch.cuda.is_available(), reason="no CUDA device")
+@pytest.mark.parametrize("strategy", STRATEGIES)
+def test_amp_step_on_cuda(strategy, monkeypatch):
+    """bfloat16 autocast on CUDA: the same step, finite losses in float32."""
+    s = TrainSettings(epochs=1, batch_size=16, lam=0.5, amp=True, channels_last=True, seed=1)
+    run = device_run("cuda", s, arch="resnet18")
+    two_steps(run, strategy, monkeypatch)
+    batch, out = run.step(run.draws(1), 0, strategy)
+    assert out.pag.dtype == out.ce.dtype == torch.float32
+    assert torch.isfinite(out.ce) and torch.isfinite(out.pag)

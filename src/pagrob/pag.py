@@ -207,11 +207,16 @@ def _batched(s: _Step) -> StepLosses:
     logits = s.forward(s.x)
     classes, scale = s.resolve(logits.shape[1])
     scores = class_scores(logits, s.grad_of)
-    onehots = torch.zeros((len(classes),) + tuple(scores.shape), device=scores.device, dtype=scores.dtype)
-    for k, c in enumerate(classes):
-        onehots[k, :, c] = 1  # a fill on the device: no host-to-device copy
+    onehots = _onehots(classes, scores)[:, None, :].expand(len(classes), *scores.shape)
     (stacked,) = torch.autograd.grad(scores, s.x, grad_outputs=onehots, is_grads_batched=True, create_graph=True)
     return _one_backward(s, logits, list(stacked), classes, scale)
+
+
+def _onehots(classes: list[int], scores: Tensor) -> Tensor:
+    """[k, C]: row j the one-hot of classes[j], made on the device (rows of an identity picked by
+    host integers: no index tensor copied from the host)."""
+    eye = torch.eye(scores.shape[-1], device=scores.device, dtype=scores.dtype)
+    return eye if classes == list(range(len(eye))) else torch.stack([eye[c] for c in classes])
 
 
 def _one_backward(s: _Step, logits: Tensor, grads, classes, scale) -> StepLosses:
@@ -370,12 +375,7 @@ def _replicated(s: _Step) -> StepLosses:
     if logits.shape[1] != num_classes:
         raise ValueError(f"the model has {logits.shape[1]} outputs, not the {num_classes} its last linear layer says")
     scores = class_scores(logits, s.grad_of).unflatten(0, (k, b))
-    if classes == list(range(num_classes)):
-        onehot = torch.eye(num_classes, device=scores.device, dtype=scores.dtype)
-    else:
-        onehot = torch.zeros(k, num_classes, device=scores.device, dtype=scores.dtype)
-        for j, c in enumerate(classes):
-            onehot[j, c] = 1  # a fill on the device: no host-to-device copy
+    onehot = _onehots(classes, scores)  # copy j: class classes[j]
     (g,) = torch.autograd.grad((scores * onehot[:, None, :]).sum(), stacked, create_graph=True)
     u = torch.stack([s.targets(c) for c in classes]).flatten(0, 1)
     pag = scale * cosine_loss(g, u, s.eps).view(k, b).mean(1).sum()
