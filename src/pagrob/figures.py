@@ -37,7 +37,7 @@ def decision_regions(panels, x_test, y_test, png, pdf, resolution: int = 400) ->
         for j, (title, model) in enumerate(row):
             ax = axes[i][j]
             pred = predict(model, grid, batch_size=20000).view(resolution, resolution)
-            ax.pcolormesh(g1, g2, pred.T, cmap=REGION_COLORS, shading="auto", vmin=0, vmax=1)
+            ax.pcolormesh(g1, g2, pred.T, cmap=REGION_COLORS, shading="auto", vmin=0, vmax=1, rasterized=True)
             for c in (0, 1):
                 pts = x_test[y_test == c]
                 ax.scatter(pts[:, 0], pts[:, 1], s=4, color=POINT_COLORS[c], label=f"class {c}")
