@@ -140,7 +140,9 @@ def train_step(
 @dataclass
 class EpochDraws:
     """Every random number of one epoch, drawn at once from the epoch's seeded CPU generator
-    (the same on every device) and moved to the device once; a step only slices them."""
+    (the same on every device) and moved to the device once; a step only slices them. The
+    training attack's starts (teachers) take as much memory as the training set, which lives on
+    the device already; the rest is a few numbers per image."""
 
     order: Tensor  # [steps * B] training-set indices, on the device
     aug: CropFlip | None  # [steps * B] crops and flips, on the device
