@@ -8,7 +8,7 @@ from __future__ import annotations
 import os
 import platform
 import re
-import tempfile
+import secrets
 from pathlib import Path
 from typing import Any, Callable
 
@@ -23,20 +23,22 @@ def atomic_write(path: str | Path, write: Callable[[Path], None]) -> Path:
     A reader never sees a half-written file: either the old file or the complete new one.
     If writing fails (disk full, unwritable folder) the temporary file is removed, ``path`` is
     left as it was, and the error names the file.
+
+    The file gets the permissions of any newly created file (0666 less the umask, or the
+    folder's default ACL): the temporary file is created with mode 0666 and the kernel applies
+    the umask, so colleagues sharing a results folder can read it when the umask lets them.
     """
     path = Path(path)
     try:
         path.parent.mkdir(parents=True, exist_ok=True)
         for stale in path.parent.glob(f".{path.name}.*.tmp"):  # left by a killed writer
             stale.unlink(missing_ok=True)
-        fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.", suffix=".tmp")
+        tmp = _create_temporary(path)
     except OSError as e:
         raise OSError(
             f"cannot write {path}: {e.strerror or e}. Check that the folder is writable and the "
             "disk has space; earlier outputs are unchanged."
         ) from e
-    os.close(fd)
-    tmp = Path(tmp)
     try:
         write(tmp)
         with open(tmp, "rb") as f:
@@ -51,6 +53,19 @@ def atomic_write(path: str | Path, write: Callable[[Path], None]) -> Path:
             ) from e
         raise
     return path
+
+
+def _create_temporary(path: Path) -> Path:
+    """A new empty file ``.<name>.<random>.tmp`` beside ``path``, created with mode 0666 so that
+    the umask applies as for any new file (``tempfile.mkstemp`` makes 0600 whatever the umask)."""
+    while True:
+        tmp = path.parent / f".{path.name}.{secrets.token_hex(6)}.tmp"
+        try:
+            fd = os.open(tmp, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o666)
+        except FileExistsError:
+            continue
+        os.close(fd)
+        return tmp
 
 
 def save(obj: Any, path: str | Path) -> Path:
