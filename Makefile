@@ -1,19 +1,56 @@
 # Two entry points on a fresh machine; both create the project-local .venv when missing.
 #   make demo   runs the workflow on the offline demo config (workflow/profiles/demo)
 #   make test   runs the test suite
+# They need Python 3.11 or newer as python3 (or name one: make PYTHON=python3.12 test).
+# A .venv made by another interpreter is removed and made again with this one.
+PYTHON ?= python3
 VENV := .venv
 PY := $(VENV)/bin/python
 STAMP := $(VENV)/.installed
 
-.PHONY: demo test
+# Exits 0 when the venv in argv[1] was made by the running interpreter (same executable, same
+# major.minor version, per its pyvenv.cfg); else says by which one and exits 1.
+VENV_IS_OURS := import os, sys; \
+cfg = dict(line.strip().split(" = ", 1) for line in open(os.path.join(sys.argv[1], "pyvenv.cfg")) if " = " in line); \
+made = os.path.realpath(cfg.get("executable") or os.path.join(cfg.get("home", "?"), "python3")); \
+version = cfg.get("version") or cfg.get("version_info") or "?"; \
+this = os.path.realpath(getattr(sys, "_base_executable", sys.executable)); \
+ok = made == this and version.split(".")[:2] == [str(v) for v in sys.version_info[:2]]; \
+ok or print(f"{sys.argv[1]} was made by {made} (Python {version}), not by {this} (Python {sys.version.split()[0]})"); \
+sys.exit(0 if ok else 1)
 
-$(STAMP): pyproject.toml
-	test -x $(PY) || python3 -m venv $(VENV)
-	$(PY) -m pip install --quiet --disable-pip-version-check -e '.[test]'
-	touch $(STAMP)
+.PHONY: demo test venv check-python check-venv
 
-demo: $(STAMP)
+demo: venv
 	PATH="$(CURDIR)/$(VENV)/bin:$$PATH" snakemake --profile workflow/profiles/demo
 
-test: $(STAMP)
+test: venv
 	PATH="$(CURDIR)/$(VENV)/bin:$$PATH" python -m pytest
+
+# The project installed in .venv, by this interpreter. A sub-make decides about the stamp, so
+# that it sees the folder as check-venv left it.
+venv: check-venv
+	@$(MAKE) --no-print-directory $(STAMP)
+
+# Snakemake 9 and the tests (tomllib) need Python 3.11 or newer.
+check-python:
+	@found=$$($(PYTHON) -c 'import sys; print("%d.%d.%d" % sys.version_info[:3])' 2>/dev/null); \
+	major=$${found%%.*}; minor=$${found#*.}; minor=$${minor%%.*}; \
+	if [ -z "$$found" ] || [ "$$major" -lt 3 ] || { [ "$$major" -eq 3 ] && [ "$$minor" -lt 11 ]; }; then \
+		echo "error: this project needs Python 3.11 or newer, but $(PYTHON) is $${found:-not found}." >&2; \
+		echo "Install Python 3.11+ and put it first on PATH as python3, or run: make PYTHON=/path/to/python3.11 $(or $(MAKECMDGOALS),test)" >&2; \
+		exit 1; \
+	fi
+
+# A .venv made by another interpreter (another python3 on PATH, or copied from elsewhere) has
+# the wrong packages or none that run: remove it, to be made again.
+check-venv: check-python
+	@if [ -e $(VENV) ] && ! $(PYTHON) -c '$(VENV_IS_OURS)' $(VENV) 2>/dev/null; then \
+		echo "$(VENV) is removed and made again with $(PYTHON)."; \
+		rm -rf $(VENV); \
+	fi
+
+$(STAMP): pyproject.toml
+	test -x $(PY) || $(PYTHON) -m venv $(VENV)
+	$(PY) -m pip install --quiet --disable-pip-version-check -e '.[test]'
+	touch $(STAMP)
