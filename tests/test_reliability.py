@@ -78,7 +78,7 @@ def uninterrupted(tmp_path_factory):
 
 @pytest.mark.slow
 @pytest.mark.parametrize("how", ["SIGKILL the training job", "SIGTERM the whole run"])
-def test_killed_training_resumes_to_identical_metrics(uninterrupted, tmp_path, how):
+def test_killed_training_resumes_to_identical_weights_and_metrics(uninterrupted, tmp_path, how):
     where = workflow_copy(tmp_path / "w")
     env = dict(os.environ, PATH=f"{BIN}{os.pathsep}{os.environ['PATH']}")
     run = subprocess.Popen([str(BIN / "snakemake"), *TARGET], cwd=where, env=env, start_new_session=True,
@@ -99,6 +99,15 @@ def test_killed_training_resumes_to_identical_metrics(uninterrupted, tmp_path, h
     log = (where / MODEL / "train.log").read_text()
     assert f"resumed from results/toy/nearest_neighbor/lam1/seed0/model.checkpoint.pt after epoch" in log
     assert not (where / MODEL / "model.checkpoint.pt").exists()
+    # exactly the weights of the uninterrupted run (the README's promise), and so the same numbers
+    models_written = sorted(p.relative_to(where) for p in (where / "results/toy").rglob("model.pt"))
+    assert Path(MODEL, "model.pt") in models_written
+    for name in models_written:
+        resumed = models.load_model(where / name)[0].state_dict()
+        straight = models.load_model(uninterrupted / name)[0].state_dict()
+        assert resumed.keys() == straight.keys(), name
+        different = [k for k in straight if not torch.equal(resumed[k], straight[k])]
+        assert not different, f"{name}: {different} differ from the uninterrupted run's"
     for name in ("results/toy/metrics.csv", f"{MODEL}/metrics.csv", "results/tables/toy.csv"):
         assert (where / name).read_text() == (uninterrupted / name).read_text(), name
 
