@@ -15,7 +15,7 @@ import pytest
 import torch
 
 from conftest import BIN, ROOT, copy_workflow, snakemake, write_config
-from pagrob import io, models
+from pagrob import io, models, sources
 from pagrob.data import load_prepared, make_toy, save_prepared
 from pagrob.train import TrainSettings, fit
 
@@ -346,3 +346,50 @@ def test_no_two_jobs_write_the_same_file(tmp_path):
                 written += [f.strip() for f in files.split(",")]
         assert written and len(written) == len(set(written)), "a file written by two jobs"
         assert all(f.startswith("results/") for f in written)
+
+
+# --- A rerun after an input changed never resumes the old run ------------------------------------
+
+
+def interrupted_training(tmp_path, source_args):
+    """The train step on toy data, killed after its second epoch: its checkpoint stays."""
+    cmd = [sys.executable, "-m", "pagrob.steps.train", "--data", tmp_path / "data.pt", "--arch", "mlp",
+           "--seed", 0, "--epochs", 500, "--batch-size", 8, "--optimizer", "adam", "--lr", 0.01,
+           *source_args, "--out", tmp_path / "model.pt"]
+    proc = subprocess.Popen(list(map(str, cmd)), cwd=ROOT, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True)
+    for line in proc.stdout:
+        if "epoch 2/500" in line:
+            break
+    proc.kill()
+    proc.wait()
+    assert (tmp_path / "model.checkpoint.pt").exists()
+    return list(map(str, cmd))
+
+
+@pytest.mark.parametrize("changed", ["data", "targets"])
+def test_checkpoint_of_changed_input_files_is_refused(tmp_path, changed):
+    ds = make_toy([[-50, -10, 30], [-30, 10, 50]], 40, 6, seed=0)
+    save_prepared(ds, tmp_path / "data.pt")
+    targets = tmp_path / "targets.pt"
+    io.save(sources.build("nearest_neighbor", ds, seed=0, nn_sample_size=10), targets)
+    cmd = interrupted_training(tmp_path, ["--source", "nearest_neighbor", "--lam", 1, "--targets", targets])
+    if changed == "data":  # the same shapes, other points: a regenerated dataset
+        other = make_toy([[-50, -10, 30], [-30, 10, 50]], 40, 6, seed=1)
+        save_prepared(other, tmp_path / "data.pt")
+    else:
+        io.save(sources.build("nearest_neighbor", ds, seed=1, nn_sample_size=10), targets)
+    rerun = subprocess.run(cmd, cwd=ROOT, capture_output=True, text=True)
+    assert rerun.returncode == 2, rerun.stdout + rerun.stderr
+    assert f"trained from other input files: {changed} changed since" in rerun.stderr
+    assert "Delete the checkpoint" in rerun.stderr
+    assert (tmp_path / "model.checkpoint.pt").exists() and not (tmp_path / "model.pt").exists()
+
+
+def test_checkpoint_of_the_same_input_files_resumes(tmp_path):
+    save_prepared(make_toy([[-50, -10, 30], [-30, 10, 50]], 40, 6, seed=0), tmp_path / "data.pt")
+    cmd = interrupted_training(tmp_path, ["--source", "vanilla", "--lam", 0])
+    proc = subprocess.Popen(cmd, cwd=ROOT, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True)
+    first = proc.stdout.readline() + proc.stdout.readline()
+    proc.kill()
+    proc.wait()
+    assert "resumed from" in first, first

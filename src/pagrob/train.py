@@ -317,12 +317,23 @@ def choose_strategy(run: Run, epoch: int, log: Callable[[str], None]) -> tuple[s
 # --- fit -------------------------------------------------------------------------------------------
 
 
-def _resume(checkpoint: Path, run: Run, log: Callable[[str], None]) -> tuple[int, list[dict], dict]:
+def _resume(
+    checkpoint: Path, run: Run, inputs: dict[str, str], log: Callable[[str], None]
+) -> tuple[int, list[dict], dict]:
     """(epochs done, history, strategy record) from ``checkpoint``, after checking it was
-    written with the same settings; (0, [], {}) when there is none."""
+    written with the same settings and from the same input files; (0, [], {}) when there is
+    none."""
     if not checkpoint.exists():
         return 0, [], {}
     state = io.load(checkpoint, "training checkpoint", ("model", "optimizer", "epoch", "settings"))
+    saved_inputs = state.get("inputs", {})
+    changed = [name for name in sorted(set(inputs) | set(saved_inputs)) if saved_inputs.get(name) != inputs.get(name)]
+    if changed:
+        raise ValueError(
+            f"checkpoint {checkpoint} was trained from other input files: {', '.join(changed)} "
+            "changed since (compared by content). Delete the checkpoint to train this model over "
+            "from the new inputs, or restore the old files."
+        )
     defaults = {f.name: f.default for f in fields(TrainSettings) if f.default is not MISSING}
     saved, now = {**defaults, **state["settings"]}, asdict(run.s)  # settings added since: defaults
     if saved != now:
@@ -345,14 +356,17 @@ def fit(
     checkpoint: Path,
     device: str = "cpu",
     log: Callable[[str], None] = print,
+    inputs: dict[str, str] | None = None,
 ) -> list[dict]:
     """Train ``model`` in place; returns one dict of statistics per epoch (with the PAG strategy
     that computed it: ``auto``'s choice is made once per run, before its first epoch, and kept
     in the checkpoint, so a resumed run goes on with it).
 
     Resumes from ``checkpoint`` if it exists (after checking it was written with the same
-    settings); writes it after every epoch.
+    settings and the same ``inputs``: name -> fingerprint of every input file, e.g. the
+    dataset, targets and teacher files' digests); writes it after every epoch.
     """
+    inputs = dict(inputs or {})
     checkpoint, device = Path(checkpoint), torch.device(device)
     if s.amp and device.type != "cuda":
         raise ValueError(
@@ -368,7 +382,7 @@ def fit(
         raise ValueError(f"batch_size {s.batch_size} exceeds the {len(x_train)} training examples")
     attack = Attack(**s.adversarial, bounds=ds.bounds) if s.adversarial else None
     run = Run(model, make_optimizer(model, s), x_train, y_train, source, s, attack, steps, ds.num_classes, device)
-    start, history, record = _resume(checkpoint, run, log)
+    start, history, record = _resume(checkpoint, run, inputs, log)
     strategy = record.get("chosen") or (s.strategy if s.strategy != AUTO else None)
 
     for epoch in range(start + 1, s.epochs + 1):
@@ -393,6 +407,7 @@ def fit(
                 "history": history,
                 "settings": asdict(s),
                 "strategy": record,
+                "inputs": inputs,
             },
             checkpoint,
         )

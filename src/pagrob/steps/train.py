@@ -12,7 +12,7 @@ from pathlib import Path
 
 import torch
 
-from pagrob import data, models, pag, sources
+from pagrob import data, io, models, pag, sources
 from pagrob.steps import _cli
 from pagrob.train import TrainSettings, fit
 
@@ -99,7 +99,10 @@ def train_and_save(args, ds, settings: TrainSettings, target_source, device: str
         f"training {args.arch} on {ds.name} ({len(ds.x_train)} images) on {device}, "
         f"{sum(p.numel() for p in model.parameters())} parameters, settings {settings}"
     )
-    history = fit(model, ds, target_source, settings, checkpoint, device, log=_cli.log)
+    # a checkpoint resumes only if these files are what it was trained from (by content)
+    files = {"data": args.data, "targets": getattr(args, "targets", None), "teacher": getattr(args, "teacher", None)}
+    inputs = {name: io.file_digest(path) for name, path in files.items() if path}
+    history = fit(model, ds, target_source, settings, checkpoint, device, log=_cli.log, inputs=inputs)
     models.save_model(
         out, model, args.arch, ds.input_shape, ds.num_classes,
         dataset=ds.name, classes=ds.classes, seed=args.seed, lam=settings.lam,
