@@ -108,6 +108,17 @@ def load(path: str | Path, what: str, required: tuple[str, ...] = ()) -> dict:
     return obj
 
 
+def file_digest(path: str | Path) -> str:
+    """SHA-256 of a file's contents: what a resumable state records of each input it used."""
+    import hashlib
+
+    h = hashlib.sha256()
+    with open(path, "rb") as f:
+        for block in iter(lambda: f.read(1 << 20), b""):
+            h.update(block)
+    return h.hexdigest()
+
+
 def versions() -> dict[str, str]:
     """Library versions recorded beside every model."""
     import numpy
