@@ -255,7 +255,7 @@ def test_auto_strategy_is_recorded_and_changes_nothing(tmp_path, capsys):
 
     # the train step resumes it and writes the model file
     capsys.readouterr()
-    args = argparse.Namespace(out=str(tmp_path / "m.pt"), checkpoint=None, seed=4, arch="small_cnn")
+    args = argparse.Namespace(out=str(tmp_path / "m.pt"), checkpoint=None, seed=4, arch="small_cnn", data=None)
     train_and_save(args, ds, auto, source, "cpu", source="nearest_neighbor")
     log = capsys.readouterr().out
     assert "resumed from" in log and "strategy auto:" not in log

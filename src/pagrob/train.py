@@ -326,7 +326,9 @@ def _resume(
     if not checkpoint.exists():
         return 0, [], {}
     state = io.load(checkpoint, "training checkpoint", ("model", "optimizer", "epoch", "settings"))
-    saved_inputs = state.get("inputs", {})
+    if "inputs" not in state:  # written before checkpoints recorded their inputs
+        log(f"checkpoint {checkpoint} predates input fingerprints: resuming without checking its inputs")
+    saved_inputs = state.get("inputs", inputs)
     changed = [name for name in sorted(set(inputs) | set(saved_inputs)) if saved_inputs.get(name) != inputs.get(name)]
     if changed:
         raise ValueError(
