@@ -1,5 +1,6 @@
 # Two entry points on a fresh machine; both create the project-local .venv when missing.
-#   make demo   runs the workflow on the offline demo config (workflow/profiles/demo)
+#   make demo   runs the workflow on the offline demo config (workflow/profiles/demo), then
+#               writes its report, results/report.html
 #   make test   runs the test suite
 # They need Python 3.11 or newer as python3 (or name one: make PYTHON=python3.12 test).
 # A .venv made by another interpreter is removed and made again with this one.
@@ -21,8 +22,10 @@ sys.exit(0 if ok else 1)
 
 .PHONY: demo test venv check-python check-venv
 
+# One Snakemake run: the workflow, then (--report-after-run) its self-contained HTML report.
 demo: venv
-	PATH="$(CURDIR)/$(VENV)/bin:$$PATH" snakemake --profile workflow/profiles/demo
+	PATH="$(CURDIR)/$(VENV)/bin:$$PATH" snakemake --profile workflow/profiles/demo \
+		--report results/report.html --report-after-run
 
 test: venv
 	PATH="$(CURDIR)/$(VENV)/bin:$$PATH" python -m pytest

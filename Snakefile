@@ -24,6 +24,10 @@ if not workflow.config_settings.configfiles:
 include: "workflow/rules/common.smk"
 
 
+# The page in front of `snakemake --report`: what the study is and how to read the report.
+report: "workflow/report/workflow.rst"
+
+
 # Fails before any job runs, naming each wrong key and how to fix it.
 check_config(
     config, os.path.join(workflow.basedir, "workflow/schemas/config.schema.yaml")
@@ -49,6 +53,8 @@ include: "workflow/rules/train.smk"
 include: "workflow/rules/evaluate.smk"
 include: "workflow/rules/toy.smk"
 include: "workflow/rules/report.smk"
+include: "workflow/rules/pag_scores.smk"
+include: "workflow/rules/provenance.smk"
 
 
 # Cheap aggregation runs where Snakemake runs, never as a cluster job; so does the data step,
@@ -62,6 +68,13 @@ localrules:
     lambda_table,
     seeds_table,
     ablation_table,
+    masking_table,
+    robustness_curves,
+    collect_pag_scores,
+    pag_scores_table,
+    pag_vs_robustness,
+    pag_lambda,
+    provenance,
 
 
 STARTED = time.time()
@@ -78,3 +91,4 @@ rule all:
     default_target: True
     input:
         all_outputs(),
+        "results/provenance.html",

@@ -32,6 +32,10 @@ def edit(path, value):
 
 DELETE = object()
 
+
+def both(first, second):
+    return lambda cfg: second(first(cfg))
+
 CASES = {
     "unknown top-level key": (edit(["epoch"], 3), ["(top level)", "'epoch' was unexpected"]),
     "unknown nested key": (
@@ -53,8 +57,24 @@ CASES = {
     ),
     "empty grid": (edit(["experiments"], {}), ["experiments", "should be non-empty"]),
     "RIGD without a teacher": (
-        edit(["datasets", "stl10", "teachers"], DELETE),
+        both(edit(["datasets", "stl10", "teachers"], DELETE), edit(["datasets", "stl10", "pag_scores"], DELETE)),
         ["datasets.stl10.teachers.linf is not defined", "add its training attack"],
+    ),
+    "PAG scores without a reference": (
+        edit(["datasets", "stl10", "teachers"], DELETE),
+        ["datasets.stl10.pag_scores needs robust reference models", "add datasets.stl10.teachers"],
+    ),
+    "unknown AutoAttack key": (
+        edit(["datasets", "cifar10", "eval", "autoattack", "verison"], "standard"),
+        ["datasets.cifar10.eval.autoattack", "'verison' was unexpected"],
+    ),
+    "bad AutoAttack version": (
+        edit(["datasets", "cifar10", "eval", "autoattack", "version"], "fast"),
+        ["datasets.cifar10.eval.autoattack.version", "is not one of"],
+    ),
+    "unknown masking check key": (
+        edit(["datasets", "stl10", "eval", "checks", "max_gap_points"], 3),
+        ["datasets.stl10.eval.checks", "'max_gap_points' was unexpected"],
     ),
     "unknown dataset in a table": (
         edit(["experiments", "main", "tables", "mnist"], "table9"),

@@ -128,6 +128,47 @@ def tidy_metrics(folder, dataset, source, lam, seed, accuracy):
     return str(path)
 
 
+def robustness_files(folder, dataset, source, lam):
+    """A checked model's AutoAttack and sweep rows and its AutoAttack records, as the steps write them."""
+    from pagrob.report import COLUMNS
+
+    model = dict(dataset=dataset, source=source, lam=lam, seed=0, classes_per_step=0, images=100)
+    rows, records = [dict(model, attack="clean", norm="none", eps=0.0, steps=0, accuracy=95.0)], []
+    for norm, eps in (("linf", 0.1), ("l2", 0.5)):
+        rows += [
+            dict(model, attack="pgd", norm=norm, eps=eps, steps=20, accuracy=40.0),
+            dict(model, attack="autoattack", norm=norm, eps=eps, steps=0, accuracy=38.0),
+            dict(model, attack="autoattack:square", norm=norm, eps=eps, steps=5000, accuracy=38.0),
+            dict(model, attack="pgd-100x5", norm=norm, eps=eps, steps=100, accuracy=39.0),
+            *[dict(model, attack="curve", norm=norm, eps=eps * k, steps=20, accuracy=a) for k, a in ((1, 40.0), (5, 0.0))],
+        ]
+        record = folder / f"{dataset}_{source}_{norm}.json"
+        record.write_text(json.dumps({
+            "dataset": dataset, "source": source, "lam": lam, "seed": 0, "norm": norm, "images": 100, "clean": 95.0,
+            "stages": {"apgd-ce": 39.0, "apgd-t": 38.0, "fab-t": 38.0, "square": 38.0}, "warnings": [],
+            "pgd_same_images": {"steps": 20, "accuracy": 40.0},
+        }))
+        records.append(str(record))
+    path = folder / f"{dataset}_{source}_robust.csv"
+    pd.DataFrame(rows)[COLUMNS].to_csv(path, index=False)
+    return [str(path)], records
+
+
+def pag_scores_file(folder):
+    """PAG scores as pagrob.steps.pag_scores writes them (columns: pag_report.COLUMNS)."""
+    from pagrob.pag_report import COLUMNS
+
+    rows = [
+        dict(dataset="digits", source=src, lam=lam, seed=0, score=score, reference=ref, value=v, circular=False)
+        for src, lam, v in (("vanilla", 0.0, 0.5), ("one_image", 0.3, 0.4), ("floor", 0.0, 0.0), ("ceiling", 0.0, 1.0))
+        for score in ("alignment", "targeted_success", "targeted_prob")
+        for ref in ("teacher_linf", "teacher_l2")
+    ]
+    path = folder / "pag_scores.csv"
+    pd.DataFrame(rows)[COLUMNS].to_csv(path, index=False)
+    return str(path)
+
+
 def report_step_runs(tmp_path):
     """{rule: [(module, args)]}: the runs of each report-environment rule on small metrics."""
     m = lambda *a: tidy_metrics(tmp_path, *a)  # noqa: E731
@@ -142,7 +183,26 @@ def report_step_runs(tmp_path):
         out = tmp_path / f"{kind}_table"
         return ("pagrob.steps.table", [kind, *extra, "--paper", paper, "--out-md", f"{out}.md", "--out-csv", f"{out}.csv"])
 
+    checked = [robustness_files(tmp_path, "digits", src, lam) for src, lam in [("vanilla", 0.0), ("one_image", 0.3)]]
+    robust = [f for metrics, _ in checked for f in metrics]
+    records = [r for _, rs in checked for r in rs]
+    scores = pag_scores_file(tmp_path)
+
+    def pag(kind, *extra):
+        out = tmp_path / f"pag_{kind}"
+        return ("pagrob.steps.pag_report", [kind, "--scores", scores, *extra, "--out-csv", f"{out}.csv"])
+
     return {
+        "masking_table": [("pagrob.steps.robustness", [
+            "checks", "--metrics", *robust, "--records", *records, "--tolerance", "1", "--max-gap", "5",
+            "--zero-at", "5", "--out-md", str(tmp_path / "masking.md"), "--out-csv", str(tmp_path / "masking.csv")])],
+        "robustness_curves": [("pagrob.steps.robustness", [
+            "curves", "--metrics", *robust, "--out-png", str(tmp_path / "curves.png"), "--out-pdf", str(tmp_path / "curves.pdf")])],
+        "collect_pag_scores": [("pagrob.steps.collect", ["--kind", "pag_scores", scores, scores, "--out", str(tmp_path / "scores.csv")])],
+        "pag_scores_table": [pag("table", "--out-md", str(tmp_path / "pag_table.md"))],
+        "pag_vs_robustness": [pag("plot", "--metrics", *robust, "--out-png", str(tmp_path / "pag.png"), "--out-pdf", str(tmp_path / "pag.pdf"))],
+        "pag_lambda": [pag("lambda", "--source", "one_image", "--out-md", str(tmp_path / "pag_lambda.md"),
+                           "--out-png", str(tmp_path / "pag_lambda.png"), "--out-pdf", str(tmp_path / "pag_lambda.pdf"))],
         "collect_metrics": [("pagrob.steps.collect", [*toy, *main, "--out", str(tmp_path / "collected.csv")])],
         "toy_table": [table("toy", "--metrics", *toy)],
         "main_table": [table("main", "--name", "table1", "--dataset", "digits", "--metrics", *main)],

@@ -141,7 +141,9 @@ def test_a_venv_made_by_another_interpreter_is_made_again(project, made_by, vers
     assert "python3 -m venv .venv" in log
     assert any("venv-python -m pip install" in line for line in log)  # even though the old stamp was newer
     assert (venv / ".installed").exists()
-    run = {"demo": "venv-snakemake --profile workflow/profiles/demo"}.get(goal, "venv-python -m pytest")
+    run = {
+        "demo": "venv-snakemake --profile workflow/profiles/demo --report results/report.html --report-after-run"
+    }.get(goal, "venv-python -m pytest")
     assert log[-1] == run  # with the new venv's tools
 
 

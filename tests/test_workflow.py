@@ -44,8 +44,10 @@ def test_toy_target_end_to_end(tmp_path):
 
     metrics = pd.read_csv(tmp_path / "results/toy/metrics.csv")
     assert list(metrics.columns) == [
-        "dataset", "source", "lam", "seed", "attack", "norm", "eps", "steps", "accuracy", "classes_per_step"
+        "dataset", "source", "lam", "seed", "attack", "norm", "eps", "steps", "accuracy", "classes_per_step",
+        "images",
     ]
+    assert (metrics["images"] == 600).all()
     assert (metrics["classes_per_step"] == 0).all()
     assert len(metrics) == 8  # 4 models x (clean, PGD L2)
     assert set(metrics["source"]) == {"vanilla", "nearest_neighbor"}
@@ -55,9 +57,17 @@ def test_toy_target_end_to_end(tmp_path):
 
     table = (tmp_path / "results/tables/toy.md").read_text()
     assert "| Vanilla |" in table and "PAG (Nearest Neighbor)" in table
-    assert "75.5" in table and "0.0" in table  # the paper's numbers beside ours
     csv = pd.read_csv(tmp_path / "results/tables/toy.csv")
     assert set(csv["metric"]) == {"clean", "l2"}
+    cell = csv.set_index(["source", "metric"])
+    # the paper's numbers beside ours, row by row (Section 5.1: 100 / 0.0 and 100 / 75.5)
+    assert cell.loc[("vanilla", "l2"), "paper"] == 0.0
+    assert cell.loc[("nearest_neighbor", "l2"), "paper"] == 75.5
+    assert (cell.xs("clean", level="metric")["paper"] == 100.0).all()
+    assert "| Vanilla | 0 | 2 | 100.00 ± 0.00 | 100.00 | 0.00 |" in table
+    # the claim itself: the PAG model is far more robust than vanilla (over the seeds)
+    pag, vanilla = cell.loc[("nearest_neighbor", "l2"), "mean"], cell.loc[("vanilla", "l2"), "mean"]
+    assert pag > vanilla + 30, (pag, vanilla)
 
     # the figure, then nothing left to do
     snakemake([*opts, "results/figures/fig3_toy.png"], tmp_path)
@@ -72,13 +82,23 @@ def test_toy_target_end_to_end(tmp_path):
 
 
 PAPER_GRID = {
-    # 3 datasets; toy (6 models), CIFAR-10 main (6) + Table 4 (+2 seeds) + Fig. 5 (+3 lambdas),
-    # STL-10 main (6); two robust teachers per image dataset
+    # 3 datasets; toy (6 models), CIFAR-10 main (7: the paper's 6 and clustered NN) + Table 4
+    # (+2 seeds) + Fig. 5 (+3 lambdas), STL-10 main (7); two robust teachers per image dataset
     "prepare_data": 3,
-    "make_targets": 7,  # 3 representative sources x 2 datasets + the toy's nearest neighbours
+    "make_targets": 9,  # 4 representative sources x 2 datasets + the toy's nearest neighbours
     "teacher": 4,
-    "train": 23,
-    "evaluate": 27,  # every student and every teacher
+    "train": 25,
+    "evaluate": 29,  # every student and every teacher
+    "autoattack": 46,  # every image-dataset model (19 students, 4 teachers) x 2 norms
+    "sweep": 23,
+    "masking_table": 2,
+    "robustness_curves": 2,
+    "pag_scores": 23,
+    "pag_baselines": 2,
+    "collect_pag_scores": 2,
+    "pag_scores_table": 2,
+    "pag_vs_robustness": 2,
+    "pag_lambda": 1,
     "robust_figure": 2,
     "collect_metrics": 3,
     "toy_table": 1,
@@ -122,12 +142,14 @@ def test_one_table_builds_only_its_models(tmp_path):
     copy_workflow(tmp_path)
     dry = snakemake(["-n", "--cores", "4", "results/tables/table2_stl10.md"], tmp_path)
     assert job_counts(dry.stdout) == {
-        "prepare_data": 1, "make_targets": 3, "teacher": 2, "train": 6, "evaluate": 8, "main_table": 1
+        "prepare_data": 1, "make_targets": 4, "teacher": 2, "train": 7, "evaluate": 9, "main_table": 1,
+        "autoattack": 18, "sweep": 9, "masking_table": 1,
     }
     assert "results/cifar10" not in dry.stdout
     dry = snakemake(["-n", "--cores", "4", "results/tables/table4_seeds.md"], tmp_path)
     assert job_counts(dry.stdout) == {
-        "prepare_data": 1, "make_targets": 1, "train": 3, "evaluate": 3, "seeds_table": 1
+        "prepare_data": 1, "make_targets": 1, "train": 3, "evaluate": 3, "seeds_table": 1,
+        "autoattack": 6, "sweep": 3,
     }
     # a table name the config does not give its dataset is refused
     bad = snakemake(["-n", "results/tables/table7_cifar10.md"], tmp_path, check=False)
@@ -139,41 +161,75 @@ def small_demo(cfg):
     cfg["datasets"]["toy"]["train"]["epochs"] = 5
     digits = cfg["datasets"]["digits"]
     digits["train"]["epochs"] = 2
+    # one norm, and four sources (the paper's and the one beyond it): AutoAttack costs ~40 s a
+    # model on this CPU whatever the number of images
+    del digits["eval"]["attacks"]["l2"]
     digits["eval"]["attacks"]["linf"]["steps"] = 3
-    digits["eval"]["attacks"]["l2"]["steps"] = 3
     digits["eval"]["max_images"] = 100
+    digits["eval"]["autoattack"]["images"] = 50
+    digits["eval"]["checks"] = {"steps": 5, "restarts": 2, "curves": {"linf": [0.1, 0.5]}}
     digits["pictures"] = {"images": [0], "attack": {"eps": 3.0, "steps": 3}}
+    digits["pag_scores"] = {"images": 20, "attack": {"eps": 1.5, "steps": 3}}
     digits["teachers"]["epochs"] = 1
+    cfg["experiments"]["main"]["sources"] = ["vanilla", "one_image", "clustered_nn", "rigd_linf"]
     cfg["experiments"]["seeds"]["seeds"] = [0, 1]
     cfg["experiments"]["lambda_ablation"]["lams"] = [0.1, 0.3]
 
 
 @pytest.mark.slow
 def test_demo_end_to_end_reduced(tmp_path):
-    """Every stage of the demo (toy and digits: data, targets, training, PGD, every table and
-    figure) at reduced size."""
+    """Every stage of the demo (toy and digits: data, targets, training, PGD, AutoAttack and the
+    masking checks, PAG scores, every table and figure) at reduced size."""
     copy_workflow(tmp_path)
     write_config(tmp_path / "small.yaml", "demo.yaml", small_demo)
     proc = snakemake(["--configfile", "small.yaml", "--cores", "2"], tmp_path)
-    counts = job_counts(proc.stdout + proc.stderr)
-    assert counts["train"] == 2 + 6 + 1 + 1  # toy, main, one more seed, one more lambda
+    check_reduced_demo(tmp_path, job_counts(proc.stdout + proc.stderr))
+
+
+def check_reduced_demo(tmp_path, counts):
+    assert counts["train"] == 2 + 4 + 1 + 2  # toy, main, one more seed, two more lambdas
     assert counts["teacher"] == 2
+    assert counts["autoattack"] == 5  # Table 1's 4 students and the L-inf teacher, L-inf only
     results = tmp_path / "results"
-    for name in ("table1_digits", "table3_lambda", "table4_seeds", "fig5_lambda_ablation", "toy"):
+    for name in (
+        "table1_digits", "table3_lambda", "table4_seeds", "fig5_lambda_ablation", "toy", "masking_digits",
+        "pag_scores_digits", "fig5_pag_scores",
+    ):
         for ext in ("md", "csv"):
             assert (results / "tables" / f"{name}.{ext}").stat().st_size > 0
-    for name in ("fig1_digits", "fig3_toy", "fig4_digits", "fig5_lambda_ablation"):
+    for name in (
+        "fig1_digits", "fig3_toy", "fig4_digits", "fig5_lambda_ablation", "robustness_curves_digits",
+        "pag_vs_robustness_digits", "fig5_pag_scores",
+    ):
         for ext in ("png", "pdf"):
             assert (results / "figures" / f"{name}.{ext}").stat().st_size > 0
     table1 = pd.read_csv(results / "tables/table1_digits.csv")
     assert list(dict.fromkeys(table1["source"])) == [
-        "vanilla", "one_image", "class_mean", "nearest_neighbor", "rigd_linf", "rigd_l2",
-        "teacher_linf", "teacher_l2",
+        "vanilla", "one_image", "rigd_linf", "clustered_nn", "teacher_linf",
     ]
-    assert set(table1["metric"]) == {"clean", "linf", "l2"}
+    assert set(table1["metric"]) == {"clean", "linf", "aa_linf"}
     assert table1["paper"].isna().all()  # the paper has no digits numbers
+    text = (results / "tables/table1_digits.md").read_text()
+    assert "(paper)" not in text and " Δ |" not in text  # so those columns are left out
+    assert "AutoAttack L∞ ε=0.1 (50 images)" in text and "| Clustered NN (beyond the paper)" in text
     seeds = pd.read_csv(results / "tables/table4_seeds.csv")
     assert (seeds["seeds"] == 2).all() and seeds["std"].notna().all()
+    assert set(seeds["metric"]) == {"clean", "linf"}  # AutoAttack ran on seed 0's model only
     metrics = pd.read_csv(results / "digits/metrics.csv")
-    assert len(metrics) == 3 * 10  # 8 digits students + 2 teachers, x (clean, L-inf, L2)
-    assert "| One Image | 0.3 |" in (results / "tables/table1_digits.md").read_text()
+    pgd = metrics[metrics["attack"].isin(["clean", "pgd"])]
+    assert len(pgd) == 2 * 8  # 7 digits students + RIGD's teacher, x (clean, L-inf)
+    aa = metrics[metrics["attack"] == "autoattack"]
+    assert sorted(aa["source"]) == sorted(["vanilla", "one_image", "clustered_nn", "rigd_linf", "teacher_linf"])
+    assert (aa["images"] == 50).all()
+    checks = pd.read_csv(results / "tables/masking_digits.csv")
+    assert set(checks["check"]) == {
+        "robust_le_clean", "autoattack_gap", "more_steps_gap", "square_gain", "monotone_in_eps",
+        "large_eps_accuracy", "autoattack_warnings",
+    }
+    assert len(checks) == 5 * 7  # every checked model, each check once (one norm)
+    scores = pd.read_csv(results / "digits/pag_scores.csv")
+    assert {"floor", "ceiling", "clustered_nn", "vanilla"} <= set(scores["source"])
+    assert set(scores["reference"]) == {"teacher_linf", "teacher_l2"}
+    rigd = scores[scores["source"] == "rigd_linf"]
+    assert rigd[rigd["reference"] == "teacher_linf"]["circular"].all()
+    assert not rigd[rigd["reference"] == "teacher_l2"]["circular"].any()

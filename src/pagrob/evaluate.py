@@ -1,4 +1,5 @@
-"""Evaluation: clean accuracy and PGD robust accuracy as tidy rows (one per model x attack)."""
+"""Evaluation: clean accuracy, PGD robust accuracy and the PGD sweeps of the gradient-masking
+checks, as tidy rows (one per model x attack)."""
 
 from __future__ import annotations
 
@@ -16,15 +17,47 @@ def robust_accuracy(
     batch_size: int,
     seed: int = 0,
     device: str = "cpu",
+    restarts: int = 1,
 ) -> float:
-    """Percentage of ``x`` still classified correctly after the attack (final PGD iterate)."""
-    g = torch.Generator().manual_seed(seed)
-    correct = 0
+    """Percentage of ``x`` still classified correctly after the attack (final PGD iterate).
+
+    With ``restarts`` > 1 an image counts as robust only if every restart (each from its own
+    random start) fails on it: the worst case over restarts, as in Madry et al.'s evaluation.
+    """
+    g = torch.Generator().manual_seed(seed)  # cpu: seeded starts, the same on every device
+    correct = torch.zeros((), dtype=torch.long, device=device)
     for i in range(0, len(x), batch_size):
         xb, yb = x[i : i + batch_size].to(device), y[i : i + batch_size].to(device)
-        x_adv = pgd(model, xb, yb, attack, generator=g)
-        correct += (predict(model, x_adv) == yb).sum().item()
-    return 100.0 * correct / len(x)
+        robust = torch.ones_like(yb, dtype=torch.bool)
+        for _ in range(restarts):
+            robust &= predict(model, pgd(model, xb, yb, attack, generator=g)) == yb
+        correct += robust.sum()
+    return 100.0 * correct.item() / len(x)
+
+
+def sweep(
+    model: nn.Module,
+    x: Tensor,
+    y: Tensor,
+    curve: list[Attack],
+    strong: list[Attack],
+    restarts: int,
+    batch_size: int,
+    seed: int = 0,
+    device: str = "cpu",
+) -> list[dict]:
+    """The gradient-masking evidence from PGD: ``curve`` rows (accuracy against eps) and
+    ``pgd-<steps>x<restarts>`` rows (a much stronger PGD at the table's eps)."""
+    rows = []
+    for a in curve:
+        acc = robust_accuracy(model, x, y, a, batch_size, seed, device)
+        rows.append({"attack": "curve", "norm": a.norm, "eps": a.eps, "steps": a.steps, "accuracy": acc})
+    for a in strong:
+        acc = robust_accuracy(model, x, y, a, batch_size, seed, device, restarts)
+        rows.append(
+            {"attack": f"pgd-{a.steps}x{restarts}", "norm": a.norm, "eps": a.eps, "steps": a.steps, "accuracy": acc}
+        )
+    return rows
 
 
 def evaluate(

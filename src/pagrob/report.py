@@ -13,7 +13,11 @@ import pandas as pd
 #: The tidy metrics format: one row per model x attack, accuracy in percent. classes_per_step:
 #: 0 for a model trained with all C target classes every step (or no PAG term), k for one
 #: trained with k random classes per step (an unbiased estimate of the full term).
-COLUMNS = ["dataset", "source", "lam", "seed", "attack", "norm", "eps", "steps", "accuracy", "classes_per_step"]
+#: images: how many test images (the first N) the row was measured on.
+COLUMNS = [
+    "dataset", "source", "lam", "seed", "attack", "norm", "eps", "steps", "accuracy",
+    "classes_per_step", "images",
+]
 
 METHOD_NAMES = {
     "vanilla": "Vanilla",
@@ -22,23 +26,44 @@ METHOD_NAMES = {
     "nearest_neighbor": "Nearest Neighbor",
     "rigd_linf": "RIGD ℓ∞",
     "rigd_l2": "RIGD ℓ2",
+    "clustered_nn": "Clustered NN (beyond the paper)",
     "teacher_linf": "Teacher ℓ∞ (adversarial training)",
     "teacher_l2": "Teacher ℓ2 (adversarial training)",
 }
 
 
-def metric_name(row) -> str:
-    """'clean' for clean accuracy, else the attack's norm ('linf', 'l2')."""
-    return "clean" if row["attack"] == "clean" else row["norm"]
+def metric_name(row) -> str | None:
+    """What a row is in the tables: 'clean'; the table's PGD by norm ('linf', 'l2'); AutoAttack's
+    final accuracy ('aa_linf', 'aa_l2'); None for the rows that only the checks and curves use
+    (AutoAttack's stages, the eps curve, the strong PGD)."""
+    if row["attack"] == "clean":
+        return "clean"
+    if row["attack"] == "pgd":
+        return row["norm"]
+    if row["attack"] == "autoattack":
+        return f"aa_{row['norm']}"
+    return None
 
 
 def read_metrics(path) -> pd.DataFrame:
+    """A tidy metrics CSV with its ``metric`` column, all rows (also those no table shows)."""
     df = pd.read_csv(path)
     missing = set(COLUMNS) - set(df.columns)
     if missing:
         raise ValueError(f"metrics file {path} lacks the columns {sorted(missing)}; rebuild it")
-    df["metric"] = df.apply(metric_name, axis=1)
+    df["metric"] = df.apply(metric_name, axis=1) if len(df) else pd.Series(dtype=object)
     return df
+
+
+def table_rows(metrics: pd.DataFrame) -> pd.DataFrame:
+    """The rows that the tables show (clean, PGD, AutoAttack), a metric only where every model
+    of the table has it (AutoAttack may run on some experiments' models only: a column of a few
+    seeds beside one of all of them would read as the same average)."""
+    metrics = metrics[metrics["metric"].notna()]
+    models = lambda rows: set(map(tuple, rows[["source", "lam", "seed"]].astype(str).values))  # noqa: E731
+    everyone = models(metrics)
+    complete = [m for m, rows in metrics.groupby("metric") if models(rows) == everyone]
+    return metrics[metrics["metric"].isin(complete)]
 
 
 def read_paper(path) -> pd.DataFrame:
@@ -47,6 +72,7 @@ def read_paper(path) -> pd.DataFrame:
 
 def summarize(metrics: pd.DataFrame) -> pd.DataFrame:
     """Mean, sample std and per-seed values of each (source, lam, metric) over seeds."""
+    metrics = table_rows(metrics)
     rows = []
     keys = ["source", "lam", "classes_per_step", "metric"]
     for (source, lam, k, metric), g in metrics.groupby(keys, sort=False):
@@ -102,7 +128,8 @@ def markdown(df: pd.DataFrame) -> str:
 
 
 SOURCE_ORDER = list(METHOD_NAMES)
-METRIC_ORDER = ["clean", "linf", "l2"]
+METRIC_ORDER = ["clean", "linf", "aa_linf", "l2", "aa_l2"]
+NORM_SYMBOLS = {"linf": "L∞", "l2": "L2"}
 
 
 def method(source: str, classes_per_step: int = 0) -> str:
@@ -123,10 +150,15 @@ def metric_labels(metrics: pd.DataFrame) -> dict[str, str]:
             continue
         if m == "clean":
             labels[m] = "Clean"
+            continue
+        eps = ", ".join(f"{e:g}" for e in sorted(rows["eps"].unique()))
+        norm = NORM_SYMBOLS[m.removeprefix("aa_")]
+        if m.startswith("aa_"):
+            images = ", ".join(str(int(n)) for n in sorted(rows["images"].unique()))
+            labels[m] = f"AutoAttack {norm} ε={eps} ({images} images)"
         else:
-            eps = ", ".join(f"{e:g}" for e in sorted(rows["eps"].unique()))
             steps = ", ".join(str(int(k)) for k in sorted(rows["steps"].unique()))
-            labels[m] = f"PGD-{steps} {'L∞' if m == 'linf' else 'L2'} ε={eps}"
+            labels[m] = f"PGD-{steps} {norm} ε={eps}"
     return labels
 
 
@@ -144,7 +176,10 @@ def wide(full: pd.DataFrame, keys: list[str], first: dict, labels: dict[str, str
             row[f"{label} (paper)"] = fmt(r["paper"], r["paper_std"])
             row[f"{label} Δ"] = fmt(r["diff"])
         rows.append(row)
-    return pd.DataFrame(rows)
+    shown = pd.DataFrame(rows)
+    # the paper reports no AutoAttack and no digits: leave out columns with nothing in them
+    empty = [c for c in shown.columns if c.endswith(("(paper)", "Δ")) and (shown[c] == "").all()]
+    return shown.drop(columns=empty)
 
 
 def _ordered(full: pd.DataFrame) -> pd.DataFrame:
@@ -158,13 +193,40 @@ def _ordered(full: pd.DataFrame) -> pd.DataFrame:
 
 
 def per_seed_table(metrics: pd.DataFrame) -> str:
+    metrics = table_rows(metrics)
     t = metrics.pivot_table(index="seed", columns=["source", "lam", "metric"], values="accuracy")
     t = t[sorted(t.columns, key=lambda c: (SOURCE_ORDER.index(c[0]) if c[0] in SOURCE_ORDER else 99, c[1], METRIC_ORDER.index(c[2])))]
     t.columns = [f"{method(s)} {m}" for s, _, m in t.columns]
     return markdown(t.map(lambda v: f"{v:.2f}").reset_index())
 
 
-NOTE = "Accuracy in % on the test set; ours: mean ± sample std over seeds where there are several. Δ = ours − paper."
+NOTE = (
+    "Accuracy in % on the test set; ours: mean ± sample std over seeds where there are several. "
+    "Δ = ours − paper. The paper reports PGD only; AutoAttack (standard) runs on the first N test "
+    "images named in its column."
+)
+
+
+def mark_flagged(shown: pd.DataFrame, full: pd.DataFrame, flags: dict | None) -> tuple[pd.DataFrame, str]:
+    """Mark the Method of every model that failed a gradient-masking check with a numbered
+    footnote naming the checks; ``flags`` maps (source, lam, seed) to the failed checks."""
+    if not flags:
+        return shown, ""
+    notes = []
+    shown = shown.copy()
+    groups = list(full.groupby(["source", "lam", "classes_per_step"], sort=False))
+    for i, ((source, lam, _), g) in enumerate(groups):
+        seeds = [int(p.split(":")[0]) for p in g["per_seed"].iloc[0].split(";")]
+        failed = sorted({c for seed in seeds for c in flags.get((source, float(lam), seed), [])})
+        if failed:
+            notes.append(f"{len(notes) + 1}. {method(source)} (λ {float(lam):g}): {', '.join(failed)}")
+            shown.loc[i, shown.columns[0]] = f"{shown.loc[i, shown.columns[0]]} ⚠{len(notes)}"
+    if not notes:
+        return shown, ""
+    return shown, (
+        "\n⚠ Failed a gradient-masking check (results/tables/masking_<dataset>.md); treat its "
+        "robust accuracy with care:\n\n" + "\n".join(notes) + "\n"
+    )
 
 
 def toy_table(metrics: pd.DataFrame, paper: pd.DataFrame) -> tuple[pd.DataFrame, str]:
@@ -179,7 +241,7 @@ def toy_table(metrics: pd.DataFrame, paper: pd.DataFrame) -> tuple[pd.DataFrame,
             "Seeds": int(g["seeds"].iloc[0]),
         }
 
-    shown = wide(full, ["source", "lam", "classes_per_step"], first, metric_labels(metrics))
+    shown = wide(full, ["source", "lam", "classes_per_step"], first, metric_labels(table_rows(metrics)))
     text = (
         "# Toy experiment (Section 5.1, Fig. 3)\n\n" + NOTE + "\n\n" + markdown(shown)
         + "\n## Per seed\n\n" + per_seed_table(metrics)
@@ -187,16 +249,20 @@ def toy_table(metrics: pd.DataFrame, paper: pd.DataFrame) -> tuple[pd.DataFrame,
     return full, text
 
 
-def main_table(metrics: pd.DataFrame, paper: pd.DataFrame, name: str, dataset: str) -> tuple[pd.DataFrame, str]:
-    """Tables 1-2: clean, L∞ and L2 PGD accuracy of every source on one dataset."""
+def main_table(
+    metrics: pd.DataFrame, paper: pd.DataFrame, name: str, dataset: str, flags: dict | None = None
+) -> tuple[pd.DataFrame, str]:
+    """Tables 1-2: clean, L∞ and L2 accuracy (PGD, AutoAttack) of every source on one dataset;
+    models flagged by the gradient-masking checks marked with a footnote."""
     full = _ordered(attach_paper(summarize(metrics), paper, "main", dataset))
     shown = wide(
         full, ["source", "lam", "classes_per_step"],
         lambda g: {"Method": _method_of(g), "λ": f"{g['lam'].iloc[0]:g}"},
-        metric_labels(metrics),
+        metric_labels(table_rows(metrics)),
     )
+    shown, footnotes = mark_flagged(shown, full, flags)
     number = name.removeprefix("table")
-    text = f"# Table {number}: accuracy on {dataset}\n\n{NOTE}\n\n" + markdown(shown)
+    text = f"# Table {number}: accuracy on {dataset}\n\n{NOTE}\n\n" + markdown(shown) + footnotes
     return full, text
 
 
@@ -207,7 +273,7 @@ def seeds_table(metrics: pd.DataFrame, paper: pd.DataFrame) -> tuple[pd.DataFram
     shown = wide(
         full, ["source", "lam", "classes_per_step"],
         lambda g: {"Method": _method_of(g), "λ": f"{g['lam'].iloc[0]:g}", "Seeds": int(g["seeds"].iloc[0])},
-        metric_labels(metrics),
+        metric_labels(table_rows(metrics)),
     )
     text = (
         f"# Table 4: error bars over seeds on {dataset}\n\n{NOTE}\n\n" + markdown(shown)
@@ -224,7 +290,7 @@ def ablation_table(metrics: pd.DataFrame, paper: pd.DataFrame) -> tuple[pd.DataF
     shown = wide(
         full, ["lam", "classes_per_step"],
         lambda g: {"λ": f"{g['lam'].iloc[0]:g}" + (f" ({int(g['classes_per_step'].iloc[0])} classes/step)" if g["classes_per_step"].iloc[0] else "")},
-        metric_labels(metrics),
+        metric_labels(table_rows(metrics)),
     )
     text = f"# Fig. 5: {method(source)} on {dataset} for several λ\n\n{NOTE}\n\n" + markdown(shown)
     return full, text

@@ -3,7 +3,7 @@
 
 
 DATASETS = ["toy", "digits", "cifar10", "stl10"]
-REPRESENTATIVES = ["one_image", "class_mean", "nearest_neighbor"]
+REPRESENTATIVES = ["one_image", "class_mean", "nearest_neighbor", "clustered_nn"]
 RIGD = {
     "rigd_linf": "linf",
     "rigd_l2": "l2",
@@ -212,6 +212,8 @@ def all_outputs():
     for dataset in used_datasets():
         dataset_config(dataset)
     outs = [f"results/{d}/metrics.csv" for d in used_datasets()]
+    for d in used_datasets():
+        outs += robustness_outputs(d) + pag_outputs(d)
     if experiment("toy"):
         outs += [f"results/tables/toy.{ext}" for ext in ("md", "csv")]
         outs += [f"results/figures/fig3_toy.{ext}" for ext in ("png", "pdf")]
@@ -234,10 +236,6 @@ def all_outputs():
             f"results/figures/fig5_lambda_ablation.{ext}" for ext in ("png", "pdf")
         ]
     return outs
-
-
-def metrics_of(models):
-    return [f"{m}/metrics.csv" for m in models]
 
 
 def files_of(models):
@@ -306,13 +304,8 @@ def train_flags(wildcards):
 
 
 def attack_flags(dataset):
-    specs = []
-    for norm, a in dataset_config(dataset)["eval"]["attacks"].items():
-        spec = f"{norm}:{a['eps']}:{a['steps']}"
-        spec += f":{a['step_size']}" if a.get("step_size") else ":auto"
-        spec += "" if a.get("random_start", True) else ":nostart"
-        specs.append(f"--attack {spec}")
-    return " ".join(specs)
+    attacks = dataset_config(dataset)["eval"]["attacks"]
+    return " ".join(f"--attack {norm}:{pgd_spec(a)}" for norm, a in attacks.items())
 
 
 def data_flags(wildcards):
@@ -345,15 +338,19 @@ def lams_json():
     )
 
 
+# the targets settings that each representative source depends on (only these reach its job, so
+# that changing one source's setting rebuilds that source alone)
+TARGETS_KEYS = {
+    "one_image": ["seed"],
+    "class_mean": ["seed", "class_mean_rescale"],
+    "nearest_neighbor": ["seed", "nn_sample_size"],
+    "clustered_nn": ["seed", "clusters"],
+}
+
+
 def targets_flags(wildcards):
     t = dataset_config(wildcards.dataset)["targets"]
-    return flags(
-        {
-            "seed": t["seed"],
-            "nn_sample_size": t.get("nn_sample_size", 100),
-            "class_mean_rescale": t.get("class_mean_rescale", True),
-        }
-    )
+    return flags({k: t[k] for k in TARGETS_KEYS[wildcards.source]})
 
 
 def train_inputs(wildcards):
@@ -436,3 +433,191 @@ def eval_flags(wildcards):
         "seed": e.get("seed", 0),
     }
     return f"{flags(options)} {attack_flags(wildcards.dataset)}"
+
+
+# --- Trusting the numbers: AutoAttack, the gradient-masking checks, accuracy against eps --------
+
+
+def autoattack_config(dataset):
+    """datasets.<dataset>.eval.autoattack (None: no AutoAttack and no checks there)."""
+    return dataset_config(dataset)["eval"].get("autoattack")
+
+
+def experiment_models(name, dataset):
+    """The models of one experiment on ``dataset`` (none if it runs elsewhere)."""
+    exp = experiment(name)
+    if name == "main":
+        if exp and dataset in exp["tables"]:
+            return main_models(dataset) + table_teachers(dataset)
+        return []
+    if exp and exp["dataset"] == dataset:
+        return seeds_models() if name == "seeds" else ablation_models()
+    return []
+
+
+def checked_models(dataset):
+    """The models of ``dataset`` that get AutoAttack and the gradient-masking checks."""
+    aa = autoattack_config(dataset)
+    if not aa:
+        return []
+    models = [m for name in aa["experiments"] for m in experiment_models(name, dataset)]
+    return list(dict.fromkeys(models))
+
+
+def eval_norms(dataset):
+    return list(dataset_config(dataset)["eval"]["attacks"])
+
+
+def model_metrics(dataset, models):
+    """Every tidy CSV of ``models``: clean and PGD, and where checked, AutoAttack per norm and
+    the checks' PGD sweep."""
+    checked = set(checked_models(dataset))
+    files = []
+    for m in models:
+        files.append(f"{m}/metrics.csv")
+        if m in checked:
+            files += [f"{m}/autoattack_{n}.csv" for n in eval_norms(dataset)]
+            files.append(f"{m}/sweep.csv")
+    return files
+
+
+def autoattack_records(dataset):
+    return [
+        f"{m}/autoattack_{n}.json"
+        for m in checked_models(dataset)
+        for n in eval_norms(dataset)
+    ]
+
+
+def pgd_spec(attack, eps=None, steps=None):
+    """norm:eps:steps:step_size|auto[:nostart] for the steps' --attack style options."""
+    eps = attack["eps"] if eps is None else eps
+    steps = attack["steps"] if steps is None else steps
+    spec = f"{eps}:{steps}:{attack['step_size'] if attack.get('step_size') else 'auto'}"
+    return spec + ("" if attack.get("random_start", True) else ":nostart")
+
+
+def autoattack_flags(wildcards):
+    e = dataset_config(wildcards.dataset)["eval"]
+    aa = autoattack_config(wildcards.dataset)
+    if not aa:
+        raise ConfigError(
+            f"AutoAttack of a {wildcards.dataset} model asked for, but "
+            f"datasets.{wildcards.dataset}.eval.autoattack is not set"
+        )
+    attack = e["attacks"][wildcards.norm]
+    options = {
+        "eps": attack["eps"],
+        "version": aa["version"],
+        "aa_seed": aa["seed"],
+        "batch_size": aa["batch_size"],
+        "max_images": aa["images"],
+        "seed": e["seed"],
+    }
+    return f"{flags(options)} --pgd {wildcards.norm}:{pgd_spec(attack)}"
+
+
+def sweep_flags(wildcards):
+    e = dataset_config(wildcards.dataset)["eval"]
+    aa, checks = autoattack_config(wildcards.dataset), e["checks"]
+    options = {
+        "batch_size": e["batch_size"],
+        "max_images": aa["images"],
+        "seed": e["seed"],
+    }
+    specs = []
+    for norm, attack in e["attacks"].items():
+        for eps in checks["curves"].get(norm, []):
+            curve = {
+                k: v for k, v in attack.items() if k != "step_size"
+            }  # 2 eps / steps
+            specs.append(f"--curve {norm}:{pgd_spec(curve, eps=eps)}")
+        strong = {k: v for k, v in attack.items() if k != "step_size"}
+        specs.append(f"--strong {norm}:{pgd_spec(strong, steps=checks['steps'])}")
+    return f"{flags(options)} --restarts {checks['restarts']} {' '.join(specs)}"
+
+
+def checks_flags(dataset):
+    c = dataset_config(dataset)["eval"]["checks"]
+    return flags(
+        {"tolerance": c["tolerance"], "max_gap": c["max_gap"], "zero_at": c["zero_at"]}
+    )
+
+
+def curve_models(dataset):
+    """The robustness curves: the models of the dataset's main table (and its teachers)."""
+    return [
+        m for m in experiment_models("main", dataset) if m in checked_models(dataset)
+    ]
+
+
+def robustness_outputs(dataset):
+    if not autoattack_config(dataset):
+        return []
+    outs = [f"results/tables/masking_{dataset}.{ext}" for ext in ("md", "csv")]
+    if curve_models(dataset) and any(
+        dataset_config(dataset)["eval"]["checks"]["curves"].values()
+    ):
+        outs += [
+            f"results/figures/robustness_curves_{dataset}.{ext}"
+            for ext in ("png", "pdf")
+        ]
+    return outs
+
+
+def masking_input(dataset):
+    """Tables 1-2 footnote the models that fail a check."""
+    return f"results/tables/masking_{dataset}.csv" if autoattack_config(dataset) else []
+
+
+# --- Measuring PAG: scores against the robust teachers, and the plot against robustness ---------
+
+
+def pag_scores_config(dataset):
+    """datasets.<dataset>.pag_scores (None: no PAG scores there); the attack defaults to the
+    pictures' one (Fig. 4)."""
+    cfg = dataset_config(dataset).get("pag_scores")
+    if cfg and not configured_teachers(dataset):
+        raise ConfigError(
+            f"config: datasets.{dataset}.pag_scores needs robust reference models: add "
+            f"datasets.{dataset}.teachers"
+        )
+    return cfg
+
+
+def pag_references(dataset):
+    return files_of(configured_teachers(dataset))
+
+
+def scored_models(dataset):
+    """Every model of the dataset gets a PAG score (when pag_scores is configured)."""
+    return dataset_models(dataset) if pag_scores_config(dataset) else []
+
+
+def pag_scores_flags(dataset):
+    cfg = pag_scores_config(dataset)
+    a = cfg.get("attack") or pictures_config(dataset)["attack"]
+    spec = f"l2:{a['eps']}:{a['steps']}:{a.get('step_size') or 'auto'}:nostart"
+    options = {
+        "images": cfg["images"],
+        "batch_size": cfg["batch_size"],
+        "seed": cfg["seed"],
+    }
+    return f"{flags(options)} --attack {spec}"
+
+
+def pag_outputs(dataset):
+    if not pag_scores_config(dataset):
+        return []
+    outs = [f"results/{dataset}/pag_scores.csv"]
+    outs += [f"results/tables/pag_scores_{dataset}.{ext}" for ext in ("md", "csv")]
+    if checked_models(dataset):
+        outs += [
+            f"results/figures/pag_vs_robustness_{dataset}.{ext}"
+            for ext in ("png", "pdf")
+        ]
+    exp = experiment("lambda_ablation")
+    if exp and exp["dataset"] == dataset:
+        outs += [f"results/tables/fig5_pag_scores.{ext}" for ext in ("md", "csv")]
+        outs += [f"results/figures/fig5_pag_scores.{ext}" for ext in ("png", "pdf")]
+    return outs

@@ -1,5 +1,7 @@
-# Clean accuracy and PGD robust accuracy of every model, one tidy CSV per model, gathered per
-# dataset into results/{dataset}/metrics.csv.
+# Clean accuracy and PGD robust accuracy of every model, one tidy CSV per model; where the config
+# asks for it (eval.autoattack), AutoAttack per threat model and the PGD sweeps of the
+# gradient-masking checks, each its own job; all gathered per dataset into
+# results/{dataset}/metrics.csv.
 
 
 rule evaluate:
@@ -27,9 +29,62 @@ rule evaluate:
         "{params.common} --threads {threads} --out {output} > {log} 2>&1"
 
 
+# Resumable: a killed run continues from its state file (autoattack_{norm}.state.json) when rerun.
+rule autoattack:
+    input:
+        data="results/{dataset}/data.pt",
+        model="results/{dataset}/{source}/lam{lam}/seed{seed}/model.pt",
+    output:
+        csv="results/{dataset}/{source}/lam{lam}/seed{seed}/autoattack_{norm}.csv",
+        record="results/{dataset}/{source}/lam{lam}/seed{seed}/autoattack_{norm}.json",
+    log:
+        "results/{dataset}/{source}/lam{lam}/seed{seed}/autoattack_{norm}.log",
+    benchmark:
+        "results/{dataset}/{source}/lam{lam}/seed{seed}/autoattack_{norm}.benchmark.tsv"
+    conda:
+        "../../envs/pytorch.yaml"
+    threads: threads_of
+    resources:
+        gpu=gpu_of,
+        mem_mb=mem_of,
+        runtime=runtime_of("autoattack"),
+    params:
+        args=autoattack_flags,
+        common=lambda w: common_flags(w.dataset),
+    shell:
+        "python -m pagrob.steps.autoattack --data {input.data} --model {input.model} "
+        "--norm {wildcards.norm} {params.args} {params.common} --threads {threads} "
+        "--out {output.csv} --out-json {output.record} >> {log} 2>&1"
+
+
+rule sweep:
+    input:
+        data="results/{dataset}/data.pt",
+        model="results/{dataset}/{source}/lam{lam}/seed{seed}/model.pt",
+    output:
+        "results/{dataset}/{source}/lam{lam}/seed{seed}/sweep.csv",
+    log:
+        "results/{dataset}/{source}/lam{lam}/seed{seed}/sweep.log",
+    benchmark:
+        "results/{dataset}/{source}/lam{lam}/seed{seed}/sweep.benchmark.tsv"
+    conda:
+        "../../envs/pytorch.yaml"
+    threads: threads_of
+    resources:
+        gpu=gpu_of,
+        mem_mb=mem_of,
+        runtime=runtime_of("sweep"),
+    params:
+        args=sweep_flags,
+        common=lambda w: common_flags(w.dataset),
+    shell:
+        "python -m pagrob.steps.sweep --data {input.data} --model {input.model} {params.args} "
+        "{params.common} --threads {threads} --out {output} > {log} 2>&1"
+
+
 rule collect_metrics:
     input:
-        lambda w: metrics_of(dataset_models(w.dataset)),
+        lambda w: model_metrics(w.dataset, dataset_models(w.dataset)),
     output:
         "results/{dataset}/metrics.csv",
     log:

@@ -4,11 +4,23 @@
 
 rule main_table:
     input:
-        metrics=lambda w: metrics_of(main_models(w.dataset) + table_teachers(w.dataset)),
+        metrics=lambda w: model_metrics(
+            w.dataset, main_models(w.dataset) + table_teachers(w.dataset)
+        ),
         paper="workflow/resources/paper_numbers.csv",
+        masking=lambda w: masking_input(w.dataset),
     output:
         md="results/tables/{table}_{dataset}.md",
         csv="results/tables/{table}_{dataset}.csv",
+        html=report(
+            "results/tables/{table}_{dataset}.html",
+            caption="../report/main_table.rst",
+            category="Main results",
+            subcategory="{dataset}",
+            labels=lambda w: {
+                "Result": f"Table {w.table[5:]}: accuracy on {w.dataset}"
+            },
+        ),
     log:
         "results/logs/{table}_{dataset}.log",
     wildcard_constraints:
@@ -17,10 +29,11 @@ rule main_table:
         "../../envs/report.yaml"
     params:
         check=lambda w: check_table_name(w.table, w.dataset),
+        masking=lambda w, input: f"--masking {input.masking}" if input.masking else "",
     shell:
         "python -m pagrob.steps.table main --name {wildcards.table} --dataset {wildcards.dataset} "
-        "--metrics {input.metrics} --paper {input.paper} --out-md {output.md} "
-        "--out-csv {output.csv} > {log} 2>&1"
+        "--metrics {input.metrics} --paper {input.paper} {params.masking} --out-md {output.md} "
+        "--out-csv {output.csv} --out-html {output.html} > {log} 2>&1"
 
 
 rule lambda_table:
@@ -29,6 +42,13 @@ rule lambda_table:
     output:
         md="results/tables/table3_lambda.md",
         csv="results/tables/table3_lambda.csv",
+        html=report(
+            "results/tables/table3_lambda.html",
+            caption="../report/table3_lambda.rst",
+            category="Main results",
+            subcategory="all datasets",
+            labels={"Result": "Table 3: λ per source and dataset"},
+        ),
     log:
         "results/logs/table3_lambda.log",
     conda:
@@ -37,39 +57,51 @@ rule lambda_table:
         lams=lambda w: shlex.quote(lams_json()),
     shell:
         "python -m pagrob.steps.table lambda --lams {params.lams} --paper {input.paper} "
-        "--out-md {output.md} --out-csv {output.csv} > {log} 2>&1"
+        "--out-md {output.md} --out-csv {output.csv} --out-html {output.html} > {log} 2>&1"
 
 
 rule seeds_table:
     input:
-        metrics=lambda w: metrics_of(seeds_models()),
+        metrics=lambda w: model_metrics(experiment("seeds")["dataset"], seeds_models()),
         paper="workflow/resources/paper_numbers.csv",
     output:
         md="results/tables/table4_seeds.md",
         csv="results/tables/table4_seeds.csv",
+        html=report(
+            "results/tables/table4_seeds.html",
+            caption="../report/table4_seeds.rst",
+            category="Seeds",
+            labels={"Result": "Table 4: error bars over seeds"},
+        ),
     log:
         "results/logs/table4_seeds.log",
     conda:
         "../../envs/report.yaml"
     shell:
         "python -m pagrob.steps.table seeds --metrics {input.metrics} --paper {input.paper} "
-        "--out-md {output.md} --out-csv {output.csv} > {log} 2>&1"
+        "--out-md {output.md} --out-csv {output.csv} --out-html {output.html} > {log} 2>&1"
 
 
 rule ablation_table:
     input:
-        metrics=lambda w: metrics_of(ablation_models()),
+        metrics=lambda w: model_metrics(ablation_dataset(), ablation_models()),
         paper="workflow/resources/paper_numbers.csv",
     output:
         md="results/tables/fig5_lambda_ablation.md",
         csv="results/tables/fig5_lambda_ablation.csv",
+        html=report(
+            "results/tables/fig5_lambda_ablation.html",
+            caption="../report/fig5_lambda_ablation_table.rst",
+            category="λ ablation",
+            labels={"Result": "Fig. 5 (numbers): accuracy against λ"},
+        ),
     log:
         "results/logs/fig5_lambda_ablation_table.log",
     conda:
         "../../envs/report.yaml"
     shell:
         "python -m pagrob.steps.table ablation --metrics {input.metrics} --paper {input.paper} "
-        "--out-md {output.md} --out-csv {output.csv} > {log} 2>&1"
+        "--out-md {output.md} --out-csv {output.csv} --out-html {output.html} > {log} 2>&1"
 
 
 rule pag_figure:
@@ -77,7 +109,13 @@ rule pag_figure:
         data="results/{dataset}/data.pt",
         models=lambda w: files_of(main_models(w.dataset)),
     output:
-        png="results/figures/fig4_{dataset}.png",
+        png=report(
+            "results/figures/fig4_{dataset}.png",
+            caption="../report/fig4.rst",
+            category="Main results",
+            subcategory="{dataset}",
+            labels={"Result": "Fig. 4: targeted attacks on vanilla and PAG models"},
+        ),
         pdf="results/figures/fig4_{dataset}.pdf",
     log:
         "results/logs/fig4_{dataset}.log",
@@ -105,7 +143,12 @@ rule ablation_figure:
         models=lambda w: files_of(ablation_models()),
         table="results/tables/fig5_lambda_ablation.csv",
     output:
-        png="results/figures/fig5_lambda_ablation.png",
+        png=report(
+            "results/figures/fig5_lambda_ablation.png",
+            caption="../report/fig5_lambda_ablation.rst",
+            category="λ ablation",
+            labels={"Result": "Fig. 5: accuracy and targeted attacks against λ"},
+        ),
         pdf="results/figures/fig5_lambda_ablation.pdf",
     log:
         "results/logs/fig5_lambda_ablation.log",
@@ -132,7 +175,13 @@ rule robust_figure:
         data="results/{dataset}/data.pt",
         models=lambda w: files_of(robust_figure_models(w.dataset)),
     output:
-        png="results/figures/fig1_{dataset}.png",
+        png=report(
+            "results/figures/fig1_{dataset}.png",
+            caption="../report/fig1.rst",
+            category="Main results",
+            subcategory="{dataset}",
+            labels={"Result": "Fig. 1: targeted attacks on vanilla and robust models"},
+        ),
         pdf="results/figures/fig1_{dataset}.pdf",
     log:
         "results/logs/fig1_{dataset}.log",
@@ -152,3 +201,54 @@ rule robust_figure:
         "python -m pagrob.steps.pag_figure --data {input.data} --models {input.models} "
         "{params.args} {params.common} --threads {threads} --out-png {output.png} "
         "--out-pdf {output.pdf} > {log} 2>&1"
+
+
+# Trusting the numbers: the gradient-masking checks of every model with AutoAttack, and robust
+# accuracy against eps for the main table's models.
+rule masking_table:
+    input:
+        metrics=lambda w: model_metrics(w.dataset, checked_models(w.dataset)),
+        records=lambda w: autoattack_records(w.dataset),
+    output:
+        md="results/tables/masking_{dataset}.md",
+        csv="results/tables/masking_{dataset}.csv",
+        html=report(
+            "results/tables/masking_{dataset}.html",
+            caption="../report/masking.rst",
+            category="Trusting the numbers",
+            subcategory="{dataset}",
+            labels={"Result": "Gradient-masking checks"},
+        ),
+    log:
+        "results/logs/masking_{dataset}.log",
+    conda:
+        "../../envs/report.yaml"
+    params:
+        args=lambda w: checks_flags(w.dataset),
+    shell:
+        "python -m pagrob.steps.robustness checks --metrics {input.metrics} "
+        "--records {input.records} {params.args} --out-md {output.md} --out-csv {output.csv} "
+        "--out-html {output.html} > {log} 2>&1"
+
+
+rule robustness_curves:
+    input:
+        metrics=lambda w: model_metrics(w.dataset, curve_models(w.dataset)),
+    output:
+        png=report(
+            "results/figures/robustness_curves_{dataset}.png",
+            caption="../report/robustness_curves.rst",
+            category="Trusting the numbers",
+            subcategory="{dataset}",
+            labels={"Result": "Robust accuracy against ε"},
+        ),
+        pdf="results/figures/robustness_curves_{dataset}.pdf",
+    log:
+        "results/logs/robustness_curves_{dataset}.log",
+    conda:
+        "../../envs/report.yaml"
+    params:
+        title=lambda w: shlex.quote(f"Robust accuracy against ε on {w.dataset}"),
+    shell:
+        "python -m pagrob.steps.robustness curves --metrics {input.metrics} "
+        "--title {params.title} --out-png {output.png} --out-pdf {output.pdf} > {log} 2>&1"

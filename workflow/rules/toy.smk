@@ -8,13 +8,19 @@ rule toy_table:
     output:
         md="results/tables/toy.md",
         csv="results/tables/toy.csv",
+        html=report(
+            "results/tables/toy.html",
+            caption="../report/toy_table.rst",
+            category="Toy experiment",
+            labels={"Result": "Toy table: accuracy of vanilla and PAG"},
+        ),
     log:
         "results/logs/toy_table.log",
     conda:
         "../../envs/report.yaml"
     shell:
         "python -m pagrob.steps.table toy --metrics {input.metrics} --paper {input.paper} "
-        "--out-md {output.md} --out-csv {output.csv} > {log} 2>&1"
+        "--out-md {output.md} --out-csv {output.csv} --out-html {output.html} > {log} 2>&1"
 
 
 rule toy_figure:
@@ -23,7 +29,12 @@ rule toy_figure:
         models=files_of(toy_models()),
         metrics="results/toy/metrics.csv",
     output:
-        png="results/figures/fig3_toy.png",
+        png=report(
+            "results/figures/fig3_toy.png",
+            caption="../report/fig3_toy.rst",
+            category="Toy experiment",
+            labels={"Result": "Fig. 3: decision regions"},
+        ),
         pdf="results/figures/fig3_toy.pdf",
     log:
         "results/logs/fig3_toy.log",

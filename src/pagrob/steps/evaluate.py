@@ -1,5 +1,6 @@
 """Clean and PGD accuracy of one model on its dataset's test set, as a tidy CSV
-(columns: dataset, source, lam, seed, attack, norm, eps, steps, accuracy)."""
+(columns: pagrob.report.COLUMNS: dataset, source, lam, seed, attack, norm, eps, steps, accuracy,
+classes_per_step, images)."""
 
 from __future__ import annotations
 
@@ -30,17 +31,16 @@ def attack_spec(text: str) -> Attack:
         raise argparse.ArgumentTypeError(f"bad attack {text!r} ({e}); expected norm:eps:steps[:step_size][:nostart]")
 
 
-def main() -> None:
-    p = _cli.parser(__doc__)
+def add_model_options(p: argparse.ArgumentParser) -> None:
     p.add_argument("--data", required=True)
     p.add_argument("--model", required=True)
-    p.add_argument("--attack", type=attack_spec, action="append", default=[], help="repeatable")
     p.add_argument("--batch-size", type=int, default=500)
     p.add_argument("--max-images", type=int, default=0, help="evaluate the first N test images (0: all)")
     p.add_argument("--seed", type=int, default=0, help="seed of the attacks' random starts")
-    p.add_argument("--out", required=True)
-    args = p.parse_args()
-    device = _cli.setup(args, [args.out])
+
+
+def load_test_set(args, device: str):
+    """The model, its metadata, and the (first ``--max-images``) test images of its dataset."""
     ds = data.load_prepared(args.data)
     model, meta = models.load_model(args.model, device)
     if meta.get("dataset") != ds.name:
@@ -48,15 +48,31 @@ def main() -> None:
     x, y = ds.x_test, ds.y_test
     if args.max_images:
         x, y = x[: args.max_images], y[: args.max_images]
+    return ds, model, meta, x, y
+
+
+def write_rows(meta: dict, rows: list[dict], images: int, out) -> None:
+    """The tidy CSV: the model's identity, then one row per attack."""
+    ids = {k: meta.get(k) for k in ("dataset", "source", "lam", "seed")}
+    ids["classes_per_step"] = (meta.get("settings") or {}).get("classes_per_step") or 0
+    ids["images"] = images
+    io.write_text(pd.DataFrame([ids | r for r in rows], columns=COLUMNS).to_csv(index=False), out)
+    for r in rows:
+        _cli.log(f"{r['attack']} {r['norm']} eps={r['eps']:g} steps={r['steps']}: {r['accuracy']:.2f}%")
+
+
+def main() -> None:
+    p = _cli.parser(__doc__)
+    add_model_options(p)
+    p.add_argument("--attack", type=attack_spec, action="append", default=[], help="repeatable")
+    p.add_argument("--out", required=True)
+    args = p.parse_args()
+    device = _cli.setup(args, [args.out])
+    ds, model, meta, x, y = load_test_set(args, device)
     t0 = time.perf_counter()
     attacks = [dataclasses.replace(a, bounds=ds.bounds) for a in args.attack]
     rows = evaluate(model, x, y, attacks, args.batch_size, args.seed, device)
-    ids = {k: meta.get(k) for k in ("dataset", "source", "lam", "seed")}
-    ids["classes_per_step"] = (meta.get("settings") or {}).get("classes_per_step") or 0
-    table = pd.DataFrame([ids | r for r in rows], columns=COLUMNS)
-    io.write_text(table.to_csv(index=False), args.out)
-    for r in rows:
-        _cli.log(f"{r['attack']} {r['norm']} eps={r['eps']:g} steps={r['steps']}: {r['accuracy']:.2f}%")
+    write_rows(meta, rows, len(x), args.out)
     _cli.log(f"evaluated {len(x)} images in {time.perf_counter() - t0:.1f}s -> {args.out}")
 
 

@@ -11,7 +11,7 @@ import argparse
 
 import pandas as pd
 
-from pagrob import io, pag_report, report
+from pagrob import html_table, io, pag_report, report
 from pagrob.steps import _cli
 
 
@@ -24,6 +24,7 @@ def main() -> None:
     p.add_argument("--source", help="lambda: the ablated source, e.g. class_mean")
     p.add_argument("--out-md")
     p.add_argument("--out-csv")
+    p.add_argument("--out-html", help="table, lambda: also the table as an HTML page (for the report)")
     p.add_argument("--out-png")
     p.add_argument("--out-pdf")
     args = p.parse_args()
@@ -53,6 +54,9 @@ def main() -> None:
             pag_figures.pag_vs_lambda(scores, args.source, args.out_png, args.out_pdf, args.score)
     io.write_text(full.to_csv(index=False), args.out_csv)
     io.write_text(text, args.out_md)
+    if args.out_html:
+        title = "PAG scores" if args.what == "table" else f"PAG score against λ ({args.source})"
+        io.write_text(html_table.page(text, title), args.out_html)
     print(text)
 
 

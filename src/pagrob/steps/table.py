@@ -8,7 +8,7 @@ import json
 
 import pandas as pd
 
-from pagrob import io, report
+from pagrob import html_table, io, report
 from pagrob.steps import _cli
 
 
@@ -20,8 +20,10 @@ def main() -> None:
     p.add_argument("--name", help="main: the table's name, e.g. table1")
     p.add_argument("--dataset", help="main: the dataset")
     p.add_argument("--lams", help='lambda: JSON {dataset: {source: lambda}}')
+    p.add_argument("--masking", help="main: the gradient-masking checks (masking_<dataset>.csv) to footnote")
     p.add_argument("--out-md", required=True)
     p.add_argument("--out-csv", required=True)
+    p.add_argument("--out-html", help="also the table as an HTML page (for the report)")
     args = p.parse_args()
     paper = report.read_paper(args.paper)
     if args.table == "lambda":
@@ -37,13 +39,20 @@ def main() -> None:
         elif args.table == "main":
             if not (args.name and args.dataset):
                 raise ValueError("the main table needs --name and --dataset")
-            full, text = report.main_table(metrics, paper, args.name, args.dataset)
+            flags = None
+            if args.masking:
+                from pagrob.robustness import flags_by_model
+
+                flags = flags_by_model(pd.read_csv(args.masking))
+            full, text = report.main_table(metrics, paper, args.name, args.dataset, flags)
         elif args.table == "seeds":
             full, text = report.seeds_table(metrics, paper)
         else:
             full, text = report.ablation_table(metrics, paper)
     io.write_text(full.to_csv(index=False), args.out_csv)
     io.write_text(text, args.out_md)
+    if args.out_html:
+        io.write_text(html_table.page(text), args.out_html)
     print(text)
 
 

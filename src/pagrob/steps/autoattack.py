@@ -1,0 +1,102 @@
+"""AutoAttack (the original code, version ``standard``) on one model for one threat model, as tidy
+rows: ``autoattack`` (the final robust accuracy) and ``autoattack:<stage>`` (the accuracy after
+each stage), with a JSON record beside it (settings, seed, warnings of AutoAttack's checks,
+PGD on the same images, timings). A killed run resumes from its state file when rerun
+(``--state``, default ``<out>.state.json``; removed once the result is written).
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import json
+import time
+from pathlib import Path
+
+from pagrob import autoattack, io
+from pagrob.evaluate import robust_accuracy
+from pagrob.steps import _cli
+from pagrob.steps.evaluate import add_model_options, attack_spec, load_test_set, write_rows
+
+
+def main() -> None:
+    p = _cli.parser(__doc__)
+    add_model_options(p)  # --max-images: AutoAttack on the first N test images
+    p.add_argument("--norm", required=True, choices=tuple(autoattack.NORM_NAMES))
+    p.add_argument("--eps", type=float, required=True)
+    p.add_argument("--version", default="standard", choices=autoattack.VERSIONS)
+    p.add_argument("--aa-seed", type=int, default=0, help="AutoAttack's seed (every stage)")
+    p.add_argument(
+        "--pgd", type=attack_spec, required=True,
+        help="the table's PGD (norm:eps:steps[:step_size][:nostart]), run on the same images "
+        "with --seed",
+    )
+    p.add_argument("--state", help="resumable state (default: <out>.state.json beside --out)")
+    p.add_argument("--out", required=True, help="tidy CSV")
+    p.add_argument("--out-json", required=True, help="settings, warnings, PGD on the same images")
+    args = p.parse_args()
+    if args.pgd.norm != args.norm or args.pgd.eps != args.eps:
+        raise ValueError(f"--pgd {args.pgd.norm} eps {args.pgd.eps} must match --norm {args.norm} --eps {args.eps}")
+    device = _cli.setup(args, [args.out, args.out_json])
+    out = Path(args.out)
+    state = Path(args.state) if args.state else out.with_name(f"{out.stem}.state.json")
+    ds, model, meta, x, y = load_test_set(args, device)
+    if ds.bounds != (0.0, 1.0) or ds.num_classes < 4:
+        raise ValueError(
+            f"AutoAttack needs images in [0, 1] and at least 4 classes; {ds.name} has bounds "
+            f"{ds.bounds} and {ds.num_classes} classes. Leave eval.autoattack out for this dataset."
+        )
+    settings = {
+        "version": args.version, "norm": args.norm, "eps": args.eps, "seed": args.aa_seed,
+        "batch_size": args.batch_size, "images": len(x),
+    }
+    t0 = time.perf_counter()
+    result = autoattack.run(
+        model, x, y, args.norm, args.eps, state_path=state,
+        fingerprint=autoattack.fingerprint(args.model, args.data, **settings),
+        version=args.version, seed=args.aa_seed, batch_size=args.batch_size, device=device,
+        log=_cli.log,
+    )
+    seconds = time.perf_counter() - t0
+    pgd_attack = dataclasses.replace(args.pgd, bounds=ds.bounds)
+    pgd_same = robust_accuracy(model, x, y, pgd_attack, args.batch_size, args.seed, device)
+
+    common = {"norm": args.norm, "eps": args.eps}
+    rows = [common | {"attack": "autoattack", "steps": 0, "accuracy": result.robust}]
+    for stage, acc in result.stages.items():
+        steps = autoattack.STAGE_STEPS[stage]
+        rows.append(common | {"attack": f"autoattack:{stage}", "steps": steps, "accuracy": acc})
+    model_ids = {k: meta.get(k) for k in ("dataset", "source", "lam", "seed")}
+    record = {
+        **model_ids,
+        **{k: v for k, v in settings.items() if k != "seed"},
+        "autoattack_seed": args.aa_seed,
+        "library": "pyautoattack " + _version("pyautoattack"),
+        "clean": result.clean,
+        "robust": result.robust,
+        "stages": result.stages,
+        "warnings": result.warnings,
+        "pgd_same_images": {"steps": pgd_attack.steps, "accuracy": pgd_same},
+        "resumed": result.resumed,
+        "seconds": seconds,
+        "device": device,
+    }
+    io.write_text(json.dumps(record, indent=1), args.out_json)
+    write_rows(meta, rows, len(x), args.out)
+    state.unlink(missing_ok=True)
+    _cli.log(
+        f"AutoAttack {args.version} {args.norm} eps={args.eps:g} on {len(x)} images: clean "
+        f"{result.clean:.2f}%, robust {result.robust:.2f}% (PGD-{pgd_attack.steps} on the same "
+        f"images {pgd_same:.2f}%) in {seconds:.1f}s"
+    )
+    for w in result.warnings:
+        _cli.log(f"warning: {w}")
+
+
+def _version(package: str) -> str:
+    from importlib.metadata import version
+
+    return version(package)
+
+
+if __name__ == "__main__":
+    _cli.run(main)
