@@ -9,18 +9,11 @@ import matplotlib.pyplot as plt  # noqa: E402
 import torch  # noqa: E402
 from matplotlib.colors import ListedColormap  # noqa: E402
 
-from pagrob import io  # noqa: E402
+from pagrob.plots import save  # noqa: E402
 from pagrob.attacks import predict  # noqa: E402
 
 REGION_COLORS = ListedColormap(["#c6dbef", "#fdd0a2"])
 POINT_COLORS = ["#08519c", "#a63603"]
-
-
-def save(fig, png, pdf) -> None:
-    for path in (png, pdf):
-        if path:
-            io.atomic_write(path, lambda tmp, p=path: fig.savefig(tmp, format=str(p).rsplit(".", 1)[1], dpi=150, bbox_inches="tight"))
-    plt.close(fig)
 
 
 def decision_regions(panels, x_test, y_test, png, pdf, resolution: int = 400) -> None:

@@ -15,18 +15,11 @@ matplotlib.use("Agg")
 import matplotlib.pyplot as plt  # noqa: E402
 import pandas as pd  # noqa: E402
 
-from pagrob import io, report  # noqa: E402
+from pagrob import report  # noqa: E402
+from pagrob.plots import save  # noqa: E402
 from pagrob.pag_report import SCORE_NAMES, method, references, robustness_points, spearman  # noqa: E402
 
 NORM_NAMES = {"linf": "ℓ∞", "l2": "ℓ2"}
-
-
-def save(fig, png, pdf) -> None:
-    """Atomically, as ``pagrob.figures.save`` does (which imports torch, so it is not used here)."""
-    for path in (png, pdf):
-        if path:
-            io.atomic_write(path, lambda tmp, p=path: fig.savefig(tmp, format=str(p).rsplit(".", 1)[1], dpi=150, bbox_inches="tight"))
-    plt.close(fig)
 
 
 def _colors(sources) -> dict[str, str]:
