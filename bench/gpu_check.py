@@ -249,9 +249,15 @@ def rule_counts(cfg: dict, names: list[str]) -> dict[str, int]:
 
 def square_l2_fits(side: int) -> bool:
     """Whether pyautoattack's L2 Square attack can start on ``side`` px images: its initial
-    perturbation tiles the image with squares of side // 5 px from a centred offset, and
-    overruns it (a shape error) unless exactly 5 of them fit (32 and 96 px do; 8 and 24 do not)."""
-    return side >= 5 and side // (side // 5) == 5
+    perturbation adds side // 5 px squares from a centred offset, side // (side // 5) times per
+    axis, and fails on a shape error where a square is cut by the border (24 or 12 px; 32, 96,
+    16 and 8 px are fine: 1 px squares broadcast into an empty slice)."""
+    s = side // 5
+    if s == 0:
+        return False
+    offset = (side - 5 * s) // 2
+    cut = [min(side, offset + k * s + s) - min(side, offset + k * s) for k in range(side // s)]
+    return s == 1 or all(n == s for n in cut)
 
 
 def sync(device: torch.device) -> None:
