@@ -109,6 +109,7 @@ PAPER_GRID = {
     "seeds_table": 1,
     "ablation_table": 1,
     "ablation_figure": 1,
+    "provenance": 1,  # the report's provenance page (config, versions, wall time)
     "all": 1,
 }
 

@@ -3,8 +3,9 @@ only), so that `snakemake --report` shows every table as a table: its report ren
 results in the page, while Markdown and CSV results are only offered as downloads.
 
 Understands what the table steps write: ``#`` headings, pipe tables, ``-`` and ``1.`` lists,
-paragraphs, and ``**bold**`` / `` `code` `` inline. In a table, columns headed ``... (paper)``
-(the paper's numbers) and ``... Δ`` (ours − paper) are shaded so that they read apart from ours.
+paragraphs (their line breaks kept), and ``**bold**`` / `` `code` `` inline. In a table, columns
+headed ``... (paper)`` (the paper's numbers) and ``... Δ`` (ours − paper) are shaded so that they
+read apart from ours. Any other line is kept as text.
 """
 
 from __future__ import annotations
@@ -100,15 +101,16 @@ def markdown_to_html(text: str) -> str:
                 items.append(f"<li>{inline(m.group(1))}</li>")
                 i += 1
             out.append(f"<{tag}>\n" + "\n".join(items) + f"\n</{tag}>")
-        else:
-            para = []
+        else:  # a paragraph: this line (whatever it is: never stuck on it) and plain ones after it
+            para = [line.strip()]
+            i += 1
             while i < len(lines) and lines[i].strip() and not (
                 _TABLE_ROW.match(lines[i]) or _HEADING.match(lines[i])
                 or _BULLET.match(lines[i]) or _NUMBERED.match(lines[i])
             ):
                 para.append(lines[i].strip())
                 i += 1
-            out.append(f"<p>{inline(' '.join(para))}</p>")
+            out.append("<p>" + "<br>\n".join(inline(x) for x in para) + "</p>")
     return "\n".join(out)
 
 

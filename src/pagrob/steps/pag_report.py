@@ -55,7 +55,7 @@ def main() -> None:
     io.write_text(full.to_csv(index=False), args.out_csv)
     io.write_text(text, args.out_md)
     if args.out_html:
-        title = "PAG scores" if args.what == "table" else f"PAG score against λ ({args.source})"
+        title = "PAG scores" if args.what == "table" else f"PAG score against λ ({pag_report.method(args.source)})"
         io.write_text(html_table.page(text, title), args.out_html)
     print(text)
 

@@ -121,7 +121,7 @@ def markdown(config: dict, configfiles: list[str], env_pins: dict[str, str], sna
         lines.append(f"| {name} | {version} | {installed(name)} |")
     if recorded:
         lines += ["", "Recorded by the trained models (model.json):", ""]
-        lines += [f"- {versions} ({n} models)" for versions, n in recorded]
+        lines += [f"- {versions} ({n} model{'' if n == 1 else 's'})" for versions, n in recorded]
     lines += ["", "## Config", "",
               "Config files: " + (", ".join(f"`{c}`" for c in configfiles) or "none (config.yaml)")
               + ". The effective config, schema defaults filled in:"]
