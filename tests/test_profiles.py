@@ -24,9 +24,13 @@ def test_slurm_profile_dry_run_requests_gpus_for_training(tmp_path):
     copy_workflow(tmp_path)
     dry = snakemake(["-n", "--profile", str(ROOT / "workflow/profiles/slurm")], tmp_path)
     jobs = job_resources(dry.stdout)
+    datasets = yaml.safe_load((ROOT / "config.yaml").read_text())["datasets"]
+    limits = {d: datasets[d]["resources"]["runtime"] for d in ("cifar10", "stl10")}
     train = jobs["results/cifar10/one_image/lam0.5/seed0/model.pt"]
-    assert train["gpu"] == "1" and train["runtime"] == "1440" and train["mem_mb"] == "32000"
-    assert jobs["results/stl10/teacher_l2/lam0/seed0/model.pt"]["runtime"] == "2880"
+    assert train["gpu"] == "1" and train["runtime"] == str(limits["cifar10"]["train"]) and train["mem_mb"] == "32000"
+    assert jobs["results/stl10/teacher_l2/lam0/seed0/model.pt"]["runtime"] == str(limits["stl10"]["teacher"])
+    aa = jobs["results/stl10/class_mean/lam0.2/seed0/autoattack_l2.csv"]
+    assert aa["gpu"] == "1" and aa["runtime"] == str(limits["stl10"]["autoattack"])
     assert jobs["results/cifar10/vanilla/lam0/seed0/metrics.csv"]["gpu"] == "1"
     assert jobs["results/toy/vanilla/lam0/seed0/model.pt"]["gpu"] == "0"
     # the profile's fill-in defaults reach every job
