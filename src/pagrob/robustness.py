@@ -200,6 +200,9 @@ def curves_figure(metrics: pd.DataFrame, method_name, order: list[str], title: s
             if len(aa):
                 ax.plot(aa["eps"], aa["accuracy"], marker="*", ms=11, color=color, linestyle="none")
         ax.set_xscale("log")
+        ticks = sorted(curve[curve["norm"] == norm]["eps"].unique())
+        ax.set_xticks(ticks, [f"{e:g}" for e in ticks])
+        ax.minorticks_off()
         ax.set_xlabel(f"ε ({NORM_LABELS[norm]})")
         ax.set_ylabel("robust accuracy (%)")
         ax.set_ylim(-2, 102)
