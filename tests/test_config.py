@@ -61,7 +61,10 @@ CASES = {
         ["datasets.stl10.teachers.linf is not defined", "add its training attack"],
     ),
     "PAG scores without a reference": (
-        edit(["datasets", "stl10", "teachers"], DELETE),
+        both(
+            edit(["datasets", "stl10", "teachers"], DELETE),
+            edit(["experiments", "main", "sources"], ["vanilla", "one_image", "class_mean"]),
+        ),
         ["datasets.stl10.pag_scores needs robust reference models", "add datasets.stl10.teachers"],
     ),
     "unknown AutoAttack key": (
