@@ -79,16 +79,19 @@ def write_text(text: str, path: str | Path) -> Path:
     return atomic_write(path, lambda tmp: tmp.write_text(text))
 
 
-def load(path: str | Path, what: str, required: tuple[str, ...] = ()) -> dict:
+def load(path: str | Path, what: str, required: tuple[str, ...] = (), foreign: bool = False) -> dict:
     """Load a dict saved by :func:`save` with ``weights_only=True`` (never runs pickled code).
 
     ``what`` names the kind of file in error messages; ``required`` lists keys it must have.
+    ``foreign``: a file from elsewhere (a published checkpoint), which the workflow cannot
+    rebuild, so the errors point at its path and its download instead.
     """
     import torch
 
     path = Path(path)
     if not path.is_file():
-        raise BadFileError(f"{what} {path} does not exist; build it with the workflow first.")
+        fix = "check its path in the config" if foreign else "build it with the workflow first"
+        raise BadFileError(f"{what} {path} does not exist; {fix}.")
     try:
         obj = torch.load(path, map_location="cpu", weights_only=True)
     except Exception as e:  # truncated zip, foreign pickle, random bytes...
@@ -98,7 +101,8 @@ def load(path: str | Path, what: str, required: tuple[str, ...] = ()) -> dict:
             reason = f"it pickles a Python object, {refused.group(1)}"
         raise BadFileError(
             f"{what} {path} cannot be read safely ({type(e).__name__}: {reason}). "
-            "It is truncated, corrupt, or not a plain tensors file. Delete it and rebuild it."
+            "It is truncated, corrupt, or not a plain tensors file. "
+            + ("Download it again (and compare its checksum with the publisher's)." if foreign else "Delete it and rebuild it.")
         ) from e
     if not isinstance(obj, dict):
         raise BadFileError(f"{what} {path} holds a {type(obj).__name__}, not a dict; rebuild it.")

@@ -305,3 +305,14 @@ def import_state_dict(
     weights["normalize.std"] = std.float()
     load_state_dict_checked(model, weights, what, arch)
     return model
+
+
+def import_file(
+    path, arch: str, input_shape, num_classes: int, mean: Tensor, std: Tensor, what: str
+) -> Classifier:
+    """:func:`import_state_dict` of a checkpoint file from elsewhere, read safely
+    (``weights_only=True``: a file that pickles code is refused, never run)."""
+    from pagrob import io
+
+    raw = io.load(path, what, foreign=True)
+    return import_state_dict(raw, arch, input_shape, num_classes, mean, std, f"{what} {path}")

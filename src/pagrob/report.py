@@ -27,6 +27,7 @@ METHOD_NAMES = {
     "rigd_linf": "RIGD ℓ∞",
     "rigd_l2": "RIGD ℓ2",
     "clustered_nn": "Clustered NN (beyond the paper)",
+    "file": "Targets file (e.g. the authors' score-based)",
     "teacher_linf": "Teacher ℓ∞ (adversarial training)",
     "teacher_l2": "Teacher ℓ2 (adversarial training)",
 }
@@ -132,7 +133,13 @@ METRIC_ORDER = ["clean", "linf", "aa_linf", "l2", "aa_l2"]
 NORM_SYMBOLS = {"linf": "L∞", "l2": "L2"}
 
 
+#: the ``source`` of an imported model (pagrob.steps.import_model): external:<name>
+EXTERNAL_PREFIX = "external:"
+
+
 def method(source: str, classes_per_step: int = 0) -> str:
+    if source.startswith(EXTERNAL_PREFIX):
+        return f"{source.removeprefix(EXTERNAL_PREFIX)} (external)"
     name = METHOD_NAMES.get(source, source)
     return f"{name} ({classes_per_step} classes/step)" if classes_per_step else name
 
@@ -314,3 +321,67 @@ def lambda_table(lams: dict[str, dict[str, float]], paper: pd.DataFrame) -> tupl
             shown.append(line)
     text = "# Table 3: λ per source and dataset\n\n" + markdown(pd.DataFrame(shown))
     return pd.DataFrame(rows), text
+
+
+def external_table(
+    metrics: pd.DataFrame, paper: pd.DataFrame, dataset: str, externals: dict[str, dict],
+    flags: dict | None = None,
+) -> tuple[pd.DataFrame, str]:
+    """Imported models (``externals``: name -> {claims, lam}) each beside our model of the source
+    it claims (when the config trains one on ``dataset``: the rows of ``metrics`` with that
+    source) and the paper's row for it. Every metric a row has is shown, also where another row
+    lacks it (AutoAttack runs on every external model, on ours only where configured); models
+    that failed a gradient-masking check are footnoted."""
+    metrics = metrics[metrics["metric"].notna()]
+    labels = metric_labels(metrics)
+    ref = paper[(paper["table"] == "main") & (paper["dataset"] == dataset)]
+    rows, shown, notes = [], [], []
+    for name, spec in externals.items():
+        claims = spec["claims"]
+        theirs = metrics[metrics["source"] == f"{EXTERNAL_PREFIX}{name}"]
+        if theirs.empty:
+            raise ValueError(f"no metrics of the external model {name!r} among the inputs")
+        ours = metrics[metrics["source"] == claims]
+        stated = spec.get("lam")
+        lines = [("theirs", f"{name} (external)", "" if stated is None else f"{stated:g}", theirs)]
+        for lam, g in ours.groupby("lam", sort=True):
+            lines.append(("ours", f"{method(claims)} (ours)", f"{lam:g}", g))
+        for who, label, lam, g in lines:
+            line = {"Model": label, "Claims": method(claims), "λ": lam}
+            for m, column in labels.items():
+                v = g[g["metric"] == m]["accuracy"]
+                line[column] = fmt(v.mean(), v.std(ddof=1) if len(v) > 1 else float("nan")) if len(v) else ""
+                if len(v):
+                    rows.append({"external": name, "claims": claims, "row": who, "lam": lam, "metric": m,
+                                 "value": v.mean(), "seeds": len(v)})
+            failed = sorted({c for (src, lam_, seed) in set(map(tuple, g[["source", "lam", "seed"]].values))
+                             for c in (flags or {}).get((src, float(lam_), int(seed)), [])})
+            if failed:
+                notes.append(f"{len(notes) + 1}. {label}: {', '.join(failed)}")
+                line["Model"] += f" ⚠{len(notes)}"
+            shown.append(line)
+        p = ref[ref["source"] == claims]
+        line = {"Model": f"{method(claims)} (paper)", "Claims": method(claims), "λ": ""}
+        for m, column in labels.items():
+            v = p[p["metric"] == m]
+            line[column] = fmt(v["value"].iloc[0], v["std"].iloc[0]) if len(v) else ""
+            if len(v):
+                line["λ"] = "" if pd.isna(v["lam"].iloc[0]) else f"{float(v['lam'].iloc[0]):g}"
+                rows.append({"external": name, "claims": claims, "row": "paper", "lam": line["λ"], "metric": m,
+                             "value": v["value"].iloc[0], "seeds": None})
+        shown.append(line)
+    text = (
+        f"# External models on {dataset}, beside ours and the paper's\n\n"
+        "Accuracy in % on the test set (ours: mean ± sample std over the seeds trained). Each "
+        "imported model is followed by our model of the gradient source it claims to be trained "
+        "with (where the config trains one on this dataset) and the paper's numbers for it "
+        "(blank where the paper has none). The same evaluation, on the same test images, for all.\n\n"
+        + markdown(pd.DataFrame(shown))
+    )
+    if notes:
+        text += (
+            "\n⚠ Failed a gradient-masking check (results/tables/masking_<dataset>.md):\n\n"
+            + "\n".join(notes) + "\n"
+        )
+    return pd.DataFrame(rows), text
+

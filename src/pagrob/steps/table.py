@@ -1,5 +1,6 @@
 """Build one of the paper's tables from tidy metrics, the paper's numbers beside ours:
-toy (Section 5.1), main (Tables 1-2), lambda (Table 3), seeds (Table 4), ablation (Fig. 5)."""
+toy (Section 5.1), main (Tables 1-2), lambda (Table 3), seeds (Table 4), ablation (Fig. 5);
+and external: imported models beside ours and the paper's."""
 
 from __future__ import annotations
 
@@ -14,13 +15,14 @@ from pagrob.steps import _cli
 
 def main() -> None:
     p = argparse.ArgumentParser(description=__doc__)
-    p.add_argument("table", choices=["toy", "main", "lambda", "seeds", "ablation"])
+    p.add_argument("table", choices=["toy", "main", "lambda", "seeds", "ablation", "external"])
     p.add_argument("--metrics", nargs="+", default=[], help="tidy metrics CSVs (one or more)")
     p.add_argument("--paper", required=True, help="the paper's numbers (paper_numbers.csv)")
     p.add_argument("--name", help="main: the table's name, e.g. table1")
-    p.add_argument("--dataset", help="main: the dataset")
+    p.add_argument("--dataset", help="main, external: the dataset")
+    p.add_argument("--externals", help='external: JSON {name: {"claims": source, "lam": lambda or null}}')
     p.add_argument("--lams", help='lambda: JSON {dataset: {source: lambda}}')
-    p.add_argument("--masking", help="main: the gradient-masking checks (masking_<dataset>.csv) to footnote")
+    p.add_argument("--masking", help="main, external: the gradient-masking checks (masking_<dataset>.csv) to footnote")
     p.add_argument("--out-md", required=True)
     p.add_argument("--out-csv", required=True)
     p.add_argument("--out-html", help="also the table as an HTML page (for the report)")
@@ -39,12 +41,13 @@ def main() -> None:
         elif args.table == "main":
             if not (args.name and args.dataset):
                 raise ValueError("the main table needs --name and --dataset")
-            flags = None
-            if args.masking:
-                from pagrob.robustness import flags_by_model
-
-                flags = flags_by_model(pd.read_csv(args.masking))
-            full, text = report.main_table(metrics, paper, args.name, args.dataset, flags)
+            full, text = report.main_table(metrics, paper, args.name, args.dataset, masking_flags(args))
+        elif args.table == "external":
+            if not (args.dataset and args.externals):
+                raise ValueError("the external table needs --dataset and --externals")
+            full, text = report.external_table(
+                metrics, paper, args.dataset, json.loads(args.externals), masking_flags(args)
+            )
         elif args.table == "seeds":
             full, text = report.seeds_table(metrics, paper)
         else:
@@ -54,6 +57,15 @@ def main() -> None:
     if args.out_html:
         io.write_text(html_table.page(text), args.out_html)
     print(text)
+
+
+def masking_flags(args) -> dict | None:
+    """(source, lam, seed) -> the gradient-masking checks it failed, from --masking."""
+    if not args.masking:
+        return None
+    from pagrob.robustness import flags_by_model
+
+    return flags_by_model(pd.read_csv(args.masking))
 
 
 if __name__ == "__main__":

@@ -7,7 +7,7 @@ from __future__ import annotations
 
 import torch
 
-from pagrob import data, io, models
+from pagrob import data, models
 from pagrob.attacks import NORMS
 from pagrob.steps import _cli
 from pagrob.steps.train import add_training_options, settings_from, train_and_save
@@ -44,11 +44,10 @@ def import_checkpoint(args, ds, source: str) -> None:
     if not (args.import_arch and args.import_mean and args.import_std):
         raise ValueError("--import-state-dict needs --import-arch, --import-mean and --import-std")
     path = args.import_state_dict
-    raw = io.load(path, "teacher checkpoint")
-    model = models.import_state_dict(
-        raw, args.import_arch, ds.input_shape, ds.num_classes,
+    model = models.import_file(
+        path, args.import_arch, ds.input_shape, ds.num_classes,
         torch.tensor(args.import_mean), torch.tensor(args.import_std),  # cpu: the import is built and saved on the CPU
-        f"teacher checkpoint {path}",
+        "teacher checkpoint",
     )
     models.save_model(
         args.out, model, args.import_arch, ds.input_shape, ds.num_classes,
