@@ -138,6 +138,11 @@ class CropFlip:
     gradient target built from the original image follows the image through the augmentation.
     Training draws a whole epoch's at once (``sample``, one move to the device) and slices one
     batch's from it (``draw[start:stop]``), so that no step waits for the host.
+
+    A draw of one row applies one crop and one flip to every image of a batch of any size: what
+    torchvision's ``RandomCrop`` and ``RandomHorizontalFlip`` do to a batched tensor (one draw
+    per call), hence what the authors' training does. Training in their variant samples one row
+    per step (``sample(steps, ...)``) and gives step b the row ``draw[b : b + 1]``.
     """
 
     dy: Tensor  # [B] row offset into the padded image, in [0, 2 * padding]
@@ -148,7 +153,8 @@ class CropFlip:
     @staticmethod
     def sample(n: int, padding: int, flip: bool, generator: torch.Generator, device="cpu") -> "CropFlip":
         """``n`` draws from the seeded CPU ``generator`` (the same on any device), moved to
-        ``device`` once."""
+        ``device`` once: one per image of an epoch, or one per step (each shared by the step's
+        images, see above)."""
         dy = torch.randint(0, 2 * padding + 1, (n,), generator=generator)  # cpu: seeded draw, moved once below
         dx = torch.randint(0, 2 * padding + 1, (n,), generator=generator)  # cpu: seeded draw, moved once below
         flips = torch.rand(n, generator=generator) < 0.5  # cpu: seeded draw, moved once below
@@ -161,7 +167,8 @@ class CropFlip:
         return CropFlip(self.dy[rows], self.dx[rows], self.flip[rows], self.padding)
 
     def __call__(self, x: Tensor) -> Tensor:
-        """Apply to a batch [B, C, H, W]; extra leading dims after B are not allowed."""
+        """Apply to a batch [B, C, H, W]; extra leading dims after B are not allowed. A draw of
+        B rows crops and flips image i with row i; a draw of one row, every image alike."""
         b, _, h, w = x.shape
         p = self.padding
         padded = F.pad(x, (p, p, p, p))

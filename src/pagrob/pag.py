@@ -124,13 +124,20 @@ class _Step:
     classes: list[int] | None
     ce_input: Tensor | None
     autocast: torch.dtype | None
+    view: Callable[[Tensor], Tensor] | None = None
 
     @property
     def params(self) -> list[Tensor]:
         return [p for p in self.model.parameters() if p.requires_grad]
 
     def forward(self, inp: Tensor) -> Tensor:
-        """The model's logits (in float32 under autocast)."""
+        """The logits the PAG term differentiates: the model's at ``view(inp)`` (at ``inp``
+        without a view), so that input-gradients are taken with respect to ``inp`` through the
+        view."""
+        return self.logits(inp if self.view is None else self.view(inp))
+
+    def logits(self, inp: Tensor) -> Tensor:
+        """The model's logits at ``inp`` (in float32 under autocast)."""
         if self.autocast is None:
             return self.model(inp)
         with torch.autocast(inp.device.type, dtype=self.autocast):
@@ -143,7 +150,7 @@ class _Step:
 
     def cross_entropy(self, logits: Tensor) -> tuple[Tensor, Tensor]:
         """(logits the CE is taken on, CE): ``logits`` themselves, or a forward of ``ce_input``."""
-        ce_logits = logits if self.ce_input is None else self.forward(self.ce_input)
+        ce_logits = logits if self.ce_input is None else self.logits(self.ce_input)
         return ce_logits, F.cross_entropy(ce_logits, self.y)
 
     def pag_sum(self, grads: Sequence[Tensor], classes: list[int], scale: float) -> Tensor:
@@ -168,6 +175,7 @@ def pag_backward(
     classes: Sequence[int] | None = None,
     ce_input: Tensor | None = None,
     autocast: torch.dtype | None = None,
+    view: Callable[[Tensor], Tensor] | None = None,
 ) -> StepLosses:
     """Forward ``x``, compute CE + lam * PAG and backpropagate into the parameters' ``.grad``.
 
@@ -176,9 +184,16 @@ def pag_backward(
     drawn at random. ``ce_input`` (default ``x``) is what the cross-entropy is computed on; the
     PAG term is always on ``x``. ``autocast`` (e.g. ``torch.bfloat16``): the forward passes run
     under ``torch.autocast`` with that dtype. The caller zeroes gradients and steps the optimiser.
+
+    ``view`` (default: none) is a differentiable map applied to ``x`` before the model, for the
+    PAG term (and for the CE when there is no ``ce_input``): the input-gradients are then
+    grad_x s(f(view(x)))_c, taken with respect to ``x`` *through* the view, as the authors'
+    training takes them through a random crop and flip of the un-augmented image
+    (``train.PAG_VARIANTS``). Every strategy applies it to what it forwards (``replicated`` to
+    the B x k stacked copies, so a view must treat rows alike, as a one-row ``CropFlip`` does).
     """
     if lam == 0 or targets is None:
-        step = _Step(model, x, y, None, lam, grad_of, eps, None, ce_input, autocast)
+        step = _Step(model, x, y, None, lam, grad_of, eps, None, ce_input, autocast, view)
         ce_logits, ce = step.cross_entropy(step.forward(x) if ce_input is None else None)
         ce.backward()
         zero = torch.zeros((), device=x.device)
@@ -187,7 +202,7 @@ def pag_backward(
         raise ValueError(f"strategy must be one of {STRATEGIES}, not {strategy!r}")
     step = _Step(
         model, x.detach().requires_grad_(True), y, targets, lam, grad_of, eps,
-        None if classes is None else list(classes), ce_input, autocast,
+        None if classes is None else list(classes), ce_input, autocast, view,
     )
     return _STRATEGIES[strategy](step)
 

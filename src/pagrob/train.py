@@ -10,6 +10,21 @@ written atomically after every epoch.
 No step waits for the host (``train_step``): the losses, the correct predictions and the first
 non-finite batch are tallied on the device (``EpochTally``) and read once per epoch, and the
 divergence flag every ``CHECK_EVERY`` batches.
+
+How the PAG term meets the augmentation (``TrainSettings.pag_variant``, ``PAG_VARIANTS``):
+
+- ``follow`` (ours, the default): one crop-and-flip draw per image and step; the CE and the PAG
+  term are both on the augmented batch x_aug, the input-gradients are taken with respect to
+  x_aug, and the targets follow each image through its own crop and flip
+  (``source.for_batch(x_aug, index, aug)``).
+- ``authors`` (TRAIN_CIFAR10.py of the paper's code): two independent views, each ONE crop and
+  ONE flip per step shared by the whole batch (torchvision's transforms applied to a batched
+  tensor draw once per call). The CE is on the first view, aug1(x0); the PAG input-gradient is
+  taken with respect to the un-augmented batch x0 *through* the second view,
+  grad_x0 s(f(aug2(x0)))_c, against the un-augmented targets (``source.for_batch(x0, index,
+  None)``). Their score is log-softmax (``grad_of``, a separate setting), and their
+  10 * (1 - mean cosine) is our sum over classes of the batch-mean cosine loss, so lambda is the
+  same. Adversarial training (teachers) is always ``follow``.
 """
 
 from __future__ import annotations
@@ -38,6 +53,12 @@ CHECK_EVERY = 50
 #: ``strategy: auto``: steps timed per strategy (the first is a warm-up, the median of the rest counts)
 PROBE_STEPS = 3
 
+#: ``pag_variant``: how the PAG term meets the augmentation (see the module's docstring)
+FOLLOW, AUTHORS = "follow", "authors"
+PAG_VARIANTS = (FOLLOW, AUTHORS)
+#: the one default: TrainSettings and the train step's --pag-variant take it from here
+DEFAULT_PAG_VARIANT = FOLLOW
+
 
 @dataclass
 class TrainSettings:
@@ -64,10 +85,18 @@ class TrainSettings:
     # logits, losses and the PAG cosine in float32. CUDA only: a CPU run with amp is refused.
     amp: bool = False
     channels_last: bool = False  # model and image batches in channels-last memory format
+    pag_variant: str = DEFAULT_PAG_VARIANT  # one of PAG_VARIANTS (module docstring)
 
     def __post_init__(self):
         if self.strategy not in STRATEGY_CHOICES:
             raise ValueError(f"strategy must be one of {STRATEGY_CHOICES}, not {self.strategy!r}")
+        if self.pag_variant not in PAG_VARIANTS:
+            raise ValueError(f"pag_variant must be one of {PAG_VARIANTS}, not {self.pag_variant!r}")
+        if self.pag_variant == AUTHORS and self.adversarial:
+            raise ValueError(
+                f"pag_variant {AUTHORS!r} is a PAG student's training; adversarial training (the "
+                f"RIGD teachers) takes its PGD examples of the augmented batch, variant {FOLLOW!r}"
+            )
 
     def lr_at(self, epoch: int) -> float:
         """Learning rate for 1-based ``epoch``."""
@@ -103,9 +132,10 @@ class Batch:
     x: Tensor  # not yet augmented
     y: Tensor
     index: Tensor  # positions in the training set
-    aug: CropFlip | None
+    aug: CropFlip | None  # follow: the batch's augmentation; authors: the CE's view (one row)
     classes: list[int] | None  # the target classes of the PAG sum (None: all)
     start: Tensor | None  # the training attack's random start
+    view: CropFlip | None = None  # authors: the PAG term's view of x (one row); follow: None
 
 
 def train_step(
@@ -118,6 +148,8 @@ def train_step(
     strategy: str,
 ) -> StepLosses:
     """One optimiser step on ``batch``, with no host synchronisation."""
+    if s.pag_variant == AUTHORS:
+        return _authors_step(model, opt, batch, source, s, strategy)
     x = batch.aug(batch.x) if batch.aug is not None else batch.x
     if s.channels_last and x.dim() == 4:
         x = x.contiguous(memory_format=torch.channels_last)
@@ -134,6 +166,35 @@ def train_step(
     return out
 
 
+def _authors_step(
+    model: nn.Module,
+    opt: torch.optim.Optimizer,
+    batch: Batch,
+    source: TargetSource | None,
+    s: TrainSettings,
+    strategy: str,
+) -> StepLosses:
+    """``pag_variant: authors``: the CE on the view aug1(x0), the PAG input-gradients with respect
+    to the un-augmented x0 through the view aug2 (``pag_backward``'s ``view``: every strategy
+    forwards aug2 of what it differentiates), against the un-augmented targets."""
+
+    def layout(t: Tensor) -> Tensor:
+        return t.contiguous(memory_format=torch.channels_last) if s.channels_last and t.dim() == 4 else t
+
+    x0 = layout(batch.x)
+    ce_input = layout(batch.aug(x0)) if batch.aug is not None else x0
+    pag_view = batch.view
+    view = None if pag_view is None else (lambda t: layout(pag_view(t)))
+    targets = source.for_batch(x0, batch.index, None) if source is not None and s.lam else None
+    opt.zero_grad(set_to_none=True)
+    out = pag_backward(
+        model, x0, batch.y, targets, s.lam, grad_of=s.grad_of, strategy=strategy, eps=s.pag_eps,
+        classes=batch.classes, ce_input=ce_input, autocast=AMP_DTYPE if s.amp else None, view=view,
+    )
+    opt.step()
+    return out
+
+
 # --- An epoch's random numbers, and its tally ------------------------------------------------------
 
 
@@ -142,13 +203,21 @@ class EpochDraws:
     """Every random number of one epoch, drawn at once from the epoch's seeded CPU generator
     (the same on every device) and moved to the device once; a step only slices them. The
     training attack's starts (teachers) take as much memory as the training set, which lives on
-    the device already; the rest is a few numbers per image."""
+    the device already; the rest is a few numbers per image.
+
+    ``follow`` draws a crop and flip per image; ``authors`` draws two per step (the CE's view,
+    then the PAG term's), each shared by the step's images. The draws come in this order from
+    the generator: batch order, crops and flips, target classes, attack starts (``follow``'s
+    order is the one of the runs before the variants existed, so they are reproduced exactly).
+    """
 
     order: Tensor  # [steps * B] training-set indices, on the device
-    aug: CropFlip | None  # [steps * B] crops and flips, on the device
+    aug: CropFlip | None  # follow: [steps * B] crops and flips; authors: [steps] the CE's views
     classes: list[list[int]] | None  # per step: the target classes (host integers)
     starts: Tensor | None  # [steps * B, *input] the training attack's random starts, on the device
     batch_size: int
+    view: CropFlip | None = None  # authors: [steps] the PAG term's views; follow: None
+    per_step: bool = False  # aug (and view) hold one draw per step, not per image
 
     @classmethod
     def draw(
@@ -158,7 +227,10 @@ class EpochDraws:
         g = epoch_generator(s.seed, epoch)
         n = steps * s.batch_size
         order = torch.randperm(n_train, generator=g)[:n].to(device)  # cpu: seeded draw, moved once
-        aug = CropFlip.sample(n, s.crop_padding, s.flip, g, device) if s.crop_padding or s.flip else None
+        augment, per_step = bool(s.crop_padding or s.flip), s.pag_variant == AUTHORS
+        # authors: one draw per step and view, shared by the batch (torchvision on a batch tensor)
+        aug = CropFlip.sample(steps if per_step else n, s.crop_padding, s.flip, g, device) if augment else None
+        view = CropFlip.sample(steps, s.crop_padding, s.flip, g, device) if augment and per_step else None
         classes = None
         if s.classes_per_step:  # a random permutation per step (argsort of iid keys), its first k
             keys = torch.rand(steps, num_classes, generator=g)  # cpu: seeded draw, read as host ints
@@ -166,16 +238,18 @@ class EpochDraws:
         starts = None
         if attack is not None and attack.random_start and attack.eps > 0:
             starts = draw_start((n, *input_shape), attack, g).to(device)  # seeded draw, moved once
-        return cls(order, aug, classes, starts, s.batch_size)
+        return cls(order, aug, classes, starts, s.batch_size, view, per_step)
 
     def batch(self, b: int, x_train: Tensor, y_train: Tensor) -> Batch:
         rows = slice(b * self.batch_size, (b + 1) * self.batch_size)
+        aug_rows = slice(b, b + 1) if self.per_step else rows
         index = self.order[rows]
         return Batch(
             x_train[index], y_train[index], index,
-            self.aug[rows] if self.aug is not None else None,
+            self.aug[aug_rows] if self.aug is not None else None,
             self.classes[b] if self.classes is not None else None,
             self.starts[rows] if self.starts is not None else None,
+            self.view[aug_rows] if self.view is not None else None,
         )
 
 

@@ -14,7 +14,7 @@ import torch
 
 from pagrob import data, io, models, pag, sources
 from pagrob.steps import _cli
-from pagrob.train import TrainSettings, fit
+from pagrob.train import DEFAULT_PAG_VARIANT, PAG_VARIANTS, TrainSettings, fit
 
 
 def add_training_options(p, required: bool = True) -> None:
@@ -51,6 +51,12 @@ def parser():
     )
     p.add_argument("--pag-eps", type=float, default=1e-8, help="epsilon of Eq. (2)")
     p.add_argument("--classes-per-step", type=int, default=0, help="0: all classes every step")
+    p.add_argument(
+        "--pag-variant", default=DEFAULT_PAG_VARIANT, choices=PAG_VARIANTS,
+        help="follow: CE and PAG on the per-image augmented batch, targets following each crop and "
+        "flip; authors: the released code's (CE on one view, PAG gradient w.r.t. the un-augmented "
+        "image through another, each one crop and flip per step, un-augmented targets)",
+    )
     return p
 
 
@@ -66,7 +72,7 @@ def main() -> None:
     ds.x_train, ds.y_train = ds.x_train.to(device), ds.y_train.to(device)  # once, shared by the sources
     settings = settings_from(
         args, lam=args.lam, grad_of=args.grad_of, strategy=args.strategy, pag_eps=args.pag_eps,
-        classes_per_step=args.classes_per_step or None,
+        classes_per_step=args.classes_per_step or None, pag_variant=args.pag_variant,
     )
     source = None
     if args.source in sources.REPRESENTATIVES:
