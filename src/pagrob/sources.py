@@ -13,20 +13,30 @@ Target class representatives (Section 4.2), g(x, c) = r(x, c) - x:
   to x (L2 in pixel space). k = 1 gives the (unrescaled) class mean, k = class size the nearest
   neighbour over the whole class.
 
+Targets computed elsewhere, ``file`` (e.g. the score-based targets the authors released):
+g(x, c) is read from a tensor file, matched to the training images once; see
+``pagrob.target_files`` (its ``FileTargets`` source follows the augmentation as the nearest
+neighbours do).
+
 Robust input-gradient distillation (Section 4.1), ``rigd_*``: g(x, c) = grad_x f*(x)_c of an
 adversarially trained teacher f*.
 
 What defines a source is computed once per dataset (``build``) and stored compactly: the C
 representatives, or for the nearest neighbour the neighbour's training-set index per image and
 class, or for the clustered nearest neighbour the C x k centroids and each image's centroid index
-per class (never the expanded N x C x image tensor). During training, ``TargetSource.for_batch`` turns
-it into targets for the *augmented* batch the student sees:
+per class (never the expanded N x C x image tensor); for a file, each training image's row in it.
+During training, ``TargetSource.for_batch`` turns it into targets for the *augmented* batch the
+student sees:
 
 - global representatives: g = r_c - aug(x) (the destination does not move with the image);
 - nearest neighbours and nearest centroids: g = aug(r(x, c)) - aug(x), the same crop and flip
   applied to the image and to its representative (crop-with-zero-padding and flip are linear, so
   this is aug(g(x, c)));
+- a file: aug(g(x, c)), the stored target through the image's crop and flip;
 - teachers: g = grad of the teacher at aug(x), computed on the fly.
+
+(In the authors' training variant, ``train.PAG_VARIANTS``, the targets are those of the
+un-augmented batch: ``for_batch(x, index, None)``.)
 """
 
 from __future__ import annotations
@@ -40,8 +50,12 @@ from pagrob.data import CropFlip, Dataset
 from pagrob.pag import Targets, class_scores
 
 REPRESENTATIVES = ("one_image", "class_mean", "nearest_neighbor", "clustered_nn")
+#: targets read from a file (``pagrob.target_files``)
+FILE = "file"
 TEACHER_SOURCES = {"rigd_linf": "linf", "rigd_l2": "l2"}
-SOURCES = ("vanilla",) + REPRESENTATIVES + tuple(TEACHER_SOURCES)
+#: the file source sits with the representatives: like them, a stored target that make_targets
+#: prepares once per dataset and train reads with --targets; the RIGD sources (teachers) come last
+SOURCES = ("vanilla",) + REPRESENTATIVES + (FILE,) + tuple(TEACHER_SOURCES)
 
 #: clustered_nn: clusters per class (k) when none is given
 CLUSTERS = 10

@@ -1,18 +1,20 @@
 """Precompute a representative gradient source (one_image, class_mean, nearest_neighbor,
-clustered_nn) once per dataset: ``results/<dataset>/targets/<source>.pt``."""
+clustered_nn) once per dataset: ``results/<dataset>/targets/<source>.pt``; or, for the ``file``
+source, match a file of targets computed elsewhere (``--file``, ``--labels``) to the training
+set and write the matching record (``results/<dataset>/targets/file.pt``)."""
 
 from __future__ import annotations
 
 import time
 
-from pagrob import data, io, sources
+from pagrob import data, io, sources, target_files
 from pagrob.steps import _cli
 
 
 def main() -> None:
     p = _cli.parser(__doc__)
     p.add_argument("--data", required=True, help="prepared dataset file")
-    p.add_argument("--source", required=True, choices=sources.REPRESENTATIVES)
+    p.add_argument("--source", required=True, choices=sources.REPRESENTATIVES + (sources.FILE,))
     p.add_argument("--seed", type=int, default=0, help="seed of the random choices")
     p.add_argument("--nn-sample-size", type=int, default=100, help="nearest_neighbor: images per class")
     p.add_argument(
@@ -23,17 +25,43 @@ def main() -> None:
         "--clusters", type=int, default=sources.CLUSTERS,
         help=f"clustered_nn: k-means clusters per class (default {sources.CLUSTERS})",
     )
+    p.add_argument(
+        "--file", help="file source: the targets file, N x (1 + C) x image (an image and a target "
+        "per class, any order) or N x C x image (aligned with the training set)",
+    )
+    p.add_argument("--labels", help="file source: its labels file (N integers; optional)")
     p.add_argument("--out", required=True)
     args = p.parse_args()
+    if (args.source == sources.FILE) != bool(args.file):
+        raise ValueError("--file (and --labels) go with --source file, which needs --file")
+    if args.labels and not args.file:
+        raise ValueError("--labels goes with --source file --file PATH")
     _cli.setup(args, [args.out])
     ds = data.load_prepared(args.data)
     t0 = time.perf_counter()
+    if args.source == sources.FILE:
+        match_file(args, ds)
+        _cli.log(f"file targets for {ds.name} matched in {time.perf_counter() - t0:.1f}s -> {args.out}")
+        return
     built = sources.build(
         args.source, ds, seed=args.seed, nn_sample_size=args.nn_sample_size,
         class_mean_rescale=args.class_mean_rescale, clusters=args.clusters,
     )
     io.save(built, args.out)
     _cli.log(f"{args.source} targets for {ds.name} in {time.perf_counter() - t0:.1f}s -> {args.out}")
+
+
+def match_file(args, ds: data.Dataset) -> None:
+    file = target_files.read(args.file, args.labels, image_shape=ds.input_shape, num_classes=ds.num_classes)
+    _cli.log(f"targets file {file.describe()}")
+    record = target_files.match(file, ds)
+    _cli.log(
+        f"layout {record['layout']}, images in {record['range']} (targets scaled by "
+        f"{target_files.PIXEL_SCALE[record['range']]:g} to pixel space), {record['matched']:,} of "
+        f"{record['num_train']:,} training images matched to file rows"
+        + (", labels agree" if args.labels else ", no labels to check")
+    )
+    io.save(record, args.out)
 
 
 if __name__ == "__main__":

@@ -12,7 +12,7 @@ from pathlib import Path
 
 import torch
 
-from pagrob import data, io, models, pag, sources
+from pagrob import data, io, models, pag, sources, target_files
 from pagrob.steps import _cli
 from pagrob.train import DEFAULT_PAG_VARIANT, PAG_VARIANTS, TrainSettings, fit
 
@@ -42,7 +42,7 @@ def parser():
     add_training_options(p)
     p.add_argument("--source", required=True, choices=sources.SOURCES)
     p.add_argument("--lam", type=float, required=True, help="PAG weight (0 for vanilla)")
-    p.add_argument("--targets", help="representative sources: the file built by make_targets")
+    p.add_argument("--targets", help="representative and file sources: the file built by make_targets")
     p.add_argument("--teacher", help="rigd_* sources: the robust teacher's model file")
     p.add_argument("--grad-of", default="logit", choices=pag.GRAD_OF)
     p.add_argument(
@@ -64,7 +64,7 @@ def main() -> None:
     args = parser().parse_args()
     if (args.source == "vanilla") != (args.lam == 0):
         raise ValueError(f"source {args.source!r} with lam {args.lam}: vanilla needs lam 0, PAG sources lam > 0")
-    if args.source in sources.REPRESENTATIVES and not args.targets:
+    if (args.source in sources.REPRESENTATIVES or args.source == sources.FILE) and not args.targets:
         raise ValueError(f"source {args.source!r} needs --targets (built by pagrob.steps.make_targets)")
     device = _cli.setup(args, [args.out])
 
@@ -77,6 +77,12 @@ def main() -> None:
     source = None
     if args.source in sources.REPRESENTATIVES:
         source = sources.load_representatives(args.targets, ds, args.source, device)
+    elif args.source == sources.FILE:
+        source = target_files.load(args.targets, ds, device)
+        _cli.log(
+            f"file targets via {args.targets}: {target_files.shape_text(source.gradients.shape)} on "
+            f"{source.gradients.device} (x {source.scale:g} to pixel space), digest checked"
+        )
     elif args.source in sources.TEACHER_SOURCES:
         if not args.teacher:
             raise ValueError(f"source {args.source!r} needs --teacher (a robust model file)")
