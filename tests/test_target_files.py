@@ -324,3 +324,20 @@ def test_load_copies_to_the_device_in_chunks(tmp_path, monkeypatch, ds, grads, p
     index = torch.tensor([0, 3, 7, 19])
     for c in range(C):
         torch.testing.assert_close(cpu.for_batch(ds.x_train[index], index, None)(c), grads[source[index], c])
+
+
+@pytest.mark.parametrize("variant", ["follow", "authors"])
+def test_training_steps_with_file_targets_on_another_device(variant, monkeypatch):
+    """Two real training steps with file targets on the meta device (and CUDA under sync debug
+    mode where present): nothing read back, nothing copied from the host inside a step."""
+    from test_devices import DEVICES, device_run, two_steps
+
+    from pagrob.train import TrainSettings
+
+    for device in [d if isinstance(d, str) else d.values[0] for d in DEVICES]:
+        if device == "cuda" and not torch.cuda.is_available():
+            continue
+        s = TrainSettings(epochs=1, batch_size=16, lam=0.5, crop_padding=1, flip=True, seed=1, pag_variant=variant)
+        run = device_run(device, s)
+        run.source = FileTargets(torch.randn(48, 4, 1, 8, 8, device=device), torch.randperm(48, device=device), 2.0)
+        two_steps(run, "segmented", monkeypatch)
