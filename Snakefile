@@ -55,6 +55,7 @@ include: "workflow/rules/toy.smk"
 include: "workflow/rules/report.smk"
 include: "workflow/rules/pag_scores.smk"
 include: "workflow/rules/provenance.smk"
+include: "workflow/rules/external.smk"
 
 
 # Cheap aggregation runs where Snakemake runs, never as a cluster job; so does the data step,
@@ -75,6 +76,8 @@ localrules:
     pag_vs_robustness,
     pag_lambda,
     provenance,
+    external_table,
+    import_external,
 
 
 STARTED = time.time()

@@ -1,14 +1,19 @@
 # Config -> grid: which models exist, where their files live, and the arguments of each step.
-# Paths encode the grid: results/{dataset}/{source}/lam{lam}/seed{seed}/...
+# Paths encode the grid: results/{dataset}/{source}/lam{lam}/seed{seed}/... for the models we
+# train, results/{dataset}/external/{name}/... for imported ones; the rules that evaluate a model
+# take either as {model}.
 
 
 DATASETS = ["toy", "digits", "cifar10", "stl10"]
 REPRESENTATIVES = ["one_image", "class_mean", "nearest_neighbor", "clustered_nn"]
+FILE = (
+    "file"  # targets read from a file someone else computed (datasets.<d>.targets.file)
+)
 RIGD = {
     "rigd_linf": "linf",
     "rigd_l2": "l2",
 }  # student source -> its teacher's threat model
-SOURCES = ["vanilla", *REPRESENTATIVES, *RIGD]
+SOURCES = ["vanilla", *REPRESENTATIVES, FILE, *RIGD]
 TEACHERS = ["teacher_linf", "teacher_l2"]
 
 
@@ -18,6 +23,8 @@ wildcard_constraints:
     norm="linf|l2",
     lam=r"[0-9]+(\.[0-9]+)?",
     seed=r"[0-9]+",
+    name=r"[A-Za-z0-9][A-Za-z0-9_-]*",
+    model=r"[a-z0-9_]+/lam[0-9]+(\.[0-9]+)?/seed[0-9]+|external/[A-Za-z0-9][A-Za-z0-9_-]*",
 
 
 class ConfigError(Exception):
@@ -126,8 +133,22 @@ def main_models(dataset):
         )
     return [
         model_dir(dataset, s, source_lam(dataset, s), exp["seed"])
-        for s in exp["sources"]
+        for s in main_sources(dataset)
     ]
+
+
+def main_sources(dataset):
+    """experiments.main's sources on ``dataset``: the file source only where a targets file is
+    given (the authors' is CIFAR-10's alone), and then it must be on at least one dataset.
+    """
+    exp = experiment("main")
+    with_file = [d for d in exp["tables"] if dataset_config(d)["targets"].get("file")]
+    if FILE in exp["sources"] and not with_file:
+        raise ConfigError(
+            "config: experiments.main.sources has the file source, but no dataset of "
+            "experiments.main.tables has datasets.<dataset>.targets.file; add one, or drop file"
+        )
+    return [s for s in exp["sources"] if s != FILE or dataset in with_file]
 
 
 def check_table_name(table, dataset):
@@ -168,8 +189,67 @@ def ablation_models():
     ]
 
 
+def externals(dataset=None):
+    """experiments.external (name -> spec), those on ``dataset`` when given."""
+    return {
+        name: spec
+        for name, spec in (experiment("external") or {}).items()
+        if dataset is None or spec["dataset"] == dataset
+    }
+
+
+def external_models(dataset):
+    return [f"results/{dataset}/external/{name}" for name in externals(dataset)]
+
+
+def external_spec(wildcards):
+    spec = externals(wildcards.dataset).get(wildcards.name)
+    if spec is None:
+        raise ConfigError(
+            f"results/{wildcards.dataset}/external/{wildcards.name} is not a model of this config: "
+            f"experiments.external has no {wildcards.name!r} on {wildcards.dataset!r}"
+        )
+    return spec
+
+
+def import_flags(wildcards):
+    spec = external_spec(wildcards)
+    return flags(
+        {
+            "arch": spec["arch"],
+            "mean": spec["mean"],
+            "std": spec["std"],
+            "name": wildcards.name,
+            "claims": spec["source"],
+            "lam": spec["lam"],
+            "seed": spec["seed"],
+        }
+    )
+
+
+def external_comparison(dataset):
+    """Our models that the external table sets beside the imported ones: the main experiment's
+    model of each claimed source, where the config trains one on ``dataset``."""
+    exp = experiment("main")
+    if not exp or dataset not in exp["tables"]:
+        return []
+    claimed = {spec["source"] for spec in externals(dataset).values()}
+    return [
+        m for s, m in zip(main_sources(dataset), main_models(dataset)) if s in claimed
+    ]
+
+
+def externals_json(dataset):
+    return json.dumps(
+        {
+            name: {"claims": spec["source"], "lam": spec["lam"]}
+            for name, spec in externals(dataset).items()
+        }
+    )
+
+
 def dataset_models(dataset):
-    """Every model that some experiment trains on ``dataset`` (each once)."""
+    """Every model that some experiment trains or imports on ``dataset`` (each once)."""
     models = toy_models() if dataset == "toy" else []
     if experiment("main") and dataset in experiment("main")["tables"]:
         models += main_models(dataset) + table_teachers(dataset)
@@ -180,6 +260,7 @@ def dataset_models(dataset):
         and experiment("lambda_ablation")["dataset"] == dataset
     ):
         models += ablation_models()
+    models += external_models(dataset)
     if not models:
         raise ConfigError(f"config: no experiment trains models on {dataset!r}")
     return list(dict.fromkeys(models))
@@ -194,6 +275,7 @@ def used_datasets():
     for name in ("seeds", "lambda_ablation"):
         if experiment(name):
             used.append(experiment(name)["dataset"])
+    used += [spec["dataset"] for spec in externals().values()]
     return list(dict.fromkeys(used))
 
 
@@ -229,6 +311,8 @@ def all_outputs():
         outs += [f"results/tables/table3_lambda.{ext}" for ext in ("md", "csv")]
     if experiment("seeds"):
         outs += [f"results/tables/table4_seeds.{ext}" for ext in ("md", "csv")]
+    for dataset in dict.fromkeys(spec["dataset"] for spec in externals().values()):
+        outs += [f"results/tables/external_{dataset}.{ext}" for ext in ("md", "csv")]
     if experiment("lambda_ablation"):
         pictures_config(experiment("lambda_ablation")["dataset"])
         outs += [f"results/tables/fig5_lambda_ablation.{ext}" for ext in ("md", "csv")]
@@ -288,10 +372,13 @@ def ablation_dataset():
 
 def train_flags(wildcards):
     cfg = dataset_config(wildcards.dataset)
+    train = dict(cfg["train"])
+    if wildcards.source == FILE:  # stored targets are un-augmented: their own variant
+        train["pag_variant"] = file_targets_config(wildcards.dataset)["pag_variant"]
     return flags(
         {
             "arch": cfg["arch"],
-            **cfg["train"],
+            **train,
             "source": wildcards.source,
             "lam": wildcards.lam,
             "seed": wildcards.seed,
@@ -350,13 +437,43 @@ TARGETS_KEYS = {
 
 def targets_flags(wildcards):
     t = dataset_config(wildcards.dataset)["targets"]
+    if wildcards.source == FILE:
+        return flags({"labels": file_targets_config(wildcards.dataset)["labels"]})
     return flags({k: t[k] for k in TARGETS_KEYS[wildcards.source]})
+
+
+def file_targets_config(dataset):
+    """datasets.<dataset>.targets.file, which the file source needs."""
+    spec = dataset_config(dataset)["targets"].get("file")
+    if not spec:
+        raise ConfigError(
+            f"config: the file source on {dataset!r} needs datasets.{dataset}.targets.file "
+            "{data: <targets file>, labels: <labels file>}"
+        )
+    return spec
+
+
+def targets_inputs(wildcards):
+    """The prepared data, and for the file source the file (and labels) it matches to them."""
+    inputs = {"data": f"results/{wildcards.dataset}/data.pt"}
+    if wildcards.source == FILE:
+        spec = file_targets_config(wildcards.dataset)
+        inputs["file"] = spec["data"]
+        if spec["labels"]:
+            inputs["labels"] = spec["labels"]
+    return inputs
+
+
+def file_flag(wildcards, input):
+    return f"--file {input.file}" if "file" in input.keys() else ""
 
 
 def train_inputs(wildcards):
     inputs = {"data": f"results/{wildcards.dataset}/data.pt"}
-    if wildcards.source in REPRESENTATIVES:
+    if wildcards.source in REPRESENTATIVES or wildcards.source == FILE:
         inputs["targets"] = f"results/{wildcards.dataset}/targets/{wildcards.source}.pt"
+    if wildcards.source == FILE:  # read again at training time (its digest checked)
+        inputs["file"] = file_targets_config(wildcards.dataset)["data"]
     if wildcards.source in RIGD:
         inputs["teacher"] = (
             f"{teacher_dir(wildcards.dataset, RIGD[wildcards.source])}/model.pt"
@@ -394,10 +511,12 @@ def teacher_flags(wildcards):
             {"import_arch": c["arch"], "import_mean": c["mean"], "import_std": c["std"]}
         )
     cfg = dataset_config(wildcards.dataset)
+    # Madry adversarial training takes its PGD examples of the augmented batch: no PAG variant
+    train = {k: v for k, v in cfg["train"].items() if k != "pag_variant"}
     return flags(
         {
             "arch": cfg["arch"],
-            **cfg["train"],
+            **train,
             "epochs": teachers["epochs"],
             "eps": t["attack"]["eps"],
             "steps": t["attack"]["steps"],
@@ -461,7 +580,8 @@ def checked_models(dataset):
     if not aa:
         return []
     models = [m for name in aa["experiments"] for m in experiment_models(name, dataset)]
-    return list(dict.fromkeys(models))
+    # imported models get the whole evaluation: that is what they are imported for
+    return list(dict.fromkeys(models + external_models(dataset)))
 
 
 def eval_norms(dataset):
@@ -545,10 +665,10 @@ def checks_flags(dataset):
 
 
 def curve_models(dataset):
-    """The robustness curves: the models of the dataset's main table (and its teachers)."""
-    return [
-        m for m in experiment_models("main", dataset) if m in checked_models(dataset)
-    ]
+    """The robustness curves: the models of the dataset's main table (and its teachers), and
+    the imported ones."""
+    models = experiment_models("main", dataset) + external_models(dataset)
+    return [m for m in models if m in checked_models(dataset)]
 
 
 def robustness_outputs(dataset):

@@ -7,13 +7,13 @@
 rule evaluate:
     input:
         data="results/{dataset}/data.pt",
-        model="results/{dataset}/{source}/lam{lam}/seed{seed}/model.pt",
+        model="results/{dataset}/{model}/model.pt",
     output:
-        "results/{dataset}/{source}/lam{lam}/seed{seed}/metrics.csv",
+        "results/{dataset}/{model}/metrics.csv",
     log:
-        "results/{dataset}/{source}/lam{lam}/seed{seed}/evaluate.log",
+        "results/{dataset}/{model}/evaluate.log",
     benchmark:
-        "results/{dataset}/{source}/lam{lam}/seed{seed}/evaluate.benchmark.tsv"
+        "results/{dataset}/{model}/evaluate.benchmark.tsv"
     conda:
         "../../envs/pytorch.yaml"
     threads: threads_of
@@ -33,14 +33,14 @@ rule evaluate:
 rule autoattack:
     input:
         data="results/{dataset}/data.pt",
-        model="results/{dataset}/{source}/lam{lam}/seed{seed}/model.pt",
+        model="results/{dataset}/{model}/model.pt",
     output:
-        csv="results/{dataset}/{source}/lam{lam}/seed{seed}/autoattack_{norm}.csv",
-        record="results/{dataset}/{source}/lam{lam}/seed{seed}/autoattack_{norm}.json",
+        csv="results/{dataset}/{model}/autoattack_{norm}.csv",
+        record="results/{dataset}/{model}/autoattack_{norm}.json",
     log:
-        "results/{dataset}/{source}/lam{lam}/seed{seed}/autoattack_{norm}.log",
+        "results/{dataset}/{model}/autoattack_{norm}.log",
     benchmark:
-        "results/{dataset}/{source}/lam{lam}/seed{seed}/autoattack_{norm}.benchmark.tsv"
+        "results/{dataset}/{model}/autoattack_{norm}.benchmark.tsv"
     conda:
         "../../envs/pytorch.yaml"
     threads: threads_of
@@ -60,13 +60,13 @@ rule autoattack:
 rule sweep:
     input:
         data="results/{dataset}/data.pt",
-        model="results/{dataset}/{source}/lam{lam}/seed{seed}/model.pt",
+        model="results/{dataset}/{model}/model.pt",
     output:
-        "results/{dataset}/{source}/lam{lam}/seed{seed}/sweep.csv",
+        "results/{dataset}/{model}/sweep.csv",
     log:
-        "results/{dataset}/{source}/lam{lam}/seed{seed}/sweep.log",
+        "results/{dataset}/{model}/sweep.log",
     benchmark:
-        "results/{dataset}/{source}/lam{lam}/seed{seed}/sweep.benchmark.tsv"
+        "results/{dataset}/{model}/sweep.benchmark.tsv"
     conda:
         "../../envs/pytorch.yaml"
     threads: threads_of

@@ -7,14 +7,14 @@
 rule pag_scores:
     input:
         data="results/{dataset}/data.pt",
-        model="results/{dataset}/{source}/lam{lam}/seed{seed}/model.pt",
+        model="results/{dataset}/{model}/model.pt",
         references=lambda w: pag_references(w.dataset),
     output:
-        "results/{dataset}/{source}/lam{lam}/seed{seed}/pag_scores.csv",
+        "results/{dataset}/{model}/pag_scores.csv",
     log:
-        "results/{dataset}/{source}/lam{lam}/seed{seed}/pag_scores.log",
+        "results/{dataset}/{model}/pag_scores.log",
     benchmark:
-        "results/{dataset}/{source}/lam{lam}/seed{seed}/pag_scores.benchmark.tsv"
+        "results/{dataset}/{model}/pag_scores.benchmark.tsv"
     conda:
         "../../envs/pytorch.yaml"
     threads: threads_of

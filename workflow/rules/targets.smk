@@ -1,10 +1,12 @@
 # Representative gradient sources (Section 4.2), computed once per dataset and shared by every
-# lambda and seed: results/{dataset}/targets/{source}.pt
+# lambda and seed: results/{dataset}/targets/{source}.pt. For the file source (targets someone
+# else computed) that is the match of the file's rows to our training images, checked here,
+# before any training.
 
 
 rule make_targets:
     input:
-        "results/{dataset}/data.pt",
+        unpack(targets_inputs),
     output:
         "results/{dataset}/targets/{source}.pt",
     log:
@@ -12,7 +14,7 @@ rule make_targets:
     benchmark:
         "results/{dataset}/logs/targets_{source}.benchmark.tsv"
     wildcard_constraints:
-        source="|".join(REPRESENTATIVES),
+        source="|".join(REPRESENTATIVES + [FILE]),
     conda:
         "../../envs/pytorch.yaml"
     threads: threads_of
@@ -21,7 +23,8 @@ rule make_targets:
         runtime=runtime_of("targets"),
     params:
         args=targets_flags,
+        file=file_flag,
         common=lambda w: common_flags(w.dataset),
     shell:
-        "python -m pagrob.steps.make_targets --data {input} --source {wildcards.source} "
-        "{params.args} {params.common} --threads {threads} --out {output} > {log} 2>&1"
+        "python -m pagrob.steps.make_targets --data {input.data} --source {wildcards.source} "
+        "{params.file} {params.args} {params.common} --threads {threads} --out {output} > {log} 2>&1"

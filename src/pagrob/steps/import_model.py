@@ -40,8 +40,7 @@ def main() -> None:
     args = parser().parse_args()
     _cli.setup(args, [args.out])
     ds = data.load_prepared(args.data)
-    # cpu: the import is built and saved on the CPU
-    mean, std = torch.tensor(args.mean), torch.tensor(args.std)
+    mean, std = torch.tensor(args.mean), torch.tensor(args.std)  # cpu: the import is built and saved on the CPU
     if len(mean) != ds.input_shape[0] or len(std) != ds.input_shape[0]:
         raise ValueError(
             f"--mean and --std need one value per channel of {ds.name} ({ds.input_shape[0]}), "

@@ -1,0 +1,54 @@
+# Published checkpoints (experiments.external, e.g. the authors' ResNet-18s): each is imported
+# once into our model-file format, results/{dataset}/external/{name}/model.pt, and from there the
+# rules that evaluate our models (evaluate, autoattack, sweep, pag_scores: their {model} is
+# either kind) evaluate it the same way. The table sets each beside our model of the source it
+# claims and the paper's row.
+
+
+rule import_external:
+    input:
+        data="results/{dataset}/data.pt",
+        checkpoint=lambda w: external_spec(w)["path"],
+    output:
+        model="results/{dataset}/external/{name}/model.pt",
+        info="results/{dataset}/external/{name}/model.json",
+    log:
+        "results/{dataset}/external/{name}/import.log",
+    conda:
+        "../../envs/pytorch.yaml"
+    params:
+        args=import_flags,
+    shell:
+        "python -m pagrob.steps.import_model --data {input.data} --checkpoint {input.checkpoint} "
+        "{params.args} --out {output.model} > {log} 2>&1"
+
+
+rule external_table:
+    input:
+        metrics=lambda w: model_metrics(
+            w.dataset, external_models(w.dataset) + external_comparison(w.dataset)
+        ),
+        paper="workflow/resources/paper_numbers.csv",
+        masking=lambda w: masking_input(w.dataset),
+    output:
+        md="results/tables/external_{dataset}.md",
+        csv="results/tables/external_{dataset}.csv",
+        html=report(
+            "results/tables/external_{dataset}.html",
+            caption="../report/external_table.rst",
+            category="External models",
+            subcategory="{dataset}",
+            labels={"Result": "Imported models beside ours and the paper's"},
+        ),
+    log:
+        "results/logs/external_{dataset}.log",
+    conda:
+        "../../envs/report.yaml"
+    params:
+        externals=lambda w: shlex.quote(externals_json(w.dataset)),
+        masking=lambda w, input: f"--masking {input.masking}" if input.masking else "",
+    shell:
+        "python -m pagrob.steps.table external --dataset {wildcards.dataset} "
+        "--externals {params.externals} --metrics {input.metrics} --paper {input.paper} "
+        "{params.masking} --out-md {output.md} --out-csv {output.csv} "
+        "--out-html {output.html} > {log} 2>&1"
