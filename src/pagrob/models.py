@@ -39,6 +39,12 @@ class _ReLU(torch.autograd.Function):
 
 
 def relu(x: Tensor) -> Tensor:
+    # Where no graph is built (evaluation, black-box queries: Square's 5,000 per image), the
+    # plain clamp: same values, without the autograd.Function's overhead and saved mask (a
+    # third of a digits CNN's forward time). A property of the tensor, not of its values: no
+    # host synchronisation.
+    if not (torch.is_grad_enabled() and x.requires_grad):
+        return x.clamp(min=0)
     return _ReLU.apply(x)
 
 
