@@ -157,6 +157,19 @@ def test_one_table_builds_only_its_models(tmp_path):
     assert bad.returncode != 0 and "experiments.main.tables.cifar10 is 'table1'" in bad.stdout + bad.stderr
 
 
+def test_autoattack_can_spare_the_teachers(tmp_path):
+    copy_workflow(tmp_path)
+
+    def spare(cfg):
+        cfg["datasets"]["stl10"]["eval"]["autoattack"]["teachers"] = False
+
+    write_config(tmp_path / "spare.yaml", "config.yaml", spare)
+    dry = snakemake(["-n", "--configfile", "spare.yaml", "--cores", "4", "results/tables/table2_stl10.md"], tmp_path)
+    counts = job_counts(dry.stdout)
+    assert counts["autoattack"] == 14 and counts["sweep"] == 7  # the 7 students; the teachers still train
+    assert counts["teacher"] == 2 and "teacher_linf/lam0/seed0/autoattack" not in dry.stdout
+
+
 def small_demo(cfg):
     cfg["experiments"]["toy"]["seeds"] = [0]
     cfg["datasets"]["toy"]["train"]["epochs"] = 5
@@ -190,7 +203,7 @@ def test_demo_end_to_end_reduced(tmp_path):
 def check_reduced_demo(tmp_path, counts):
     assert counts["train"] == 2 + 4 + 1 + 2  # toy, main, one more seed, two more lambdas
     assert counts["teacher"] == 2
-    assert counts["autoattack"] == 5  # Table 1's 4 students and the L-inf teacher, L-inf only
+    assert counts["autoattack"] == 4  # Table 1's 4 students, L-inf only (demo.yaml spares the teachers)
     results = tmp_path / "results"
     for name in (
         "table1_digits", "table3_lambda", "table4_seeds", "fig5_lambda_ablation", "toy", "masking_digits",
@@ -213,6 +226,9 @@ def check_reduced_demo(tmp_path, counts):
     text = (results / "tables/table1_digits.md").read_text()
     assert "(paper)" not in text and " Δ |" not in text  # so those columns are left out
     assert "AutoAttack L∞ ε=0.1 (50 images)" in text and "| Clustered NN (beyond the paper)" in text
+    # the teacher is a reference row: its AutoAttack cell (the last column) is blank, not "nan"
+    (teacher,) = [line for line in text.splitlines() if line.startswith("| Teacher ℓ∞")]
+    assert teacher.endswith("|  |") and "nan" not in text
     seeds = pd.read_csv(results / "tables/table4_seeds.csv")
     assert (seeds["seeds"] == 2).all() and seeds["std"].notna().all()
     assert set(seeds["metric"]) == {"clean", "linf"}  # AutoAttack ran on seed 0's model only
@@ -220,14 +236,14 @@ def check_reduced_demo(tmp_path, counts):
     pgd = metrics[metrics["attack"].isin(["clean", "pgd"])]
     assert len(pgd) == 2 * 8  # 7 digits students + RIGD's teacher, x (clean, L-inf)
     aa = metrics[metrics["attack"] == "autoattack"]
-    assert sorted(aa["source"]) == sorted(["vanilla", "one_image", "clustered_nn", "rigd_linf", "teacher_linf"])
+    assert sorted(aa["source"]) == sorted(["vanilla", "one_image", "clustered_nn", "rigd_linf"])
     assert (aa["images"] == 50).all()
     checks = pd.read_csv(results / "tables/masking_digits.csv")
     assert set(checks["check"]) == {
         "robust_le_clean", "autoattack_gap", "more_steps_gap", "square_gain", "monotone_in_eps",
         "large_eps_accuracy", "autoattack_warnings",
     }
-    assert len(checks) == 5 * 7  # every checked model, each check once (one norm)
+    assert len(checks) == 4 * 7  # every checked model, each check once (one norm)
     scores = pd.read_csv(results / "digits/pag_scores.csv")
     assert {"floor", "ceiling", "clustered_nn", "vanilla"} <= set(scores["source"])
     assert set(scores["reference"]) == {"teacher_linf", "teacher_l2"}

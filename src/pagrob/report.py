@@ -33,6 +33,10 @@ METHOD_NAMES = {
 }
 
 
+#: the reference rows of Tables 1-2 (adversarially trained)
+TEACHERS = ("teacher_linf", "teacher_l2")
+
+
 def metric_name(row) -> str | None:
     """What a row is in the tables: 'clean'; the table's PGD by norm ('linf', 'l2'); AutoAttack's
     final accuracy ('aa_linf', 'aa_l2'); None for the rows that only the checks and curves use
@@ -59,11 +63,12 @@ def read_metrics(path) -> pd.DataFrame:
 def table_rows(metrics: pd.DataFrame) -> pd.DataFrame:
     """The rows that the tables show (clean, PGD, AutoAttack), a metric only where every model
     of the table has it (AutoAttack may run on some experiments' models only: a column of a few
-    seeds beside one of all of them would read as the same average)."""
+    seeds beside one of all of them would read as the same average). The teachers are reference
+    rows and do not count: where the config spares them AutoAttack, their cells stay blank."""
     metrics = metrics[metrics["metric"].notna()]
     models = lambda rows: set(map(tuple, rows[["source", "lam", "seed"]].astype(str).values))  # noqa: E731
-    everyone = models(metrics)
-    complete = [m for m, rows in metrics.groupby("metric") if models(rows) == everyone]
+    everyone = models(metrics[~metrics["source"].isin(TEACHERS)])
+    complete = [m for m, rows in metrics.groupby("metric") if everyone <= models(rows)]
     return metrics[metrics["metric"].isin(complete)]
 
 
@@ -183,7 +188,7 @@ def wide(full: pd.DataFrame, keys: list[str], first: dict, labels: dict[str, str
             row[f"{label} (paper)"] = fmt(r["paper"], r["paper_std"])
             row[f"{label} Δ"] = fmt(r["diff"])
         rows.append(row)
-    shown = pd.DataFrame(rows)
+    shown = pd.DataFrame(rows).fillna("")  # a reference row without a metric: a blank cell
     # the paper reports no AutoAttack and no digits: leave out columns with nothing in them
     empty = [c for c in shown.columns if c.endswith(("(paper)", "Δ")) and (shown[c] == "").all()]
     return shown.drop(columns=empty)

@@ -580,6 +580,8 @@ def checked_models(dataset):
     if not aa:
         return []
     models = [m for name in aa["experiments"] for m in experiment_models(name, dataset)]
+    if not aa["teachers"]:
+        models = [m for m in models if m not in configured_teachers(dataset)]
     # imported models get the whole evaluation: that is what they are imported for
     return list(dict.fromkeys(models + external_models(dataset)))
 
