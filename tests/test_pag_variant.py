@@ -11,23 +11,12 @@ import copy
 import pytest
 import torch
 import torch.nn.functional as F
-from torch import nn
 
 from pagrob import io, models, sources, train
 from pagrob.data import CropFlip, Dataset
 from pagrob.pag import STRATEGIES, cosine_loss
 from pagrob.train import AUTHORS, FOLLOW, EpochDraws, TrainSettings, epoch_generator, fit, train_step
-
-
-def bn_cnn(num_classes=4):
-    """Convolutions with BatchNorm (train-mode statistics couple the batch), in float64."""
-    torch.manual_seed(0)
-    net = nn.Sequential(
-        nn.Conv2d(2, 4, 3, padding=1, bias=False), nn.BatchNorm2d(4), nn.ReLU(),
-        nn.Conv2d(4, 4, 3, padding=1, bias=False), nn.BatchNorm2d(4), nn.ReLU(),
-        nn.AvgPool2d(2), nn.Flatten(), nn.Linear(64, num_classes),
-    )
-    return models.Classifier(net, torch.tensor([0.4, 0.5]), torch.tensor([0.2, 0.3])).double()
+from test_pag import small_cnn as bn_cnn  # convolutions with BatchNorm, float64
 
 
 class Stored(sources.TargetSource):
