@@ -209,6 +209,10 @@ def report_step_runs(tmp_path):
         "lambda_table": [table("lambda", "--lams", json.dumps({"digits": {"one_image": 0.3, "class_mean": 0.3}}))],
         "seeds_table": [table("seeds", "--metrics", *seeds)],
         "ablation_table": [table("ablation", "--metrics", *ablation)],
+        "external_table": [table(
+            "external", "--dataset", "digits", "--externals", json.dumps({"theirs": {"claims": "one_image", "lam": None}}),
+            "--metrics", m("digits", "external:theirs", 0.0, 0, 88.0), *main,
+        )],
     }
 
 
