@@ -211,7 +211,8 @@ def report_step_runs(tmp_path):
         "ablation_table": [table("ablation", "--metrics", *ablation)],
         "external_table": [table(
             "external", "--dataset", "digits", "--externals", json.dumps({"theirs": {"claims": "one_image", "lam": None}}),
-            "--metrics", m("digits", "external:theirs", 0.0, 0, 88.0), *main,
+            "--metrics", m("digits", "external:theirs", 0.0, 0, 88.0), *main, *robust, "--records", *records,
+            "--tolerance", "1", "--max-gap", "5", "--zero-at", "5",
         )],
     }
 

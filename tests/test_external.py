@@ -200,6 +200,31 @@ def test_external_table_sets_each_model_beside_ours_and_the_paper(tmp_path):
     assert cell[("authors_oi", "paper", "linf")] == 16.57 and cell[("authors_oi", "ours", "clean")] == 78.0
 
 
+@pytest.mark.parametrize("max_gap, flagged", [(1.0, True), (5.0, False)])
+def test_external_table_computes_the_checks_of_its_own_models(tmp_path, max_gap, flagged):
+    """The table step checks its models from their own AutoAttack and sweep rows and records (no
+    masking table of the whole grid needed): PGD-20 40% against AutoAttack 38% is a 2-point gap."""
+    from test_envs import robustness_files
+
+    metrics, records = robustness_files(tmp_path, "digits", "external:theirs", 0.0)
+    out = tmp_path / "external"
+    cmd = [
+        sys.executable, "-m", "pagrob.steps.table", "external", "--dataset", "digits",
+        "--externals", '{"theirs": {"claims": "one_image", "lam": null}}', "--metrics", *metrics,
+        "--records", *records, "--tolerance", "1", "--max-gap", str(max_gap), "--zero-at", "5",
+        "--paper", str(ROOT / "workflow/resources/paper_numbers.csv"),
+        "--out-md", f"{out}.md", "--out-csv", f"{out}.csv",
+    ]
+    proc = subprocess.run(cmd, capture_output=True, text=True, cwd=ROOT, env={"PYTHONPATH": str(ROOT / "src"), "PATH": "/usr/bin:/bin"})
+    assert proc.returncode == 0, proc.stderr
+    text = (tmp_path / "external.md").read_text()
+    assert ("| theirs (external) ⚠1 |" in text and "1. theirs (external): autoattack_gap" in text) == flagged
+    # without the thresholds the records cannot be checked: said, not ignored
+    proc = subprocess.run(cmd[: cmd.index("--tolerance")] + cmd[cmd.index("--paper"):], capture_output=True,
+                          text=True, cwd=ROOT, env={"PYTHONPATH": str(ROOT / "src"), "PATH": "/usr/bin:/bin"})
+    assert proc.returncode != 0 and "--records needs --tolerance, --max-gap, --zero-at" in proc.stderr
+
+
 # --- The workflow ----------------------------------------------------------------------------------
 
 
@@ -263,6 +288,17 @@ def test_external_models_get_our_evaluation(tmp_path):
     assert sum("--pag-variant follow" in t for t in train) == 2
     assert "results/tables/external_digits.md" in dry.stdout
     assert "results/digits/external/their_oi/autoattack_linf.csv" in dry.stdout
+    # the table alone needs its own models only (their checks computed in its step): no masking
+    # table of the grid, no other model trained
+    only = snakemake(["-n", "-p", *opts, "results/tables/external_digits.md"], tmp_path)
+    counts = job_counts(only.stdout)
+    assert "masking_table" not in counts and counts["train"] == 1 and counts["autoattack"] == 4
+    (command,) = [line for line in only.stdout.splitlines() if "pagrob.steps.table external" in line]
+    records = command.split("--records ")[1].split(" --")[0].split()
+    assert sorted(records) == sorted(
+        f"results/digits/{m}/autoattack_{n}.json" for m in ("external/their_oi", "one_image/lam0.3/seed0") for n in ("linf", "l2")
+    )
+    assert "--max-gap 10.0" in command
 
 
 def test_file_source_needs_a_file(tmp_path):

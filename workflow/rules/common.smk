@@ -239,6 +239,17 @@ def external_comparison(dataset):
     ]
 
 
+def external_records(dataset):
+    """The AutoAttack records of the external table's models that are checked."""
+    models = set(external_models(dataset) + external_comparison(dataset))
+    return [
+        f"{m}/autoattack_{n}.json"
+        for m in checked_models(dataset)
+        if m in models
+        for n in eval_norms(dataset)
+    ]
+
+
 def externals_json(dataset):
     return json.dumps(
         {

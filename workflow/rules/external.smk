@@ -2,7 +2,8 @@
 # once into our model-file format, results/{dataset}/external/{name}/model.pt, and from there the
 # rules that evaluate our models (evaluate, autoattack, sweep, pag_scores: their {model} is
 # either kind) evaluate it the same way. The table sets each beside our model of the source it
-# claims and the paper's row.
+# claims and the paper's row, with the masking checks of these models alone (computed in the
+# table step), so that it needs no other model of the grid.
 
 
 rule import_external:
@@ -28,8 +29,8 @@ rule external_table:
         metrics=lambda w: model_metrics(
             w.dataset, external_models(w.dataset) + external_comparison(w.dataset)
         ),
+        records=lambda w: external_records(w.dataset),
         paper="workflow/resources/paper_numbers.csv",
-        masking=lambda w: masking_input(w.dataset),
     output:
         md="results/tables/external_{dataset}.md",
         csv="results/tables/external_{dataset}.csv",
@@ -46,9 +47,13 @@ rule external_table:
         "../../envs/report.yaml"
     params:
         externals=lambda w: shlex.quote(externals_json(w.dataset)),
-        masking=lambda w, input: f"--masking {input.masking}" if input.masking else "",
+        checks=lambda w, input: (
+            f"--records {input.records} {checks_flags(w.dataset)}"
+            if input.records
+            else ""
+        ),
     shell:
         "python -m pagrob.steps.table external --dataset {wildcards.dataset} "
         "--externals {params.externals} --metrics {input.metrics} --paper {input.paper} "
-        "{params.masking} --out-md {output.md} --out-csv {output.csv} "
+        "{params.checks} --out-md {output.md} --out-csv {output.csv} "
         "--out-html {output.html} > {log} 2>&1"

@@ -22,7 +22,15 @@ def main() -> None:
     p.add_argument("--dataset", help="main, external: the dataset")
     p.add_argument("--externals", help='external: JSON {name: {"claims": source, "lam": lambda or null}}')
     p.add_argument("--lams", help='lambda: JSON {dataset: {source: lambda}}')
-    p.add_argument("--masking", help="main, external: the gradient-masking checks (masking_<dataset>.csv) to footnote")
+    p.add_argument("--masking", help="main: the gradient-masking checks (masking_<dataset>.csv) to footnote")
+    p.add_argument(
+        "--records", nargs="*", default=[],
+        help="external: the AutoAttack records of its models; their checks are computed here (from "
+        "--metrics, with --tolerance, --max-gap, --zero-at), so the table needs no other model's",
+    )
+    p.add_argument("--tolerance", type=float, help="external: as pagrob.steps.robustness checks")
+    p.add_argument("--max-gap", type=float, help="external: as pagrob.steps.robustness checks")
+    p.add_argument("--zero-at", type=float, help="external: as pagrob.steps.robustness checks")
     p.add_argument("--out-md", required=True)
     p.add_argument("--out-csv", required=True)
     p.add_argument("--out-html", help="also the table as an HTML page (for the report)")
@@ -46,7 +54,7 @@ def main() -> None:
             if not (args.dataset and args.externals):
                 raise ValueError("the external table needs --dataset and --externals")
             full, text = report.external_table(
-                metrics, paper, args.dataset, json.loads(args.externals), masking_flags(args)
+                metrics, paper, args.dataset, json.loads(args.externals), own_checks(args, metrics)
             )
         elif args.table == "seeds":
             full, text = report.seeds_table(metrics, paper)
@@ -66,6 +74,24 @@ def masking_flags(args) -> dict | None:
     from pagrob.robustness import flags_by_model
 
     return flags_by_model(pd.read_csv(args.masking))
+
+
+def own_checks(args, metrics: pd.DataFrame) -> dict | None:
+    """(source, lam, seed) -> the gradient-masking checks it failed, computed from the table's own
+    metrics and --records (None without records: no AutoAttack configured)."""
+    if not args.records:
+        return None
+    from pagrob import robustness
+
+    thresholds = {"--tolerance": args.tolerance, "--max-gap": args.max_gap, "--zero-at": args.zero_at}
+    missing = [k for k, v in thresholds.items() if v is None]
+    if missing:
+        raise ValueError(f"--records needs {', '.join(missing)}")
+    checks = robustness.masking_checks(
+        metrics, robustness.read_records(args.records),
+        tolerance=args.tolerance, max_gap=args.max_gap, zero_at=args.zero_at,
+    )
+    return robustness.flags_by_model(checks)
 
 
 if __name__ == "__main__":
