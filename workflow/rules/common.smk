@@ -202,6 +202,16 @@ def external_models(dataset):
     return [f"results/{dataset}/external/{name}" for name in externals(dataset)]
 
 
+def external_table_models(dataset):
+    """The external table's models: the imported ones and ours of the sources they claim."""
+    if not externals(dataset):
+        raise ConfigError(
+            f"results/tables/external_{dataset} needs imported models: experiments.external has "
+            f"none on {dataset!r}; add one (README: Using the authors' checkpoints and targets)"
+        )
+    return external_models(dataset) + external_comparison(dataset)
+
+
 def external_spec(wildcards):
     spec = externals(wildcards.dataset).get(wildcards.name)
     if spec is None:
@@ -241,7 +251,7 @@ def external_comparison(dataset):
 
 def external_records(dataset):
     """The AutoAttack records of the external table's models that are checked."""
-    models = set(external_models(dataset) + external_comparison(dataset))
+    models = set(external_table_models(dataset))
     return [
         f"{m}/autoattack_{n}.json"
         for m in checked_models(dataset)

@@ -26,9 +26,7 @@ rule import_external:
 
 rule external_table:
     input:
-        metrics=lambda w: model_metrics(
-            w.dataset, external_models(w.dataset) + external_comparison(w.dataset)
-        ),
+        metrics=lambda w: model_metrics(w.dataset, external_table_models(w.dataset)),
         records=lambda w: external_records(w.dataset),
         paper="workflow/resources/paper_numbers.csv",
     output:
