@@ -71,6 +71,10 @@ def authors_checkpoint(path, seed=0):
     return net.eval()
 
 
+#: a step's environment: this checkout's library, no other
+STEP_ENV = {"PYTHONPATH": str(ROOT / "src"), "PATH": "/usr/bin:/bin"}
+
+
 def cifar_shaped(path, n=8):
     g = torch.Generator().manual_seed(1)
     x = torch.randint(0, 256, (n, 3, 32, 32), generator=g).float() / 255
@@ -88,7 +92,7 @@ def import_model(tmp_path, checkpoint, *extra, mean="0.5 0.5 0.5", std="0.5 0.5 
         "--checkpoint", str(checkpoint), "--arch", arch, "--mean", mean, "--std", std,
         "--name", "authors_oi", "--claims", "one_image", "--out", str(out), *extra,
     ]
-    proc = subprocess.run(cmd, capture_output=True, text=True, cwd=ROOT, env={"PYTHONPATH": str(ROOT / "src"), "PATH": "/usr/bin:/bin"})
+    proc = subprocess.run(cmd, capture_output=True, text=True, cwd=ROOT, env=STEP_ENV)
     return proc, out
 
 
@@ -215,13 +219,13 @@ def test_external_table_computes_the_checks_of_its_own_models(tmp_path, max_gap,
         "--paper", str(ROOT / "workflow/resources/paper_numbers.csv"),
         "--out-md", f"{out}.md", "--out-csv", f"{out}.csv",
     ]
-    proc = subprocess.run(cmd, capture_output=True, text=True, cwd=ROOT, env={"PYTHONPATH": str(ROOT / "src"), "PATH": "/usr/bin:/bin"})
+    proc = subprocess.run(cmd, capture_output=True, text=True, cwd=ROOT, env=STEP_ENV)
     assert proc.returncode == 0, proc.stderr
     text = (tmp_path / "external.md").read_text()
     assert ("| theirs (external) ⚠1 |" in text and "1. theirs (external): autoattack_gap" in text) == flagged
     # without the thresholds the records cannot be checked: said, not ignored
     proc = subprocess.run(cmd[: cmd.index("--tolerance")] + cmd[cmd.index("--paper"):], capture_output=True,
-                          text=True, cwd=ROOT, env={"PYTHONPATH": str(ROOT / "src"), "PATH": "/usr/bin:/bin"})
+                          text=True, cwd=ROOT, env=STEP_ENV)
     assert proc.returncode != 0 and "--records needs --tolerance, --max-gap, --zero-at" in proc.stderr
 
 
@@ -306,6 +310,13 @@ def test_file_source_needs_a_file(tmp_path):
     proc = snakemake(["-n", *opts], tmp_path, check=False)
     assert proc.returncode != 0
     assert "experiments.main.sources has the file source, but no dataset" in proc.stdout + proc.stderr
+
+
+def test_external_table_without_external_models_is_refused(tmp_path):
+    copy_workflow(tmp_path)
+    proc = snakemake(["-n", "results/tables/external_cifar10.md"], tmp_path, check=False)
+    assert proc.returncode != 0
+    assert "experiments.external has none on 'cifar10'" in proc.stdout + proc.stderr
 
 
 @pytest.mark.slow
