@@ -122,6 +122,7 @@ RULES = {
     "sweep": ("sweep", "sweep"),
     "pag_scores": ("pag_scores", "evaluate"),
     "pag_baselines": ("pag_baselines", "evaluate"),
+    "autoencoder": ("autoencoder", "train"),
     "figure:fig4": ("pag_figure", "figure"),
     "figure:fig1": ("robust_figure", "figure"),
     "figure:fig5": ("ablation_figure", "figure"),
@@ -202,12 +203,15 @@ def grid(cfg: dict, d: str) -> dict:
     checked = list(dict.fromkeys(m for e in (aa["experiments"] if aa else []) for m in experiment_models(cfg, e, d)))
     norms = list(dc["eval"]["attacks"])
     abl = cfg["experiments"].get("lambda_ablation")
+    # PAG scores: every model, and the teachers at their seed (the realistic ceiling)
+    scored = list(dict.fromkeys(models_ + [(f"teacher_{n}", "0", teachers_cfg["seed"]) for n in configured]))
     jobs = {
         "data": 1,
         "evaluate": len(models_),
         "sweep": len(checked),
-        "pag_scores": len(models_) if dc.get("pag_scores") else 0,
+        "pag_scores": len(scored) if dc.get("pag_scores") else 0,
         "pag_baselines": 1 if dc.get("pag_scores") else 0,
+        "autoencoder": 1 if dc.get("pag_scores") and dc.get("autoencoder") else 0,
         "figure:fig4": 1 if in_main else 0,
         "figure:fig1": 1 if in_main and configured else 0,
         "figure:fig5": 1 if abl and abl["dataset"] == d else 0,
@@ -221,7 +225,9 @@ def grid(cfg: dict, d: str) -> dict:
     jobs["train:rigd"] = sum(m[0] in sources.TEACHER_SOURCES for m in students)
     for norm in ("linf", "l2"):
         trained = norm in teachers and not teachers_cfg.get(norm, {}).get("checkpoint")
-        jobs[f"teacher:{norm}"] = int(trained)
+        # the PAG reference of this threat model: its recipe, trained with reference_seed
+        reference = norm in configured and bool(dc.get("pag_scores"))
+        jobs[f"teacher:{norm}"] = int(trained) + int(reference)
     imported = sum(1 for n in teachers if teachers_cfg.get(n, {}).get("checkpoint"))
     figure_models = {
         "figure:fig4": len(main["sources"]) if in_main else 0,
@@ -506,9 +512,29 @@ def check_dataset(d: str, cfg: dict, args, device: torch.device, work: Path, log
         f"on {n_eval} images: {t_sweep:.2f}s")
 
     m["autoattack"] = autoattack_check(dc, args, vanilla, ds, device, work, log)
-    m["pag_scores"] = pag_scores_check(dc, args, vanilla, teachers, ds, device, log)
+    m["autoencoder"], ae = autoencoder_check(dc, args, ds, view, device, log)
+    m["pag_scores"] = pag_scores_check(dc, args, vanilla, teachers, ds, device, log, ae)
     m["figure"] = figure_check(dc, vanilla, ds, device, work, log)
     return m
+
+
+def autoencoder_check(dc, args, ds, view, device, log):
+    """The autoencoder job: its training (two epochs of the check's images, the second timed) at
+    the config's settings. Returns the measurement and the model (for the tangent-space score)."""
+    from pagrob import autoencoder as ae_lib
+
+    cfg = dc.get("autoencoder")
+    if not cfg:
+        return {}, None
+    torch.manual_seed(cfg["seed"])
+    ae = ae_lib.build(cfg["arch"], ds.input_shape, cfg["latent"]).to(device)
+    batch = args.batch_size or cfg["batch_size"]
+    s = ae_lib.AutoencoderSettings(cfg["arch"], cfg["latent"], 2, batch, cfg["lr"], cfg["seed"])
+    history, _ = timed(lambda: ae_lib.fit(ae, view.x_train.to(device), s, str(device), log.library), device)
+    steps = -(-len(view.x_train) // batch)
+    per_step = history[-1]["seconds"] / steps
+    log(f"{ds.name}: autoencoder ({cfg['arch']}, latent {cfg['latent']}): {per_step:.4f} s/step")
+    return {"seconds_per_step": per_step, "batch_size": batch, "epochs": cfg["epochs"]}, ae.eval()
 
 
 def strategies(cfg, d, args, ds, view, source, device, log) -> tuple[dict, dict | None]:
@@ -642,8 +668,9 @@ def bare_passes(model, x_all, b: int, device, repeats: int = 5) -> dict:
     return out
 
 
-def pag_scores_check(dc, args, model, teachers, ds, device, log) -> dict:
-    """The pag_scores step for one model against both teachers, timed by part."""
+def pag_scores_check(dc, args, model, teachers, ds, device, log, ae=None) -> dict:
+    """The pag_scores step for one model against both teachers (and the autoencoder's tangent
+    space, where configured), timed by part."""
     cfg = dc["pag_scores"]
     n = min(args.pag_images or cfg["images"], len(ds.x_test))
     batch = args.batch_size or cfg["batch_size"]
@@ -659,10 +686,16 @@ def pag_scores_check(dc, args, model, teachers, ds, device, log) -> dict:
         agree, t = timed(lambda: pag_scores.reference_agreement(reference, x_adv, targets, batch), device)
         values[f"targeted_success:{name}"] = agree["targeted_success"]
         t_agree += t
+    t_tangent = 0.0
+    if ae is not None:
+        noise = (dc.get("autoencoder") or {}).get("noise")
+        g = torch.Generator().manual_seed(cfg["seed"])  # cpu: the noise draws, as the step draws them
+        tangent, t_tangent = timed(lambda: pag_scores.gradient_scores(model, x, batch, None, ae, noise, 4, g), device)
+        values["tangent_fraction"] = tangent[("tangent_fraction", "autoencoder")]
     log(f"{ds.name}: PAG scores on {n} images: targeted {t_targeted:.2f}s, alignment {t_align:.2f}s, "
-        f"agreement {t_agree:.2f}s ({len(teachers)} references)")
+        f"agreement {t_agree:.2f}s ({len(teachers)} references), tangent space {t_tangent:.2f}s")
     return {"images": n, "targeted_s": t_targeted, "per_reference_s": (t_align + t_agree) / len(teachers),
-            "references": len(teachers), "values": values}
+            "references": len(teachers), "tangent_s": t_tangent, "values": values}
 
 
 def figure_check(dc, model, ds, device, work, log) -> dict:
@@ -740,8 +773,13 @@ def project(d: str, cfg: dict, m: dict, args) -> list[dict]:
     p = m["pag_scores"]
     images = (dc.get("pag_scores") or {}).get("images", 0)
     refs = g["references"]
-    per_image = (p["targeted_s"] + refs * p["per_reference_s"]) / p["images"]
+    per_image = (p["targeted_s"] + refs * p["per_reference_s"] + p["tangent_s"]) / p["images"]
     row("pag_scores", per_image, "s/image", per_image * images, note=f"{refs} references")
+    if m["autoencoder"]:
+        a = m["autoencoder"]
+        steps = -(-real_train // a["batch_size"])
+        row("autoencoder", a["seconds_per_step"], "s/step", a["epochs"] * steps * a["seconds_per_step"],
+            note=f"{a['epochs']} x {steps} steps")
     base = ((1 + refs) * p["targeted_s"] + 2 * refs * p["per_reference_s"]) / p["images"]
     row("pag_baselines", base, "s/image", base * images, note="floor + ceilings")
     f = m["figure"]

@@ -62,10 +62,19 @@ CASES = {
     ),
     "PAG scores without a reference": (
         both(
-            edit(["datasets", "stl10", "teachers"], DELETE),
+            both(edit(["datasets", "stl10", "teachers"], DELETE), edit(["datasets", "stl10", "autoencoder"], DELETE)),
             edit(["experiments", "main", "sources"], ["vanilla", "one_image", "class_mean"]),
         ),
-        ["datasets.stl10.pag_scores needs robust reference models", "add datasets.stl10.teachers"],
+        ["datasets.stl10.pag_scores needs robust references or an autoencoder", "add datasets.stl10.teachers"],
+    ),
+    "PAG reference seed of a scored model": (
+        edit(["datasets", "cifar10", "pag_scores", "reference_seed"], 2),
+        ["datasets.cifar10.pag_scores.reference_seed 2 is also the seed of",
+         "results/cifar10/one_image/lam0.5/seed2", "choose a reference_seed"],
+    ),
+    "toy reference seed of its teacher": (
+        edit(["datasets", "toy", "pag_scores", "reference_seed"], 0),
+        ["datasets.toy.pag_scores.reference_seed 0 is also the seed of", "datasets.toy.teachers.seed"],
     ),
     "unknown AutoAttack key": (
         edit(["datasets", "cifar10", "eval", "autoattack", "verison"], "standard"),
@@ -95,7 +104,7 @@ def test_bad_config_fails_before_any_job(tmp_path, case):
     for text in expected:
         assert text in out, f"{text!r} not in:\n{out}"
     assert not (tmp_path / "results").exists()
-    assert "Fix these keys" in out or "add " in out
+    assert any(hint in out for hint in ("Fix these keys", "add ", "choose "))
 
 
 def test_good_configs_validate(tmp_path):

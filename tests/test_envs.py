@@ -159,7 +159,8 @@ def pag_scores_file(folder):
     from pagrob.pag_report import COLUMNS
 
     rows = [
-        dict(dataset="digits", source=src, lam=lam, seed=0, score=score, reference=ref, value=v, circular=False)
+        dict(dataset="digits", source=src, lam=lam, seed=0, score=score, reference=ref, value=v,
+             relation="self" if src == "ceiling" else "independent")
         for src, lam, v in (("vanilla", 0.0, 0.5), ("one_image", 0.3, 0.4), ("floor", 0.0, 0.0), ("ceiling", 0.0, 1.0))
         for score in ("alignment", "targeted_success", "targeted_prob")
         for ref in ("teacher_linf", "teacher_l2")

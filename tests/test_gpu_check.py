@@ -46,7 +46,7 @@ def expected_kinds(dataset: str) -> list[str]:
     kinds += [f"train:{s}" for s in sources.REPRESENTATIVES] + ["train:rigd"]
     kinds += [f"teacher:{n}" for n in sorted(set(sources.TEACHER_SOURCES.values()))]
     kinds += ["evaluate", *(f"autoattack:{n}" for n in cfg["datasets"][dataset]["eval"]["attacks"]), "sweep"]
-    kinds += ["pag_scores", "pag_baselines", "figure:fig4", "figure:fig1"]
+    kinds += ["pag_scores", "pag_baselines", "autoencoder", "figure:fig4", "figure:fig1"]
     if cfg["experiments"]["lambda_ablation"]["dataset"] == dataset:
         kinds.append("figure:fig5")
     return kinds
@@ -77,7 +77,8 @@ def test_tiny_json_holds_every_measurement(tiny):
     assert set(record["datasets"]) == set(DATASETS)
     for dataset, m in record["datasets"].items():
         assert {"data", "targets", "train", "strategies", "precision", "evaluate", "sweep",
-                "autoattack", "pag_scores", "figure"} <= set(m)
+                "autoattack", "pag_scores", "autoencoder", "figure"} <= set(m)
+        assert m["autoencoder"]["seconds_per_step"] > 0 and m["pag_scores"]["tangent_s"] > 0
         assert set(m["targets"]) == set(sources.REPRESENTATIVES)
         assert set(m["train"]) == {"vanilla", *sources.REPRESENTATIVES, "teacher_linf", "teacher_l2", "rigd"}
         for kind, t in m["train"].items():

@@ -68,7 +68,8 @@ def test_alignment_ignores_the_scale_of_the_logits(digits):
 
 
 def test_alignment_is_the_mean_cosine_over_images_and_classes(digits):
-    """Against a plain per-image, per-class computation (batch size not a divisor of n)."""
+    """The default (centred logits) against a plain per-image, per-class computation (batch size
+    not a divisor of n)."""
     a, b = small_cnn(0, digits), small_cnn(1, digits)
     x = digits.x_test[:7]
     cosines = []
@@ -77,7 +78,8 @@ def test_alignment_is_the_mean_cosine_over_images_and_classes(digits):
             grads = []
             for m in (a, b):
                 xi = image[None].clone().requires_grad_(True)
-                (g,) = torch.autograd.grad(m(xi)[0, c], xi)
+                logits = m(xi)[0]
+                (g,) = torch.autograd.grad(logits[c] - logits.mean(), xi)  # the centred logit
                 grads.append(g.flatten())
             cosines.append(torch.nn.functional.cosine_similarity(*grads, dim=0))
     assert pag_scores.alignment(a, b, x, 3) == pytest.approx(torch.stack(cosines).mean().item(), abs=1e-5)
@@ -154,21 +156,92 @@ def test_reference_agreement_known_answer():
 def test_spearman_with_ties_known_answer():
     # ranks (1, 2.5, 2.5, 4) and (1, 3, 2, 4): centred (-1.5, 0, 0, 1.5), (-1.5, .5, -.5, 1.5)
     # -> 4.5 / sqrt(4.5 * 5) = 3 / sqrt(10)
-    assert pag_scores.spearman([1, 2, 2, 3], [1, 3, 2, 4]) == pytest.approx(3 / math.sqrt(10))
-    assert pag_scores.spearman([1, 2, 3, 100], [0.1, 0.2, 0.3, 0.4]) == pytest.approx(1.0)  # ranks only
-    assert pag_scores.spearman([1, 2, 3], [3, 2, 1]) == pytest.approx(-1.0)
-    assert math.isnan(pag_scores.spearman([1, 1, 1], [1, 2, 3]))
+    assert pag_report.spearman([1, 2, 2, 3], [1, 3, 2, 4]) == pytest.approx(3 / math.sqrt(10))
+    assert pag_report.spearman([1, 2, 3, 100], [0.1, 0.2, 0.3, 0.4]) == pytest.approx(1.0)  # ranks only
+    assert pag_report.spearman([1, 2, 3], [3, 2, 1]) == pytest.approx(-1.0)
+    assert math.isnan(pag_report.spearman([1, 1, 1], [1, 2, 3]))
 
 
-def test_circular_pairs():
-    assert pag_scores.is_circular("rigd_linf", "teacher_linf")
-    assert pag_scores.is_circular("rigd_l2", "teacher_l2")
-    assert not pag_scores.is_circular("rigd_linf", "teacher_l2")
-    assert pag_scores.is_circular("teacher_l2", "teacher_l2")
-    assert pag_scores.is_circular("ceiling", "teacher_linf")
-    assert not pag_scores.is_circular("teacher_linf", "teacher_l2")
+def test_relations_to_a_reference():
+    rel = pag_scores.relation
+    assert rel("rigd_linf", "teacher_linf") == rel("rigd_l2", "teacher_l2") == "same_recipe"
+    assert rel("teacher_l2", "teacher_l2") == "same_recipe"  # another seed: the realistic ceiling
+    assert rel("ceiling", "teacher_linf") == "self"
+    assert rel("rigd_linf", "teacher_l2") == rel("teacher_linf", "teacher_l2") == "independent"
     for source in ("vanilla", "class_mean", "clustered_nn", "floor"):
-        assert not pag_scores.is_circular(source, "teacher_linf")
+        assert rel(source, "teacher_linf") == "independent"
+
+
+class PlusShared(nn.Module):
+    """``model``'s logits plus one function of x added to every logit (here a random linear map
+    and its square): no prediction, softmax or loss changes."""
+
+    def __init__(self, model, d, seed):
+        super().__init__()
+        g = torch.Generator().manual_seed(seed)
+        self.model, self.w = model, torch.randn(d, generator=g)
+
+    def forward(self, x):
+        h = x.flatten(1) @ self.w
+        return self.model(x) + (h + 0.1 * h**2)[:, None]
+
+
+def test_shift_invariant_alignment_ignores_a_function_added_to_every_logit(digits):
+    a, b = small_cnn(0, digits), small_cnn(1, digits)
+    x = digits.x_test[:30]
+    shifted = PlusShared(a, 64, 0)
+    torch.testing.assert_close(shifted(x).softmax(1), a(x).softmax(1))  # the same predictions
+    for kind in ("centred", "log_softmax"):
+        plain = pag_scores.alignment(a, b, x, 16, kind)
+        assert pag_scores.alignment(shifted, b, x, 16, kind) == pytest.approx(plain, abs=1e-5)
+    raw = pag_scores.alignment(a, b, x, 16, "logit")
+    assert abs(pag_scores.alignment(shifted, b, x, 16, "logit") - raw) > 0.05
+    # and all in one pass, as the step computes them
+    both = pag_scores.gradient_scores(shifted, x, 7, {"teacher_linf": b})
+    alone = pag_scores.gradient_scores(a, x, 7, {"teacher_linf": b})
+    assert both[("alignment", "teacher_linf")] == pytest.approx(alone[("alignment", "teacher_linf")], abs=1e-5)
+    assert both[("alignment_logit", "teacher_linf")] != pytest.approx(
+        alone[("alignment_logit", "teacher_linf")], abs=0.05
+    )
+    assert both[("common_mode", "none")] > alone[("common_mode", "none")] + 0.1
+
+
+def test_centred_and_log_softmax_gradients_against_autograd(digits):
+    """shift_invariant's centred and log-softmax gradients are autograd's of those scores."""
+    a = small_cnn(0, digits)
+    x = digits.x_test[:3]
+    logits, grads = pag_scores.class_gradients(a, x)
+    for kind, score in (("centred", lambda z: z - z.mean(1, keepdim=True)),
+                        ("log_softmax", lambda z: z.log_softmax(1))):
+        got = pag_scores.shift_invariant(grads, logits, kind)
+        for c in range(10):
+            xg = x.clone().requires_grad_(True)
+            (want,) = torch.autograd.grad(score(a(xg))[:, c].sum(), xg)
+            torch.testing.assert_close(got[c], want, atol=1e-5, rtol=1e-4)
+
+
+class Linear(nn.Module):
+    def __init__(self, weight):
+        super().__init__()
+        self.weight = weight  # [C, d]
+
+    def forward(self, x):
+        return x.flatten(1) @ self.weight.T
+
+
+def test_common_mode_fraction_known_cases():
+    g = torch.Generator().manual_seed(0)
+    w = torch.randn(1, 12, generator=g)
+    x = torch.randn(5, 3, 4, generator=g)
+    same = Linear(w.expand(4, 12).clone())  # every class gradient the same
+    _, grads = pag_scores.class_gradients(same, x)
+    torch.testing.assert_close(pag_scores.common_mode_fraction(grads), torch.ones(5, dtype=torch.float64))
+    v = torch.randn(4, 12, generator=g)
+    balanced = Linear(v - v.mean(0))  # the class gradients sum to zero
+    _, grads = pag_scores.class_gradients(balanced, x)
+    assert pag_scores.common_mode_fraction(grads).abs().max() < 1e-12
+    # a model with no gradient at all: 0, not NaN
+    assert pag_scores.common_mode_fraction(torch.zeros(4, 2, 3)).eq(0).all()
 
 
 # --- the step ------------------------------------------------------------------------------------
@@ -197,18 +270,24 @@ def test_pag_scores_step(digits, robust, tmp_path, monkeypatch):
     step.main()
     df = pag_report.read_scores([out])
     assert list(df.columns) == pag_report.COLUMNS
-    assert set(df["score"]) == set(pag_report.SCORES)
+    per_reference = {"alignment", "alignment_log_softmax", "alignment_logit", "targeted_success",
+                     "targeted_prob"}
+    assert set(df["score"]) == per_reference | {"common_mode"}
     per = df.groupby(["source", "reference"]).size()
-    # each model against each reference; the floor too; a ceiling against its own reference only
+    # each model against each reference, and its own common-mode fraction; the floor too; a
+    # ceiling against its own reference only
     assert per.to_dict() == {
-        ("ceiling", "teacher_l2"): 3, ("ceiling", "teacher_linf"): 3, ("floor", "teacher_l2"): 3,
-        ("floor", "teacher_linf"): 3, ("rigd_linf", "teacher_l2"): 3, ("rigd_linf", "teacher_linf"): 3,
-        ("vanilla", "teacher_l2"): 3, ("vanilla", "teacher_linf"): 3,
+        ("ceiling", "teacher_l2"): 5, ("ceiling", "teacher_linf"): 5, ("floor", "none"): 1,
+        ("floor", "teacher_l2"): 5, ("floor", "teacher_linf"): 5, ("rigd_linf", "none"): 1,
+        ("rigd_linf", "teacher_l2"): 5, ("rigd_linf", "teacher_linf"): 5, ("vanilla", "none"): 1,
+        ("vanilla", "teacher_l2"): 5, ("vanilla", "teacher_linf"): 5,
     }
-    circular = df.groupby(["source", "reference"])["circular"].all().to_dict()
-    assert {k for k, v in circular.items() if v} == {
+    relation = df.groupby(["source", "reference"])["relation"].agg(set).to_dict()
+    assert {k for k, v in relation.items() if v != {"independent"}} == {
         ("ceiling", "teacher_l2"), ("ceiling", "teacher_linf"), ("rigd_linf", "teacher_linf"),
     }
+    assert relation[("rigd_linf", "teacher_linf")] == {"same_recipe"}
+    assert relation[("ceiling", "teacher_l2")] == {"self"}
     ceiling = df[(df["source"] == "ceiling") & (df["score"] == "alignment")]
     assert ceiling["value"].tolist() == pytest.approx([1.0, 1.0], abs=1e-5)
     assert sorted(ceiling["seed"]) == [0, 1]
@@ -229,14 +308,19 @@ def synthetic_scores():
     models_ = [("vanilla", 0.0, 0, 0.2), ("class_mean", 0.5, 0, 0.4), ("class_mean", 2.0, 0, 0.6),
                ("class_mean", 8.0, 0, 0.7), ("class_mean", 2.0, 1, 0.62), ("rigd_linf", 1.0, 0, 0.9),
                ("teacher_linf", 0.0, 0, 1.0), ("floor", 0.0, 0, 0.01)]
+    row = lambda source, lam, seed, score, ref, v, rel: dict(  # noqa: E731
+        dataset="digits", source=source, lam=lam, seed=seed, score=score, reference=ref, value=v,
+        relation=rel,
+    )
     for ref, shift in (("teacher_linf", 0.0), ("teacher_l2", -0.05)):
         for source, lam, seed, value in models_:
             for score, v in (("alignment", value + shift), ("targeted_success", value / 2), ("targeted_prob", value / 3)):
-                rows.append(dict(dataset="digits", source=source, lam=lam, seed=seed, score=score, reference=ref,
-                                 value=v, circular=pag_scores.is_circular(source, ref)))
-        for score in pag_report.SCORES:
-            rows.append(dict(dataset="digits", source="ceiling", lam=0.0, seed=0, score=score, reference=ref,
-                             value=1.0, circular=True))
+                rows.append(row(source, lam, seed, score, ref, v, pag_scores.relation(source, ref)))
+        for score in ("alignment", "targeted_success", "targeted_prob"):
+            rows.append(row("ceiling", 0.0, 0, score, ref, 1.0, "self"))
+    for source, lam, seed, value in models_:  # no reference: the same in every panel
+        rows.append(row(source, lam, seed, "tangent_fraction", "autoencoder", 1 - value / 2, "independent"))
+    rows.append(row("random", 0.0, 0, "tangent_fraction", "autoencoder", 0.35, "independent"))
     return pd.DataFrame(rows, columns=pag_report.COLUMNS)
 
 
@@ -257,19 +341,23 @@ def synthetic_metrics():
 
 def test_pag_scores_table_marks_circular_cells_and_shows_the_baselines():
     full, text = pag_report.pag_scores_table(synthetic_scores())
-    assert len(full) == 9  # 7 models + floor + ceiling
+    assert len(full) == 9  # 7 models + floor + ceiling (the random direction is a line below)
     assert full["source"].iloc[0] == "floor" and full["source"].iloc[-1] == "ceiling"
-    col = "gradient alignment vs teacher_linf"
+    col = "alignment vs teacher_linf"
     assert full.set_index(["source", "lam", "seed"]).loc[("class_mean", 2.0, 1), col] == pytest.approx(0.62)
-    lines = {line.split("|")[1].strip() + " " + line.split("|")[2].strip(): line for line in text.splitlines() if line.startswith("| ")}
-    header = [c.strip() for c in text.splitlines()[0].split("|")[1:-1]]
-    linf, l2 = header.index(col), header.index("gradient alignment vs teacher_l2")
+    gradient_part, targeted_part = text.split("## Targeted attacks")
+    table = [line for line in gradient_part.splitlines() if line.startswith("| ")]
+    lines = {line.split("|")[1].strip() + " " + line.split("|")[2].strip(): line for line in table}
+    header = [c.strip() for c in table[0].split("|")[1:-1]]
+    assert "targeted success vs teacher_linf" in targeted_part and "targeted" not in table[0]
+    linf, l2 = header.index(col), header.index("alignment vs teacher_l2")
     cells = lambda key: [c.strip() for c in lines[key].split("|")[1:-1]]
-    assert cells("RIGD ℓ∞ 1")[linf] == "0.900†" and cells("RIGD ℓ∞ 1")[l2] == "0.850"
+    assert cells("RIGD ℓ∞ 1")[linf] == "0.900‡" and cells("RIGD ℓ∞ 1")[l2] == "0.850"
     assert cells("Vanilla 0")[linf] == "0.200"
-    assert cells("Ceiling (the reference itself) 0")[linf] == "1.000†"
+    assert cells("Self-ceiling (the reference itself) 0")[linf] == "1.000†"
+    assert cells("Vanilla 0")[header.index("tangent-space fraction")] == "0.900"
     assert "Floor (untrained model) 0" in lines
-    assert "† circular" in text
+    assert "‡ same recipe" in text and "Random direction (√(k/d)): tangent-space fraction 0.35" in text
 
 
 def test_lambda_table_measures_the_trend():
@@ -278,28 +366,34 @@ def test_lambda_table_measures_the_trend():
     assert cm.loc[2.0, "teacher_linf mean"] == pytest.approx(0.61)  # two seeds
     assert cm.loc[2.0, "teacher_linf seeds"] == 2
     # models by lambda: vanilla 0 -> 0.2, 0.5 -> 0.4, 2 -> 0.6 and 0.62, 8 -> 0.7: monotone
-    assert "Spearman ρ(λ, gradient alignment vs teacher_linf) = +1.00 over 4 λ values (5 models" in text
+    assert "Spearman ρ(λ, alignment vs teacher_linf) = +1.00 over 4 λ values (5 models" in text
 
 
 def test_pag_vs_robustness_joins_autoattack_rows_and_plots(tmp_path):
     from pagrob import pag_figures
 
     points = pag_figures.pag_vs_robustness(
-        synthetic_scores(), synthetic_metrics(), "alignment", tmp_path / "f.png", tmp_path / "f.pdf"
+        synthetic_scores(), synthetic_metrics(), ["alignment", "tangent_fraction"],
+        tmp_path / "f.png", tmp_path / "f.pdf",
     )
     assert (tmp_path / "f.png").stat().st_size > 0 and (tmp_path / "f.pdf").stat().st_size > 0
     assert sorted(points["norm"].unique()) == ["l2", "linf"]
-    assert len(points) == 14  # 7 models per norm, no baselines
-    linf = points[points["norm"] == "linf"].set_index(["source", "lam", "seed"])
+    assert len(points) == 2 * 14  # 7 models per norm and instrument, no baselines
+    align = points[points["score"] == "alignment"]
+    linf = align[align["norm"] == "linf"].set_index(["source", "lam", "seed"])
     assert linf.loc[("class_mean", 8.0, 0), "accuracy"] == 25.0  # AutoAttack, not PGD
     assert (linf["reference"] == "teacher_linf").all()
-    l2 = points[points["norm"] == "l2"].set_index(["source", "lam", "seed"])
+    l2 = align[align["norm"] == "l2"].set_index(["source", "lam", "seed"])
     assert l2.loc[("class_mean", 8.0, 0), "value"] == pytest.approx(0.65)  # teacher_l2's score
     assert l2.loc[("class_mean", 8.0, 0), "accuracy"] == 30.0
-    assert set(linf.index[linf["circular"]]) == {("rigd_linf", 1.0, 0), ("teacher_linf", 0.0, 0)}
-    # the title's rho: circular points left out, then all
-    text = pag_figures._rho_text(points[points["norm"] == "linf"])
-    honest = linf[~linf["circular"]]
+    hollow = linf.index[linf["relation"] != "independent"]
+    assert set(hollow) == {("rigd_linf", 1.0, 0), ("teacher_linf", 0.0, 0)}
+    # a score without a reference is the same point in both panels
+    tangent = points[points["score"] == "tangent_fraction"].set_index(["norm", "source", "lam", "seed"])
+    assert tangent.loc[("l2", "class_mean", 8.0, 0), "value"] == tangent.loc[("linf", "class_mean", 8.0, 0), "value"]
+    # the title's rho: the reference's own recipe left out, then all
+    text = pag_figures._rho_text(align[align["norm"] == "linf"])
+    honest = linf[linf["relation"] == "independent"]
     rho = pag_report.spearman(honest["value"], honest["accuracy"])
     assert f"ρ = {rho:+.2f}, n = 5" in text and "n = 7" in text
 
@@ -317,7 +411,12 @@ def test_report_steps_run_without_torch(tmp_path):
          "--out-png", tmp_path / "p.png", "--out-pdf", tmp_path / "p.pdf", "--out-csv", tmp_path / "p.csv"],
     ]
     code = (
-        "import runpy, sys; sys.modules['torch'] = None; "
+        "import importlib.abc, runpy, sys\n"
+        "class NoTorch(importlib.abc.MetaPathFinder):\n"
+        "    def find_spec(self, name, path, target=None):\n"
+        "        if name.split('.')[0] == 'torch':\n"
+        "            raise ModuleNotFoundError(name)\n"
+        "sys.meta_path.insert(0, NoTorch())\n"
         "runs = " + repr([[str(a) for a in r] for r in runs]) + "\n"
         "for r in runs:\n"
         "    sys.argv = ['pag_report', *r]\n"
@@ -327,4 +426,4 @@ def test_report_steps_run_without_torch(tmp_path):
     assert proc.returncode == 0, proc.stderr
     for name in ("t.md", "t.csv", "l.md", "l.csv", "l.png", "l.pdf", "p.png", "p.pdf", "p.csv"):
         assert (tmp_path / name).stat().st_size > 0, name
-    assert "†" in (tmp_path / "t.md").read_text()
+    assert "‡" in (tmp_path / "t.md").read_text()

@@ -86,15 +86,19 @@ PAPER_GRID = {
     # (+2 seeds) + Fig. 5 (+3 lambdas), STL-10 main (7); two robust teachers per image dataset
     "prepare_data": 3,
     "make_targets": 9,  # 4 representative sources x 2 datasets + the toy's nearest neighbours
-    "teacher": 4,
+    # per image dataset the two RIGD teachers and the two PAG references (seed 100); the toy's
+    # adversarially trained model and its reference (results/tables/toy_pag)
+    "teacher": 10,
     "train": 25,
-    "evaluate": 29,  # every student and every teacher
+    "evaluate": 30,  # every student and every teacher, and the toy's adversarially trained model
     "autoattack": 46,  # every image-dataset model (19 students, 4 teachers) x 2 norms
     "sweep": 23,
     "masking_table": 2,
     "robustness_curves": 2,
     "pag_scores": 23,
     "pag_baselines": 2,
+    "autoencoder": 2,  # the tangent-space score's, one per image dataset
+    "toy_pag": 1,
     "collect_pag_scores": 2,
     "pag_scores_table": 2,
     "pag_vs_robustness": 2,
@@ -173,6 +177,7 @@ def test_autoattack_can_spare_the_teachers(tmp_path):
 def small_demo(cfg):
     cfg["experiments"]["toy"]["seeds"] = [0]
     cfg["datasets"]["toy"]["train"]["epochs"] = 5
+    cfg["datasets"]["toy"]["teachers"]["epochs"] = 5
     digits = cfg["datasets"]["digits"]
     digits["train"]["epochs"] = 2
     # one norm, and four sources (the paper's and the one beyond it): AutoAttack costs ~40 s a
@@ -185,6 +190,7 @@ def small_demo(cfg):
     digits["pictures"] = {"images": [0], "attack": {"eps": 3.0, "steps": 3}}
     digits["pag_scores"] = {"images": 20, "attack": {"eps": 1.5, "steps": 3}}
     digits["teachers"]["epochs"] = 1
+    digits["autoencoder"]["epochs"] = 5
     cfg["experiments"]["main"]["sources"] = ["vanilla", "one_image", "clustered_nn", "rigd_linf"]
     cfg["experiments"]["seeds"]["seeds"] = [0, 1]
     cfg["experiments"]["lambda_ablation"]["lams"] = [0.1, 0.3]
@@ -202,12 +208,15 @@ def test_demo_end_to_end_reduced(tmp_path):
 
 def check_reduced_demo(tmp_path, counts):
     assert counts["train"] == 2 + 4 + 1 + 2  # toy, main, one more seed, two more lambdas
-    assert counts["teacher"] == 2
+    # the digits teachers (seed 0), the PAG references (seed 100) of both threat models, and the
+    # toy's teacher and reference
+    assert counts["teacher"] == 2 + 2 + 2
+    assert counts["autoencoder"] == 1 and counts["toy_pag"] == 1
     assert counts["autoattack"] == 4  # Table 1's 4 students, L-inf only (demo.yaml spares the teachers)
     results = tmp_path / "results"
     for name in (
         "table1_digits", "table3_lambda", "table4_seeds", "fig5_lambda_ablation", "toy", "masking_digits",
-        "pag_scores_digits", "fig5_pag_scores",
+        "pag_scores_digits", "fig5_pag_scores", "toy_pag",
     ):
         for ext in ("md", "csv"):
             assert (results / "tables" / f"{name}.{ext}").stat().st_size > 0
@@ -245,8 +254,14 @@ def check_reduced_demo(tmp_path, counts):
     }
     assert len(checks) == 4 * 7  # every checked model, each check once (one norm)
     scores = pd.read_csv(results / "digits/pag_scores.csv")
-    assert {"floor", "ceiling", "clustered_nn", "vanilla"} <= set(scores["source"])
-    assert set(scores["reference"]) == {"teacher_linf", "teacher_l2"}
+    assert {"floor", "ceiling", "clustered_nn", "vanilla", "random", "teacher_l2"} <= set(scores["source"])
+    assert set(scores["reference"]) == {"teacher_linf", "teacher_l2", "none", "autoencoder"}
     rigd = scores[scores["source"] == "rigd_linf"]
-    assert rigd[rigd["reference"] == "teacher_linf"]["circular"].all()
-    assert not rigd[rigd["reference"] == "teacher_l2"]["circular"].any()
+    assert (rigd[rigd["reference"] == "teacher_linf"]["relation"] == "same_recipe").all()
+    assert (rigd[rigd["reference"] == "teacher_l2"]["relation"] == "independent").all()
+    # the references are the seed-100 models, which no scored model is
+    assert 100 not in set(scores[~scores["source"].isin(["ceiling"])]["seed"])
+    assert set(scores[scores["source"] == "ceiling"]["seed"]) == {100}
+    toy = pd.read_csv(results / "tables/toy_pag.csv")
+    assert set(toy["source"]) == {"vanilla", "nearest_neighbor", "teacher_l2"}
+    assert toy["manifold_alignment"].between(0, 1).all()

@@ -87,16 +87,26 @@ def load_prepared(path) -> Dataset:
 
 # --- The toy dataset (Section 5.1, Appendix C.1) ------------------------------------------------
 
+#: the toy data's line x2 = 2 x1, as a direction (x1, x2) = x1 * TOY_DIRECTION
+TOY_DIRECTION = (1.0, 2.0)
+
+
+def toy_tangent(device="cpu") -> Tensor:
+    """The unit tangent of the toy data's line, TOY_DIRECTION / |TOY_DIRECTION|: float32 [2]."""
+    t = torch.tensor(TOY_DIRECTION, dtype=torch.float64, device=device)
+    return (t / torch.linalg.vector_norm(t)).float()
+
 
 def toy_points(
     n_per_mode: int, centers: list[list[float]], generator: torch.Generator
 ) -> tuple[Tensor, Tensor]:
-    """Points on the line x2 = 2 x1 with x1 ~ N(c, 1); ``centers[k]`` are class k's mode centres."""
+    """Points on the line x2 = 2 x1 (``TOY_DIRECTION``) with x1 ~ N(c, 1); ``centers[k]`` are
+    class k's mode centres."""
     xs, ys = [], []
     for label, class_centers in enumerate(centers):
         for c in class_centers:
             x1 = c + torch.randn(n_per_mode, generator=generator, dtype=torch.float64)  # cpu: dataset preparation
-            xs.append(torch.stack([x1, 2 * x1], dim=1))
+            xs.append(torch.stack([d * x1 for d in TOY_DIRECTION], dim=1))
             ys.append(torch.full((n_per_mode,), label, dtype=torch.long))  # cpu: dataset preparation
     return torch.cat(xs).float(), torch.cat(ys)
 

@@ -16,9 +16,14 @@ REGION_COLORS = ListedColormap(["#c6dbef", "#fdd0a2"])
 POINT_COLORS = ["#08519c", "#a63603"]
 
 
-def decision_regions(panels, x_test, y_test, png, pdf, resolution: int = 400) -> None:
+def decision_regions(panels, x_test, y_test, png, pdf, resolution: int = 400, arrows=None) -> None:
     """Fig. 3: one panel per (row, column) entry of ``panels`` = [[(title, model), ...], ...],
-    the background coloured by the predicted class and the test points on top."""
+    the background coloured by the predicted class and the test points on top.
+
+    ``arrows``: None, or a function model -> (points [M, 2], directions [M, 2]), drawn as black
+    arrows from the points (e.g. the unit margin gradients at some test points). A direction is
+    one in data coordinates (it keeps its angle to the data's line however the axes are scaled);
+    its length is drawn as a fraction of the panel's width (1: a 20th)."""
     lo, hi = x_test.min(0).values, x_test.max(0).values
     pad = 0.15 * (hi - lo)
     g1 = torch.linspace(lo[0] - pad[0], hi[0] + pad[0], resolution)  # cpu: a plot of CPU models and points
@@ -34,6 +39,12 @@ def decision_regions(panels, x_test, y_test, png, pdf, resolution: int = 400) ->
             for c in (0, 1):
                 pts = x_test[y_test == c]
                 ax.scatter(pts[:, 0], pts[:, 1], s=4, color=POINT_COLORS[c], label=f"class {c}")
+            if arrows is not None:
+                at, direction = (t.detach().cpu().numpy() for t in arrows(model))
+                ax.quiver(
+                    at[:, 0], at[:, 1], direction[:, 0], direction[:, 1], color="black",
+                    angles="xy", scale_units="width", scale=20, width=0.004, zorder=3,
+                )
             ax.set_title(title, fontsize=10)
             ax.set_xlabel("$x_1$")
             ax.set_ylabel("$x_2$")

@@ -29,51 +29,89 @@ def _colors(sources) -> dict[str, str]:
 
 
 def _rho_text(points: pd.DataFrame) -> str:
-    honest = points[~points["circular"]]
+    honest = points[points["relation"] == "independent"]
     rho = spearman(honest["value"], honest["accuracy"])
     text = f"ρ = {'n/a' if math.isnan(rho) else f'{rho:+.2f}'}, n = {len(honest)}"
-    if points["circular"].any():
+    if len(honest) < len(points):
         rho_all = spearman(points["value"], points["accuracy"])
-        text += f" (circular excluded; with them ρ = {'n/a' if math.isnan(rho_all) else f'{rho_all:+.2f}'}, n = {len(points)})"
+        rho_all = "n/a" if math.isnan(rho_all) else f"{rho_all:+.2f}"
+        text += f" (same recipe excluded; with them ρ = {rho_all}, n = {len(points)})"
     return text
 
 
-def pag_vs_robustness(scores: pd.DataFrame, metrics: pd.DataFrame, score: str, png, pdf) -> pd.DataFrame:
-    """One panel per threat model (norm, ε) of the metrics' AutoAttack rows: each model's
-    ``score`` against the teacher of that threat model (x) and its AutoAttack accuracy (y),
-    coloured by source; circular points (a RIGD student against its own teacher, a teacher
-    against itself) hollow and left out of the title's Spearman ρ. Returns the points."""
-    points = robustness_points(scores, metrics, score)
-    if points.empty:
+SHORT_NAMES = {
+    "vanilla": "V", "one_image": "OI", "class_mean": "CM", "nearest_neighbor": "NN",
+    "clustered_nn": "CNN", "rigd_linf": "R∞", "rigd_l2": "R2", "teacher_linf": "T∞",
+    "teacher_l2": "T2", "file": "F",
+}
+
+
+def pag_vs_robustness(
+    scores: pd.DataFrame, metrics: pd.DataFrame, score, png, pdf
+) -> pd.DataFrame:
+    """One row of panels per score of ``score`` (a name or a list: the instruments), one panel per
+    threat model (norm, ε) of the metrics' AutoAttack rows: each model's score (against the
+    reference of that threat model, where the score has references) on x, its AutoAttack
+    accuracy on y, coloured by source and labelled; points of the reference's own recipe
+    (another seed of it, or a RIGD student of it) hollow and left out of the title's Spearman ρ.
+    Returns the points of every score (column ``score``)."""
+    names = [score] if isinstance(score, str) else list(score)
+    found = []
+    for name in names:
+        points = robustness_points(scores, metrics, name)
+        if len(points):
+            found.append(points.assign(score=name))
+    if not found:
         raise ValueError(
-            f"no model has both a {score} score against a teacher_<norm> reference and an "
-            "AutoAttack row for that norm in the metrics"
+            f"no model has both a score of {names} and an AutoAttack row in the metrics "
+            "(alignments need a teacher_<norm> reference of the AutoAttack row's norm)"
         )
     norms = {n: i for i, n in enumerate(NORM_NAMES)}
-    panels = sorted(points.groupby(["norm", "eps"]), key=lambda p: (norms.get(p[0][0], len(norms)), p[0]))
-    colors = _colors(points["source"])
-    fig, axes = plt.subplots(1, len(panels), figsize=(5.2 * len(panels), 4.4), squeeze=False)
-    for ax, ((norm, eps), g) in zip(axes[0], panels):
-        several = g.groupby("source")["lam"].nunique()
-        for source, s in g.groupby("source", sort=False):
-            ax.scatter(
-                s["value"], s["accuracy"], s=36, label=method(source), edgecolors=colors[source],
-                facecolors=["none" if c else colors[source] for c in s["circular"]],
-            )
-            if several[source] > 1:
-                seeds = s.groupby("lam")["seed"].transform("nunique")
-                for (_, r), n in zip(s.iterrows(), seeds):
-                    label = f"λ={r['lam']:g}" + (f" s{r['seed']}" if n > 1 else "")
-                    ax.annotate(label, (r["value"], r["accuracy"]), fontsize=6, xytext=(3, 3), textcoords="offset points")
-        ax.set_xlabel(f"{SCORE_NAMES.get(score, score)} vs {g['reference'].iloc[0]}")
-        ax.set_ylabel(f"AutoAttack {NORM_NAMES.get(norm, norm)} ε={eps:g} accuracy (%)")
-        ax.set_title(f"{NORM_NAMES.get(norm, norm)}: {_rho_text(g)}", fontsize=8)
-        ax.legend(fontsize=6)
-    dataset = ", ".join(sorted(points["dataset"].astype(str).unique()))
-    fig.suptitle(f"{dataset}: PAG score against robust accuracy (hollow: circular)", fontsize=9)
+    panels_of = [
+        sorted(p.groupby(["norm", "eps"]), key=lambda q: (norms.get(q[0][0], len(norms)), q[0]))
+        for p in found
+    ]
+    cols = max(len(p) for p in panels_of)
+    colors = _colors(pd.concat(found)["source"])
+    fig, axes = plt.subplots(
+        len(found), cols, figsize=(5.4 * cols, 4.4 * len(found)), squeeze=False
+    )
+    for row, (points, panels) in enumerate(zip(found, panels_of)):
+        name = points["score"].iloc[0]
+        for ax, ((norm, eps), g) in zip(axes[row], panels):
+            for source, s in g.groupby("source", sort=False):
+                hollow = s["relation"] != "independent"
+                ax.scatter(
+                    s["value"], s["accuracy"], s=36, label=method(source),
+                    edgecolors=colors[source],
+                    facecolors=["none" if h else colors[source] for h in hollow],
+                )
+                for _, r in s.iterrows():
+                    label = SHORT_NAMES.get(source, source)
+                    if s["lam"].nunique() > 1:
+                        label += f" λ={r['lam']:g}"
+                    if s["seed"].nunique() > 1:
+                        label += f" s{r['seed']}"
+                    ax.annotate(label, (r["value"], r["accuracy"]), fontsize=8,
+                                xytext=(3, 3), textcoords="offset points")
+            ref = g["reference"].iloc[0]
+            xlabel = SCORE_NAMES.get(name, name)
+            ax.set_xlabel(xlabel if not ref.startswith("teacher_") else f"{xlabel} vs {ref}")
+            ax.set_ylabel(f"AutoAttack {NORM_NAMES.get(norm, norm)} ε={eps:g} accuracy (%)")
+            ax.set_title(f"{NORM_NAMES.get(norm, norm)}, {xlabel}: {_rho_text(g)}", fontsize=8)
+        axes[row][0].legend(fontsize=8)
+    for row in axes:
+        for ax in row:
+            if not ax.has_data():
+                ax.set_visible(False)
+    dataset = ", ".join(sorted(pd.concat(found)["dataset"].astype(str).unique()))
+    fig.suptitle(
+        f"{dataset}: PAG scores against robust accuracy (hollow: the reference's own recipe)",
+        fontsize=9,
+    )
     fig.tight_layout()
     save(fig, png, pdf)
-    return points
+    return pd.concat(found, ignore_index=True)
 
 
 def pag_vs_lambda(scores: pd.DataFrame, source: str, png, pdf, score: str = "alignment") -> None:

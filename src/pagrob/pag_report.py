@@ -1,19 +1,27 @@
 """Tables of the PAG scores (pandas only: no torch here, this runs in the report environment).
 
 The paper says no number for "perceptually aligned" exists; ``pagrob.pag_scores`` measures
-three, against an independent adversarially trained reference model per threat model:
+several, each a tidy row (``COLUMNS``):
 
-- ``alignment``: the mean over test images and all C classes of cos(grad_x f(x)_c,
-  grad_x f_ref(x)_c), the raw logits' input-gradients (1: the reference's own gradients);
-- ``targeted_success``: the fraction of Fig. 4's large-eps targeted L2 attacks on the model
-  (towards every class but the true one) that the reference classifies as the target class;
-- ``targeted_prob``: the reference's mean softmax probability of the target class on them.
+- against an independently seeded adversarially trained reference per threat model
+  (``teacher_linf``, ``teacher_l2``): ``alignment``, the mean over test images and all C classes
+  of the cosine between the model's and the reference's input-gradients of the centred logits
+  f_c - mean_k f_k (the default: blind, as the predictions are, to a function added to every
+  logit); ``alignment_log_softmax`` (the same for log-softmax); ``alignment_logit`` (raw logits:
+  a diagnostic); ``targeted_success`` (the fraction of Fig. 4's large-eps targeted L2 attacks on
+  the model that the reference classifies as the target) and ``targeted_prob`` (the
+  reference's mean probability of the target on them);
+- without a reference: ``common_mode`` (the fraction of the logit gradients' energy shared by all
+  classes) and, with an autoencoder, ``tangent_fraction`` (||P_T g|| / ||g||, g the centred
+  gradients, T the decoder's tangent space), ``on_manifold_change`` and ``off_manifold_change``.
 
-Scores are tidy rows (``COLUMNS``). ``circular`` marks a score that measures imitation rather
-than PAG: a RIGD student against the teacher it was distilled from (``rigd_linf`` against
-``teacher_linf``, ``rigd_l2`` against ``teacher_l2``), and a reference against itself. Two
-baselines are scored the same way: ``floor``, a freshly initialised model of the students'
-architecture, and ``ceiling``, each reference against itself.
+``relation`` says how the model relates to the reference: ``independent``; ``same_recipe`` (an
+adversarially trained model of the reference's threat model with another seed, the realistic
+ceiling, or a RIGD student of such a teacher: agreement expected by construction); ``self``
+(the reference against itself, the self-ceiling). Baselines are scored the same way: ``floor``,
+a freshly initialised model; ``ceiling``, each reference against itself; ``random``, the
+tangent fraction of a random direction, sqrt(k/d); ``autoencoder``, its test reconstruction
+error (``reconstruction_mse``).
 """
 
 from __future__ import annotations
@@ -24,118 +32,192 @@ import pandas as pd
 
 from pagrob import report
 
-COLUMNS = ["dataset", "source", "lam", "seed", "score", "reference", "value", "circular"]
-SCORES = ("alignment", "targeted_success", "targeted_prob")
-BASELINES = ("floor", "ceiling")
+COLUMNS = ["dataset", "source", "lam", "seed", "score", "reference", "value", "relation"]
+#: the scores in the tables' order; the first is the default (Fig. 5's, the plot's)
+SCORES = (
+    "alignment", "alignment_log_softmax", "alignment_logit", "common_mode", "tangent_fraction",
+    "on_manifold_change", "off_manifold_change", "targeted_success", "targeted_prob",
+    "reconstruction_mse",
+)
+BASELINES = ("floor", "ceiling", "random", "autoencoder")
 SCORE_NAMES = {
-    "alignment": "gradient alignment",
+    "alignment": "alignment",
+    "alignment_log_softmax": "log-softmax alignment",
+    "alignment_logit": "raw-logit alignment",
+    "common_mode": "common-mode fraction",
+    "tangent_fraction": "tangent-space fraction",
+    "on_manifold_change": "on-manifold change",
+    "off_manifold_change": "off-manifold change",
     "targeted_success": "targeted success",
     "targeted_prob": "target probability",
+    "reconstruction_mse": "reconstruction MSE",
 }
+#: the instruments whose rank correlation with robustness the plot shows (score, reference):
+#: reference None is the reference of the panel's threat model
+INSTRUMENTS = (("alignment", None), ("alignment_log_softmax", None), ("tangent_fraction", "autoencoder"))
 EXTRA_NAMES = {
-    "clustered_nn": "Clustered NN",
     "floor": "Floor (untrained model)",
-    "ceiling": "Ceiling (the reference itself)",
+    "ceiling": "Self-ceiling (the reference itself)",
+    "random": "Random direction (√(k/d))",
+    "autoencoder": "Autoencoder (test reconstruction)",
+    "teacher_linf": "Teacher ℓ∞ (another seed of the ℓ∞ reference's recipe)",
+    "teacher_l2": "Teacher ℓ2 (another seed of the ℓ2 reference's recipe)",
 }
-CIRCULAR_NOTE = (
-    "† circular: a RIGD student scored against the teacher it was distilled from, or a "
-    "reference against itself; such a score measures imitation, not PAG."
+RELATION_MARKS = {"same_recipe": "‡", "self": "†"}
+RELATION_NOTE = (
+    "‡ same recipe: an adversarially trained model of the reference's threat model with another "
+    "seed (the realistic ceiling: two independently seeded robust models), or a RIGD student of "
+    "such a teacher; its agreement is expected by construction. † the reference against itself "
+    "(the self-ceiling)."
 )
 KEYS = ["source", "lam", "seed"]
 
 
 def method(source: str) -> str:
-    return report.METHOD_NAMES.get(source, EXTRA_NAMES.get(source, source))
+    return EXTRA_NAMES.get(source, report.METHOD_NAMES.get(source, source))
 
 
 def read_scores(paths: list) -> pd.DataFrame:
     """PAG score CSVs (written by ``pagrob.steps.pag_scores``) as one frame."""
     frames = []
     for path in paths:
-        df = pd.read_csv(path)
+        df = pd.read_csv(path, keep_default_na=False, na_values=[""])
         missing = set(COLUMNS) - set(df.columns)
         if missing:
-            raise ValueError(f"PAG scores file {path} lacks the columns {sorted(missing)}; rebuild it")
+            raise ValueError(
+                f"PAG scores file {path} lacks the columns {sorted(missing)}; rebuild it"
+            )
         frames.append(df)
-    df = pd.concat(frames, ignore_index=True)
-    df["circular"] = df["circular"].astype(str).str.lower().isin(["true", "1"])
-    return df
+    return pd.concat(frames, ignore_index=True)
 
 
 def spearman(a, b) -> float:
-    """Spearman's rank correlation: Pearson's correlation of the ranks, ties given their
-    average rank. NaN when fewer than two pairs or when either side is constant."""
-    a, b = pd.Series(list(a), dtype=float), pd.Series(list(b), dtype=float)
+    """Spearman's rank correlation (scipy.stats.spearmanr, ties given their average rank). NaN
+    when fewer than two pairs or when either side is constant."""
+    from scipy import stats
+
+    a, b = list(map(float, a)), list(map(float, b))
     if len(a) != len(b):
         raise ValueError(f"spearman needs equally many values ({len(a)} and {len(b)})")
-    ra, rb = a.rank(method="average") - (len(a) + 1) / 2, b.rank(method="average") - (len(b) + 1) / 2
-    denom = math.sqrt((ra**2).sum() * (rb**2).sum())
-    if len(a) < 2 or denom == 0:
+    if len(a) < 2 or len(set(a)) < 2 or len(set(b)) < 2:
         return float("nan")
-    return float((ra * rb).sum() / denom)
+    return float(stats.spearmanr(a, b).statistic)
 
 
 def _order(df: pd.DataFrame) -> pd.DataFrame:
-    """Floor first, then the sources in the tables' order, the ceiling last."""
-    order = ["floor"] + report.SOURCE_ORDER + ["clustered_nn"] + ["ceiling"]
+    """Floor first, then the sources in the tables' order, the baselines last."""
+    order = ["floor"] + report.SOURCE_ORDER + ["ceiling", "random", "autoencoder"]
     rank = {s: i for i, s in enumerate(order)}
-    return df.sort_values(
-        KEYS, key=lambda col: col.map(lambda s: rank.get(s, len(order) - 1.5)) if col.name == "source" else col,
-        kind="stable",
-    )
+
+    def key(col):
+        if col.name == "source":
+            return col.map(lambda s: rank.get(s, len(order) - 3.5))
+        return col
+
+    return df.sort_values(KEYS, key=key, kind="stable")
 
 
 def references(names) -> list[str]:
     """The paper's order: teacher_linf, teacher_l2, then any other reference by name."""
     first = ["teacher_linf", "teacher_l2"]
-    return sorted(set(names), key=lambda r: (first.index(r) if r in first else len(first), r))
+    names = {n for n in names if n not in ("none", "autoencoder")}
+    return sorted(names, key=lambda r: (first.index(r) if r in first else len(first), r))
 
 
 def _column(score: str, reference: str) -> str:
-    return f"{SCORE_NAMES.get(score, score)} vs {reference}"
+    name = SCORE_NAMES.get(score, score)
+    return name if reference in ("none", "autoencoder") else f"{name} vs {reference}"
 
 
-def _fmt(value: float, circular: bool) -> str:
+def _fmt(value: float, relation: str = "independent") -> str:
     if value is None or (isinstance(value, float) and math.isnan(value)):
         return ""
-    return f"{value:.3f}" + ("†" if circular else "")
+    return f"{value:.3f}" + RELATION_MARKS.get(relation, "")
+
+
+#: the two tables of the scores: what the gradients are, and what the targeted attacks make
+GRADIENT_TABLE = SCORES[:7]
+TARGETED_TABLE = ("targeted_success", "targeted_prob")
 
 
 def pag_scores_table(scores: pd.DataFrame) -> tuple[pd.DataFrame, str]:
-    """One row per model (source, λ, seed) and one column per score x reference; the floor
-    and ceiling rows included, circular cells marked with † (and a footnote).
+    """One row per model (source, λ, seed) and one column per score x reference; the baselines'
+    rows included, cells that are not independent marked (‡ same recipe, † self).
 
-    Returns the full frame (numbers; a ``circular: <reference>`` column per reference) and the
-    markdown text."""
+    Returns the full frame (numbers, and a ``relation: <reference>`` column per reference) and
+    the markdown text: the gradient scores, then the targeted attacks judged by the
+    references, then the baselines that are one number per dataset."""
     if scores.empty:
         raise ValueError("no PAG scores to tabulate")
-    pairs = [(s, r) for s in SCORES for r in references(scores["reference"])]
-    pairs = [p for p in pairs if ((scores["score"] == p[0]) & (scores["reference"] == p[1])).any()]
+    refs = references(scores["reference"])
+    present = set(zip(scores["score"], scores["reference"]))
+    pairs = [
+        (s, r)
+        for s in SCORES
+        for r in [*refs, "none", "autoencoder"]
+        if (s, r) in present
+    ]
     rows, cells = [], []
-    for (source, lam, seed), g in _order(scores).groupby(KEYS, sort=False):
-        row = {"dataset": ";".join(sorted(g["dataset"].astype(str).unique())), "source": source, "lam": lam, "seed": seed}
+    per_model = scores[~scores["source"].isin(["random", "autoencoder"])]
+    for (source, lam, seed), g in _order(per_model).groupby(KEYS, sort=False):
+        row = {
+            "dataset": ";".join(sorted(g["dataset"].astype(str).unique())),
+            "source": source, "lam": lam, "seed": seed,
+        }
         cell = {"model": method(source), "λ": f"{lam:g}", "seed": seed}
         for score, ref in pairs:
             hit = g[(g["score"] == score) & (g["reference"] == ref)]
             value = float(hit["value"].iloc[0]) if len(hit) else float("nan")
-            circ = bool(hit["circular"].iloc[0]) if len(hit) else False
+            rel = str(hit["relation"].iloc[0]) if len(hit) else "independent"
             row[_column(score, ref)] = value
-            cell[_column(score, ref)] = _fmt(value, circ)
-        for ref in references(r for _, r in pairs):
-            row[f"circular: {ref}"] = bool(g[g["reference"] == ref]["circular"].any())
+            cell[_column(score, ref)] = _fmt(value, rel)
+        for ref in refs:
+            rel = g[g["reference"] == ref]["relation"]
+            row[f"relation: {ref}"] = rel.iloc[0] if len(rel) else ""
         rows.append(row)
         cells.append(cell)
     full = pd.DataFrame(rows)
+    shown = pd.DataFrame(cells)
+    ident = ["model", "λ", "seed"]
+
+    def part(which):
+        cols = [_column(s, r) for s, r in pairs if s in which]
+        if not cols:
+            return ""
+        sub = shown[ident + cols]
+        keep = sub[cols].ne("").any(axis=1)
+        return report.markdown(sub[keep])
+
+    text = "## Gradient scores\n\n" + part(GRADIENT_TABLE)
+    targeted = part(TARGETED_TABLE)
+    if targeted:
+        text += "\n## Targeted attacks on the model, judged by the reference\n\n" + targeted
+    singles = scores[scores["source"].isin(["random", "autoencoder"])]
+    if len(singles):
+        text += "\n" + "".join(
+            f"- {method(r['source'])}: {SCORE_NAMES.get(r['score'], r['score'])} "
+            f"{r['value']:.4g}\n"
+            for _, r in singles.iterrows()
+        )
     note = (
-        "PAG scores on the first test images: gradient alignment is the mean cosine between the "
-        "model's and the reference's logit input-gradients over images and classes (1 at the "
-        "ceiling); targeted success is the fraction of the model's large-ε targeted L2 attacks "
-        "(Fig. 4) that the reference classifies as the target; target probability is the "
-        "reference's mean probability of the target on them. Floor: a freshly initialised model "
-        "of the students' architecture; ceiling: each reference against itself.\n\n"
-        + CIRCULAR_NOTE
+        "\nPAG scores on the first test images. Alignment: the mean over images and classes of "
+        "the cosine between the model's and the reference's input-gradients of the centred "
+        "logits f_c − mean_k f_k (unchanged when one function of x is added to every logit, as "
+        "the predictions are); log-softmax alignment the same for log-softmax; raw-logit "
+        "alignment compares the raw logits' gradients (a diagnostic: it sees the direction "
+        "shared by all classes, which no prediction depends on). Common-mode fraction: "
+        "‖mean_c ∇f_c‖² / mean_c ‖∇f_c‖², the share of the logit gradients that all classes "
+        "share (0: none, 1: all). Tangent-space fraction: ‖P_T g‖ / ‖g‖ for the centred "
+        "gradients g, T the span of the autoencoder decoder's Jacobian at the image's code "
+        "(Bordt et al. 2023; Srinivas, Bordt & Lakkaraju 2023), beside a random direction's "
+        "√(k/d); on- and off-manifold change: the softmax's total-variation change under noise "
+        "inside T and orthogonal to it. Targeted success: the fraction of the model's large-ε "
+        "targeted L2 attacks (Fig. 4) that the reference classifies as the target; target "
+        "probability: the reference's mean probability of the target on them. The references "
+        "are adversarially trained with a seed that no scored model uses. Floor: a freshly "
+        "initialised model of the students' architecture.\n\n" + RELATION_NOTE
     )
-    return full, report.markdown(pd.DataFrame(cells)) + "\n" + note + "\n"
+    return full, text + note + "\n"
 
 
 def lambda_table(scores: pd.DataFrame, source: str, score: str = "alignment") -> tuple[pd.DataFrame, str]:
@@ -147,7 +229,7 @@ def lambda_table(scores: pd.DataFrame, source: str, score: str = "alignment") ->
     sel = scores[(scores["score"] == score) & scores["source"].isin([source, "vanilla", "floor"])]
     if not (sel["source"] == source).any():
         raise ValueError(f"no {score} scores for source {source!r}; score its λ ablation models first")
-    refs = references(sel["reference"])
+    refs = references(sel["reference"]) or sorted(set(sel["reference"]))
     rows, cells, rhos = [], [], []
     for (src, lam), g in _order(sel).groupby(["source", "lam"], sort=False):
         row = {"source": src, "lam": lam}
@@ -157,7 +239,7 @@ def lambda_table(scores: pd.DataFrame, source: str, score: str = "alignment") ->
             row[f"{ref} mean"] = v.mean() if len(v) else float("nan")
             row[f"{ref} std"] = v.std(ddof=1) if len(v) > 1 else float("nan")
             row[f"{ref} seeds"] = len(v)
-            cell[f"{SCORE_NAMES.get(score, score)} vs {ref}"] = report.fmt(
+            cell[_column(score, ref)] = report.fmt(
                 row[f"{ref} mean"], row[f"{ref} std"], 3
             )
         rows.append(row)
@@ -168,31 +250,35 @@ def lambda_table(scores: pd.DataFrame, source: str, score: str = "alignment") ->
         means = models.groupby("lam")["value"].mean()
         rho = spearman(means.index, means)
         rhos.append(
-            f"Spearman ρ(λ, {SCORE_NAMES.get(score, score)} vs {ref}) = "
+            f"Spearman ρ(λ, {_column(score, ref)}) = "
             + ("n/a" if math.isnan(rho) else f"{rho:+.2f}")
             + f" over {len(means)} λ values ({len(models)} models; {method(source)}, vanilla as "
             "λ = 0; mean over seeds)."
         )
     text = report.markdown(pd.DataFrame(cells)) + "\n" + "\n".join(rhos) + "\n"
-    if sel["circular"].any():
-        text += "\n" + CIRCULAR_NOTE + "\n"
+    if (sel["relation"] != "independent").any():
+        text += "\n" + RELATION_NOTE + "\n"
     return full, text
 
 
 def robustness_points(scores: pd.DataFrame, metrics: pd.DataFrame, score: str) -> pd.DataFrame:
     """Each model's ``score`` against its AutoAttack robust accuracy, one row per model and
-    threat model (norm, eps); the reference of a panel is the teacher of its threat model
-    (``teacher_linf`` for linf, ``teacher_l2`` for l2). Columns: dataset, source, lam, seed,
-    norm, eps, reference, value, accuracy, circular. Baselines have no robust accuracy."""
+    threat model (norm, eps). A score against references is taken against the reference of the
+    panel's threat model (``teacher_linf`` for linf, ``teacher_l2`` for l2); a score without one
+    (the tangent-space fraction, the common-mode fraction) is the same in every panel. Columns:
+    dataset, source, lam, seed, norm, eps, reference, value, accuracy, relation. Baselines have
+    no robust accuracy."""
     aa = metrics[metrics["attack"] == "autoattack"].copy()
     sel = scores[(scores["score"] == score) & ~scores["source"].isin(BASELINES)].copy()
-    sel["norm"] = sel["reference"].str.removeprefix("teacher_")
-    keys = ["dataset", "source", "lam", "seed"]
+    keys = ["dataset", "source", "_lam", "seed"]
     for df in (sel, aa):
         df["_lam"] = df["lam"].astype(float).round(12)
-    out = sel.drop(columns="lam").merge(
-        aa[keys[:1] + ["source", "_lam", "seed", "norm", "eps", "lam", "accuracy"]].drop_duplicates(),
-        on=["dataset", "source", "_lam", "seed", "norm"],
-    )
-    cols = ["dataset", "source", "lam", "seed", "norm", "eps", "reference", "value", "accuracy", "circular"]
+    aa = aa[keys + ["norm", "eps", "lam", "accuracy"]].drop_duplicates()
+    if sel["reference"].str.startswith("teacher_").any():
+        sel["norm"] = sel["reference"].str.removeprefix("teacher_")
+        out = sel.drop(columns="lam").merge(aa, on=[*keys, "norm"])
+    else:
+        out = sel.drop(columns="lam").merge(aa, on=keys)
+    cols = ["dataset", "source", "lam", "seed", "norm", "eps", "reference", "value", "accuracy",
+            "relation"]
     return out[cols].reset_index(drop=True)

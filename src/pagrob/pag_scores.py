@@ -1,16 +1,28 @@
 """A number for PAG: how perceptually aligned a model's input-gradients are, measured against an
-independent adversarially trained reference model (the paper says no such number exists; see
-``pagrob.pag_report`` for the tables and the circularity rule).
+independently seeded adversarially trained reference model, and against the data manifold as an
+autoencoder sees it (the paper says no such number exists; see ``pagrob.pag_report`` for the
+tables and the rule that marks a score as not independent).
 
-- :func:`alignment`: mean cosine between the model's and the reference's input-gradients of
-  each class score, over test images and all C classes;
+Shift invariance. Adding one function h(x) to every logit changes no prediction, no softmax and
+no loss, yet it changes every raw logit input-gradient by grad h. A score that a classifier's
+decisions cannot see must not depend on it, so the default compares the gradients of the
+**centred** logits f_c - (1/C) sum_k f_k (the raw gradients minus their mean over the classes);
+the log-softmax gradients (grad f_c - sum_k p_k grad f_k, equally blind to h) give a second
+score, and the raw logits' a diagnostic, beside the model's **common-mode fraction**
+||mean_c grad f_c||^2 / mean_c ||grad f_c||^2 (0: no part of the gradients is shared by all
+classes; 1: all of it is).
+
+- :func:`gradient_scores`: per image, the mean over the C classes of the cosine between the
+  model's and each reference's gradients of each kind (``GRADIENTS``), the common-mode fraction,
+  and with an autoencoder the tangent-space fraction ||P_T g|| / ||g|| of the centred gradients
+  (Bordt et al. 2023; Srinivas, Bordt & Lakkaraju 2023) and the change of the softmax under
+  noise inside and orthogonal to the tangent space (on- and off-manifold robustness);
 - :func:`targeted_success`: Fig. 4's large-eps targeted L2 PGD on the model, from each test
   image towards every class other than its label; how often the reference agrees that the
-  result is the target class, and its mean probability for the target;
-- :func:`spearman`: rank correlation (ties averaged), for the score against robust accuracy.
+  result is the target class, and its mean probability for the target.
 
-Both models are frozen and in eval mode throughout. Every tensor is made on the data's device,
-and results are read back from it once per call.
+Models are frozen and in eval mode throughout. Every tensor is made on the data's device, and
+results are read back from it once per call.
 """
 
 from __future__ import annotations
@@ -20,42 +32,141 @@ from torch import Tensor, nn
 
 from pagrob.attacks import Attack, frozen_eval, pgd
 from pagrob.pag import cosine_loss
-from pagrob.pag_report import spearman  # noqa: F401  (one implementation, torch-free)
-from pagrob.sources import TEACHER_SOURCES, teacher_gradients
+from pagrob.sources import TEACHER_SOURCES
 
-#: the gradients compared: the raw logits' (the score is then unchanged by scaling the logits)
-GRAD_OF = "logit"
+#: the gradients compared, and the name of each one's alignment score; the first is the default
+GRADIENTS = {"centred": "alignment", "log_softmax": "alignment_log_softmax", "logit": "alignment_logit"}
 #: cosine's denominator floor: a zero gradient has cosine 0 with anything
 COS_EPS = 1e-30
 
+#: how a scored model relates to a reference (``relation``): an independent model; one of the
+#: reference's own recipe (an adversarially trained model of its threat model with another seed,
+#: or a RIGD student of such a teacher), whose agreement is expected by construction; the
+#: reference itself (the self-ceiling, 1 by construction for the alignments)
+INDEPENDENT, SAME_RECIPE, SELF = "independent", "same_recipe", "self"
+
+
+def class_gradients(model: nn.Module, x: Tensor) -> tuple[Tensor, Tensor]:
+    """(logits [B, C], grads [C, B, ...]): the raw logits at ``x`` and the input-gradient of every
+    class's logit, the model frozen and in eval mode."""
+    with frozen_eval(model), torch.enable_grad():
+        xg = x.detach().requires_grad_(True)
+        logits = model(xg)
+        grads = [
+            torch.autograd.grad(logits[:, c].sum(), xg, retain_graph=True)[0]
+            for c in range(logits.shape[1])
+        ]
+    return logits.detach(), torch.stack(grads)
+
+
+def shift_invariant(grads: Tensor, logits: Tensor, kind: str) -> Tensor:
+    """The class gradients of one kind from the raw logit gradients ``grads`` [C, B, ...]:
+    ``centred`` grad(f_c - mean_k f_k), ``log_softmax`` grad log softmax(f)_c, ``logit`` the raw
+    ones. The first two are unchanged when one function of x is added to every logit."""
+    if kind == "logit":
+        return grads
+    if kind == "centred":
+        return grads - grads.mean(0, keepdim=True)
+    if kind == "log_softmax":
+        p = logits.softmax(1).T.to(grads.dtype)  # [C, B]
+        p = p.view(*p.shape, *([1] * (grads.dim() - 2)))
+        return grads - (p * grads).sum(0, keepdim=True)
+    raise ValueError(f"gradient kind must be one of {tuple(GRADIENTS)}, not {kind!r}")
+
+
+def common_mode_fraction(grads: Tensor) -> Tensor:
+    """[B]: ||mean_c g_c||^2 / mean_c ||g_c||^2 per image for the class gradients [C, B, ...]
+    (0 where every class gradient is 0)."""
+    flat = grads.flatten(2).double()
+    shared = (flat.mean(0) ** 2).sum(-1)
+    energy = (flat**2).sum(-1).mean(0)
+    return torch.where(energy > 0, shared / energy.clamp(min=1e-300), torch.zeros_like(energy))
+
+
+def class_cosines(g: Tensor, r: Tensor) -> Tensor:
+    """[B]: the mean over classes of cos(g_c, r_c) per image, for [C, B, ...] gradients."""
+    if g.shape != r.shape:
+        raise ValueError(
+            f"model and reference disagree on the classes: gradients {tuple(g.shape)} and "
+            f"{tuple(r.shape)}"
+        )
+    cos = 1 - cosine_loss(g.flatten(0, 1), r.flatten(0, 1), COS_EPS)
+    return cos.view(g.shape[:2]).double().mean(0)
+
+
+def gradient_scores(
+    model: nn.Module,
+    x: Tensor,
+    batch_size: int,
+    references: dict[str, nn.Module] | None = None,
+    autoencoder: nn.Module | None = None,
+    noise: float | None = None,
+    noise_draws: int = 4,
+    generator: torch.Generator | None = None,
+) -> dict[tuple[str, str], float]:
+    """Every gradient score of ``model`` on the images ``x``, each the mean over the images:
+    ``(score, reference) -> value``. The model's class gradients are computed once per batch.
+
+    - against each ``references[name]``: one alignment per kind of ``GRADIENTS``;
+    - ``("common_mode", "none")``: the model's common-mode fraction;
+    - with ``autoencoder`` (``pagrob.autoencoder``): ``("tangent_fraction", "autoencoder")``, the
+      mean over images and classes of ||P_T g|| / ||g|| for the centred gradients g, and with
+      ``noise`` (an L2 radius) ``on_manifold_change`` and ``off_manifold_change``: the mean
+      total-variation change of the softmax under random noise of that norm inside T and
+      orthogonal to it (``noise_draws`` directions per image, drawn from ``generator``).
+    """
+    references = references or {}
+    keys = [(score, name) for name in references for score in GRADIENTS.values()]
+    keys.append(("common_mode", "none"))
+    if autoencoder is not None:
+        keys.append(("tangent_fraction", "autoencoder"))
+        if noise:
+            keys += [("on_manifold_change", "autoencoder"), ("off_manifold_change", "autoencoder")]
+    totals = torch.zeros(len(keys), dtype=torch.float64, device=x.device)
+    for start in range(0, len(x), batch_size):
+        xb = x[start : start + batch_size]
+        logits, grads = class_gradients(model, xb)
+        values = []
+        for name, reference in references.items():
+            ref_logits, ref_grads = class_gradients(reference, xb)
+            for kind in GRADIENTS:
+                g = shift_invariant(grads, logits, kind)
+                r = shift_invariant(ref_grads, ref_logits, kind)
+                values.append(class_cosines(g, r).sum())
+        values.append(common_mode_fraction(grads).sum())
+        if autoencoder is not None:
+            from pagrob import autoencoder as ae_lib
+
+            basis = ae_lib.tangent_basis(autoencoder, xb)
+            centred = shift_invariant(grads, logits, "centred")
+            values.append(ae_lib.tangent_fraction(centred, basis).double().mean(0).sum())
+            if noise:
+                on, off = ae_lib.manifold_noise_change(model, xb, basis, noise, noise_draws, generator)
+                values += [on.double().sum(), off.double().sum()]
+        totals += torch.stack(values)
+    return dict(zip(keys, (totals / len(x)).tolist()))
+
 
 def alignment(
-    model: nn.Module, reference: nn.Module, x: Tensor, batch_size: int, grad_of: str = GRAD_OF
+    model: nn.Module, reference: nn.Module, x: Tensor, batch_size: int, kind: str = "centred"
 ) -> float:
-    """Mean over the images ``x`` and all C classes of cos(grad_x s(x)_c, grad_x s_ref(x)_c),
-    with s the raw logit (``grad_of="logit"``) or the log-softmax."""
-    return alignment_on_device(model, reference, x, batch_size, grad_of).item()
+    """The mean over the images ``x`` and all C classes of the cosine between the model's and the
+    reference's class gradients of one kind (``GRADIENTS``; default: the centred logits')."""
+    return alignment_on_device(model, reference, x, batch_size, kind).item()
 
 
 def alignment_on_device(
-    model: nn.Module, reference: nn.Module, x: Tensor, batch_size: int, grad_of: str = GRAD_OF
+    model: nn.Module, reference: nn.Module, x: Tensor, batch_size: int, kind: str = "centred"
 ) -> Tensor:
     """:func:`alignment` as a 0-d float64 tensor on ``x``'s device (nothing read back)."""
     total = torch.zeros((), device=x.device, dtype=torch.float64)
-    count = 0
     for start in range(0, len(x), batch_size):
         xb = x[start : start + batch_size]
-        g = teacher_gradients(model, xb, grad_of)  # [C, B, ...], frozen and in eval mode
-        r = teacher_gradients(reference, xb, grad_of)
-        if g.shape != r.shape:
-            raise ValueError(
-                f"model and reference disagree on the classes: gradients {tuple(g.shape)} and "
-                f"{tuple(r.shape)}"
-            )
-        cos = 1 - cosine_loss(g.flatten(0, 1), r.flatten(0, 1), COS_EPS)
-        total += cos.double().sum()
-        count += cos.numel()
-    return total / count
+        logits, grads = class_gradients(model, xb)
+        ref_logits, ref_grads = class_gradients(reference, xb)
+        g, r = shift_invariant(grads, logits, kind), shift_invariant(ref_grads, ref_logits, kind)
+        total += class_cosines(g, r).sum()
+    return total / len(x)
 
 
 def targeted_examples(
@@ -77,18 +188,23 @@ def targeted_examples(
     out = []
     for start in range(0, len(targets), batch_size):
         t = targets[start : start + batch_size]
-        out.append(pgd(model, x[images[start : start + batch_size]], t, attack, target=t, generator=generator))
+        xb = x[images[start : start + batch_size]]
+        out.append(pgd(model, xb, t, attack, target=t, generator=generator))
     return torch.cat(out), targets
 
 
-def reference_agreement(reference: nn.Module, x_adv: Tensor, targets: Tensor, batch_size: int) -> dict:
+def reference_agreement(
+    reference: nn.Module, x_adv: Tensor, targets: Tensor, batch_size: int
+) -> dict:
     """``targeted_success``: the fraction of ``x_adv`` the reference classifies as ``targets``;
     ``targeted_prob``: the reference's mean softmax probability of the target."""
     values = agreement_on_device(reference, x_adv, targets, batch_size).tolist()
     return {"targeted_success": values[0], "targeted_prob": values[1]}
 
 
-def agreement_on_device(reference: nn.Module, x_adv: Tensor, targets: Tensor, batch_size: int) -> Tensor:
+def agreement_on_device(
+    reference: nn.Module, x_adv: Tensor, targets: Tensor, batch_size: int
+) -> Tensor:
     """:func:`reference_agreement`'s two values as a float64 tensor on the data's device."""
     hits = torch.zeros((), device=x_adv.device, dtype=torch.float64)
     prob = torch.zeros((), device=x_adv.device, dtype=torch.float64)
@@ -117,9 +233,15 @@ def targeted_success(
     return reference_agreement(reference, x_adv, targets, batch_size)
 
 
-def is_circular(source: str, reference: str) -> bool:
-    """A RIGD student against its own teacher (rigd_linf vs teacher_linf, rigd_l2 vs
-    teacher_l2), or a model against itself (the ceiling, a teacher against itself)."""
-    if source in TEACHER_SOURCES:
-        return reference == f"teacher_{TEACHER_SOURCES[source]}"
-    return source in ("ceiling", reference)
+def relation(source: str, reference: str) -> str:
+    """How a model of ``source`` relates to the reference ``teacher_<norm>`` (an adversarially
+    trained model with a seed no scored model uses): ``self`` for the reference against itself
+    (source ``ceiling``); ``same_recipe`` for an adversarially trained model of the same threat
+    model (another seed: the realistic ceiling) and for a RIGD student of such a teacher;
+    ``independent`` otherwise."""
+    if source == "ceiling":
+        return SELF
+    norm = reference.removeprefix("teacher_")
+    if source == reference or TEACHER_SOURCES.get(source) == norm:
+        return SAME_RECIPE
+    return INDEPENDENT

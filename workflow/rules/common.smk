@@ -511,22 +511,31 @@ def source_flags(wildcards, input):
     return ""
 
 
+def imports_teacher(wildcards):
+    """The teacher at teachers.seed comes from its checkpoint where one is given; the PAG
+    references (pag_scores.reference_seed) are always trained with the teachers' recipe.
+    """
+    t, teachers = teacher_config(wildcards.dataset, wildcards.norm)
+    seeds = [teachers["seed"], *reference_seed_list(wildcards.dataset)]
+    if int(wildcards.seed) not in seeds:
+        raise ConfigError(
+            f"the {wildcards.norm} teacher of {wildcards.dataset} has seed {teachers['seed']} "
+            f"in the config (and PAG references {seeds[1:]}), not {wildcards.seed}"
+        )
+    return bool(t.get("checkpoint")) and int(wildcards.seed) == teachers["seed"]
+
+
 def teacher_inputs(wildcards):
     inputs = {"data": f"results/{wildcards.dataset}/data.pt"}
     t, _ = teacher_config(wildcards.dataset, wildcards.norm)
-    if t.get("checkpoint"):
+    if imports_teacher(wildcards):
         inputs["checkpoint"] = t["checkpoint"]["path"]
     return inputs
 
 
 def teacher_flags(wildcards):
     t, teachers = teacher_config(wildcards.dataset, wildcards.norm)
-    if int(wildcards.seed) != teachers["seed"]:
-        raise ConfigError(
-            f"the {wildcards.norm} teacher of {wildcards.dataset} has seed {teachers['seed']} "
-            f"in the config, not {wildcards.seed}"
-        )
-    if t.get("checkpoint"):
+    if imports_teacher(wildcards):
         c = t["checkpoint"]
         return flags(
             {"import_arch": c["arch"], "import_mean": c["mean"], "import_std": c["std"]}
@@ -713,28 +722,101 @@ def masking_input(dataset):
     return f"results/tables/masking_{dataset}.csv" if autoattack_config(dataset) else []
 
 
-# --- Measuring PAG: scores against the robust teachers, and the plot against robustness ---------
+# --- Measuring PAG: scores against independent robust references and an autoencoder ----------
 
 
 def pag_scores_config(dataset):
     """datasets.<dataset>.pag_scores (None: no PAG scores there); the attack defaults to the
-    pictures' one (Fig. 4)."""
+    pictures' one (Fig. 4). Needs robust references (teachers) or an autoencoder, and a
+    reference seed that no scored model uses."""
     cfg = dataset_config(dataset).get("pag_scores")
-    if cfg and not configured_teachers(dataset):
+    if not cfg:
+        return cfg
+    if not configured_teachers(dataset) and not autoencoder_config(dataset):
         raise ConfigError(
-            f"config: datasets.{dataset}.pag_scores needs robust reference models: add "
-            f"datasets.{dataset}.teachers"
+            f"config: datasets.{dataset}.pag_scores needs robust references or an autoencoder: "
+            f"add datasets.{dataset}.teachers (their recipe trains the references) and/or "
+            f"datasets.{dataset}.autoencoder"
         )
+    check_reference_seed(dataset)
     return cfg
 
 
+def reference_seed_list(dataset):
+    cfg = dataset_config(dataset).get("pag_scores")
+    return [cfg["reference_seed"]] if cfg and configured_teachers(dataset) else []
+
+
+def check_reference_seed(dataset):
+    """The references start from an initialisation no scored model shares: refused otherwise."""
+    seeds = reference_seed_list(dataset)
+    if not seeds:
+        return
+    (seed,) = seeds
+    teachers = dataset_config(dataset)["teachers"]
+    scored = [
+        m for m in scored_model_dirs(dataset) if m.rsplit("seed", 1)[-1] == str(seed)
+    ]
+    if seed == teachers["seed"]:
+        scored.append(f"datasets.{dataset}.teachers.seed")
+    if scored:
+        raise ConfigError(
+            f"config: datasets.{dataset}.pag_scores.reference_seed {seed} is also the seed of "
+            f"{', '.join(scored)}: a PAG reference must be independent of what it scores (the "
+            "same seed gives the same initial weights): choose a reference_seed that no scored "
+            "model uses."
+        )
+
+
+def reference_dirs(dataset):
+    """The PAG references: one adversarially trained model per threat model of the teachers'
+    recipe, with the reference seed."""
+    return [
+        model_dir(dataset, f"teacher_{n}", 0, seed)
+        for seed in reference_seed_list(dataset)
+        for n in ("linf", "l2")
+        if n in dataset_config(dataset)["teachers"]
+    ]
+
+
 def pag_references(dataset):
-    return files_of(configured_teachers(dataset))
+    return files_of(reference_dirs(dataset))
+
+
+def scored_model_dirs(dataset):
+    """Every model of the dataset, and the teachers at their seed: robust models of the
+    references' recipe with another seed, the realistic ceiling."""
+    if dataset == "toy":
+        return toy_models() + configured_teachers("toy")
+    return list(dict.fromkeys(dataset_models(dataset) + configured_teachers(dataset)))
 
 
 def scored_models(dataset):
     """Every model of the dataset gets a PAG score (when pag_scores is configured)."""
-    return dataset_models(dataset) if pag_scores_config(dataset) else []
+    return scored_model_dirs(dataset) if pag_scores_config(dataset) else []
+
+
+def autoencoder_config(dataset):
+    """datasets.<dataset>.autoencoder (None: no tangent-space scores)."""
+    return dataset_config(dataset).get("autoencoder")
+
+
+def autoencoder_file(dataset):
+    ae = autoencoder_config(dataset)
+    return f"results/{dataset}/autoencoder/seed{ae['seed']}/model.pt" if ae else []
+
+
+def autoencoder_flags(wildcards):
+    ae = autoencoder_config(wildcards.dataset)
+    if not ae or int(wildcards.seed) != ae["seed"]:
+        raise ConfigError(
+            f"results/{wildcards.dataset}/autoencoder/seed{wildcards.seed} is not a model of this "
+            f"config: datasets.{wildcards.dataset}.autoencoder "
+            + (f"has seed {ae['seed']}" if ae else "is not set")
+        )
+    return flags(
+        {k: ae[k] for k in ("arch", "latent", "epochs", "batch_size", "lr", "seed")}
+    )
 
 
 def pag_scores_flags(dataset):
@@ -746,10 +828,62 @@ def pag_scores_flags(dataset):
         "batch_size": cfg["batch_size"],
         "seed": cfg["seed"],
     }
+    ae = autoencoder_config(dataset)
+    if ae and ae.get("noise"):
+        options["noise"] = ae["noise"]
     return f"{flags(options)} --attack {spec}"
 
 
+def pag_inputs(wildcards):
+    """The data, the references and the autoencoder a PAG score job reads."""
+    inputs = {"data": f"results/{wildcards.dataset}/data.pt"}
+    refs = pag_references(wildcards.dataset)
+    if refs:
+        inputs["references"] = refs
+    if autoencoder_config(wildcards.dataset):
+        inputs["autoencoder"] = autoencoder_file(wildcards.dataset)
+    return inputs
+
+
+def pag_input_flags(wildcards, input):
+    keys = input.keys()
+    out = f"--references {' '.join(input.references)}" if "references" in keys else ""
+    if "autoencoder" in keys:
+        out += f" --autoencoder {input.autoencoder}"
+    return out
+
+
+def toy_pag_models():
+    """The toy's PAG table: the toy models and the toy teachers at their seed (the realistic
+    ceiling), scored against the toy's reference."""
+    return scored_model_dirs("toy") if toy_pag_enabled() else []
+
+
+def toy_pag_enabled():
+    enabled = bool(
+        experiment("toy")
+        and dataset_config("toy").get("pag_scores")
+        and configured_teachers("toy")
+    )
+    if enabled:
+        check_reference_seed("toy")
+    return enabled
+
+
+def toy_reference(wildcards=None):
+    refs = [m for m in reference_dirs("toy") if "/teacher_l2/" in m]
+    if not refs:
+        raise ConfigError(
+            "config: the toy's PAG table needs an L2 reference: add datasets.toy.teachers.l2"
+        )
+    return f"{refs[0]}/model.pt"
+
+
 def pag_outputs(dataset):
+    if dataset == "toy":
+        if not toy_pag_enabled():
+            return []
+        return [f"results/tables/toy_pag.{ext}" for ext in ("md", "csv")]
     if not pag_scores_config(dataset):
         return []
     outs = [f"results/{dataset}/pag_scores.csv"]

@@ -1,14 +1,41 @@
-# Measuring PAG (beyond the paper): every model's input-gradients scored against the robust
-# teachers (alignment, and whether the teacher sees the target in the model's large-eps targeted
-# attacks), with a floor (an untrained model) and a ceiling (each teacher itself); then the
-# scores against AutoAttack robust accuracy, and against lambda for Fig. 5.
+# Measuring PAG (beyond the paper): every model's input-gradients scored against robust
+# references (adversarially trained with the teachers' recipe and a seed no scored model uses:
+# alignment of the centred logits' gradients, and whether the reference sees the target in the
+# model's large-eps targeted attacks) and against the data manifold of an autoencoder (the
+# tangent-space fraction), with a floor (an untrained model), the self-ceiling (each reference
+# itself) and a random direction; then the scores against AutoAttack robust accuracy, and
+# against lambda for Fig. 5. The toy has its ground truth: the data's line.
+
+
+rule autoencoder:
+    input:
+        data="results/{dataset}/data.pt",
+    output:
+        model="results/{dataset}/autoencoder/seed{seed}/model.pt",
+        info="results/{dataset}/autoencoder/seed{seed}/model.json",
+    log:
+        "results/{dataset}/autoencoder/seed{seed}/train.log",
+    benchmark:
+        "results/{dataset}/autoencoder/seed{seed}/train.benchmark.tsv"
+    conda:
+        "../../envs/pytorch.yaml"
+    threads: threads_of
+    resources:
+        gpu=gpu_of,
+        mem_mb=mem_of,
+        runtime=runtime_of("train"),
+    params:
+        args=autoencoder_flags,
+        common=lambda w: common_flags(w.dataset),
+    shell:
+        "python -m pagrob.steps.autoencoder --data {input.data} {params.args} {params.common} "
+        "--threads {threads} --out {output.model} > {log} 2>&1"
 
 
 rule pag_scores:
     input:
-        data="results/{dataset}/data.pt",
+        unpack(pag_inputs),
         model="results/{dataset}/{model}/model.pt",
-        references=lambda w: pag_references(w.dataset),
     output:
         "results/{dataset}/{model}/pag_scores.csv",
     log:
@@ -23,18 +50,18 @@ rule pag_scores:
         mem_mb=mem_of,
         runtime=runtime_of("evaluate"),
     params:
+        inputs=pag_input_flags,
         args=lambda w: pag_scores_flags(w.dataset),
         common=lambda w: common_flags(w.dataset),
     shell:
         "python -m pagrob.steps.pag_scores --data {input.data} --model {input.model} "
-        "--references {input.references} {params.args} {params.common} --threads {threads} "
+        "{params.inputs} {params.args} {params.common} --threads {threads} "
         "--out {output} > {log} 2>&1"
 
 
 rule pag_baselines:
     input:
-        data="results/{dataset}/data.pt",
-        references=lambda w: pag_references(w.dataset),
+        unpack(pag_inputs),
     output:
         "results/{dataset}/pag_baselines.csv",
     log:
@@ -49,12 +76,13 @@ rule pag_baselines:
         mem_mb=mem_of,
         runtime=runtime_of("evaluate"),
     params:
+        inputs=pag_input_flags,
         args=lambda w: pag_scores_flags(w.dataset),
         arch=lambda w: dataset_config(w.dataset)["arch"],
         common=lambda w: common_flags(w.dataset),
     shell:
         "python -m pagrob.steps.pag_scores --data {input.data} --baselines --floor-arch {params.arch} "
-        "--references {input.references} {params.args} {params.common} --threads {threads} "
+        "{params.inputs} {params.args} {params.common} --threads {threads} "
         "--out {output} > {log} 2>&1"
 
 
@@ -147,3 +175,36 @@ rule pag_lambda:
         "python -m pagrob.steps.pag_report lambda --scores {input.scores} --source {params.source} "
         "--out-md {output.md} --out-csv {output.csv} --out-html {output.html} --out-png {output.png} "
         "--out-pdf {output.pdf} > {log} 2>&1"
+
+
+# The toy's ground truth (Section 5.1: PAG there means faithfulness to the data's line): each toy
+# model's margin gradient against the line's tangent, beside the teacher-based alignment against
+# an adversarially trained toy reference and the robust accuracy, with their rank correlations.
+rule toy_pag:
+    input:
+        data="results/toy/data.pt",
+        models=lambda w: files_of(toy_pag_models()),
+        reference=toy_reference,
+        metrics=lambda w: [f"{m}/metrics.csv" for m in toy_pag_models()],
+    output:
+        md="results/tables/toy_pag.md",
+        csv="results/tables/toy_pag.csv",
+        html=report(
+            "results/tables/toy_pag.html",
+            caption="../report/toy_pag.rst",
+            category="Toy experiment",
+            labels={
+                "Result": "Toy: PAG against the known manifold, and the teacher-based score"
+            },
+        ),
+    log:
+        "results/logs/toy_pag.log",
+    conda:
+        "../../envs/pytorch.yaml"
+    resources:
+        mem_mb=lambda w: res("toy")["mem_mb"],
+        runtime=lambda w: res("toy")["runtime"]["figure"],
+    shell:
+        "python -m pagrob.steps.toy_pag --data {input.data} --models {input.models} "
+        "--reference {input.reference} --metrics {input.metrics} --device cpu --out-csv {output.csv} "
+        "--out-md {output.md} --out-html {output.html} > {log} 2>&1"

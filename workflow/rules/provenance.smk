@@ -32,6 +32,14 @@ rule provenance:
                     f"results/{d}/logs",
                     *dataset_models(d),
                     *configured_teachers(d),
+                    *reference_dirs(d),
+                    *(
+                        [
+                            f"results/{d}/autoencoder/seed{autoencoder_config(d)['seed']}"
+                        ]
+                        if autoencoder_config(d)
+                        else []
+                    ),
                 )
             }
         ),

@@ -1,6 +1,6 @@
 """Tables and figures of the PAG scores (pandas and matplotlib only, no torch):
 
-  table   one row per model, one column per score x reference (circular cells marked †)
+  table   one row per model, one column per score x reference (cells not independent of their reference marked)
   lambda  a source's score against λ (Fig. 5's ablation), table and, with --out-png, a panel
   plot    each model's score against its AutoAttack robust accuracy, one panel per norm
 """
@@ -20,7 +20,11 @@ def main() -> None:
     p.add_argument("what", choices=["table", "lambda", "plot"])
     p.add_argument("--scores", nargs="+", required=True, help="PAG score CSVs (pagrob.steps.pag_scores)")
     p.add_argument("--metrics", nargs="+", default=[], help="plot: tidy metrics CSVs with AutoAttack rows")
-    p.add_argument("--score", choices=pag_report.SCORES, default="alignment", help="lambda, plot: which score")
+    p.add_argument(
+        "--score", nargs="+", choices=pag_report.SCORES,
+        help="lambda: which score (default alignment); plot: which scores, a row of panels each "
+        "(default: the instruments alignment, alignment_log_softmax, tangent_fraction, those present)",
+    )
     p.add_argument("--source", help="lambda: the ablated source, e.g. class_mean")
     p.add_argument("--out-md")
     p.add_argument("--out-csv")
@@ -35,7 +39,8 @@ def main() -> None:
         from pagrob import pag_figures
 
         metrics = pd.concat([report.read_metrics(m) for m in args.metrics], ignore_index=True)
-        points = pag_figures.pag_vs_robustness(scores, metrics, args.score, args.out_png, args.out_pdf)
+        wanted = args.score or [s for s, _ in pag_report.INSTRUMENTS]
+        points = pag_figures.pag_vs_robustness(scores, metrics, wanted, args.out_png, args.out_pdf)
         if args.out_csv:
             io.write_text(points.to_csv(index=False), args.out_csv)
         print(f"{len(points)} points -> {args.out_png}")
@@ -47,11 +52,12 @@ def main() -> None:
     else:
         if not args.source:
             raise ValueError("lambda needs --source")
-        full, text = pag_report.lambda_table(scores, args.source, args.score)
+        score = args.score[0] if args.score else pag_report.SCORES[0]
+        full, text = pag_report.lambda_table(scores, args.source, score)
         if args.out_png:
             from pagrob import pag_figures
 
-            pag_figures.pag_vs_lambda(scores, args.source, args.out_png, args.out_pdf, args.score)
+            pag_figures.pag_vs_lambda(scores, args.source, args.out_png, args.out_pdf, score)
     io.write_text(full.to_csv(index=False), args.out_csv)
     io.write_text(text, args.out_md)
     if args.out_html:

@@ -1,20 +1,33 @@
-"""PAG scores of models against robust reference models (tidy CSV, columns: dataset, source,
-lam, seed, score, reference, value, circular). Scores: alignment (mean cosine of the logits'
-input-gradients, over the first --images test images and all classes), targeted_success and
-targeted_prob (the --attack's targeted PGD on the model towards every other class, judged by
-the reference). Each reference is named by the source stored in its model file (teacher_linf,
-teacher_l2). --baselines adds a floor (a freshly initialised model, source floor) and a
-ceiling (each reference against itself, source ceiling)."""
+"""PAG scores of models (tidy CSV, columns: dataset, source, lam, seed, score, reference, value,
+relation), on the first --images test images.
+
+Against each robust reference (--references: adversarially trained models whose seed no scored
+model uses, named by the source stored in their file, teacher_linf and teacher_l2): alignment
+(the mean cosine of the centred logits' input-gradients over images and classes: blind to a
+function added to every logit, as the predictions are), alignment_log_softmax (the same for
+log-softmax), alignment_logit (the raw logits': a diagnostic), targeted_success and
+targeted_prob (the --attack's targeted PGD on the model towards every other class, judged by the
+reference). Without a reference: common_mode (the share of the gradients' energy that all
+classes have in common) and, with --autoencoder, tangent_fraction (||P_T g|| / ||g|| of the
+centred gradients in the autoencoder's tangent space) and, with --noise, on_manifold_change and
+off_manifold_change (the softmax's change under noise of that L2 norm inside and orthogonal to
+the tangent space).
+
+--baselines adds a floor (a freshly initialised model, source floor), the self-ceiling (each
+reference against itself, source ceiling) and with --autoencoder the random-direction fraction
+sqrt(k/d) (source random) and the autoencoder's test reconstruction error (source autoencoder,
+score reconstruction_mse)."""
 
 from __future__ import annotations
 
 import dataclasses
+import math
 import time
 
 import pandas as pd
 import torch
 
-from pagrob import data, io, models, pag, pag_scores
+from pagrob import data, io, models, pag_scores
 from pagrob.pag_report import COLUMNS
 from pagrob.steps import _cli
 from pagrob.steps.evaluate import attack_spec
@@ -26,10 +39,11 @@ def floor_model(arch: str, ds: data.Dataset, seed: int, device: str) -> models.C
     with torch.random.fork_rng(devices=[]):
         torch.manual_seed(seed)
         model = models.build_model(arch, ds.input_shape, ds.num_classes, ds.mean, ds.std)
-    return model.to(device).eval()  # cpu: initialised from the seeded CPU RNG as training does, moved once
+    # cpu: initialised from the seeded CPU RNG as training does, moved once
+    return model.to(device).eval()
 
 
-def main() -> None:
+def parser():
     p = _cli.parser(__doc__)
     p.add_argument("--data", required=True, help="prepared dataset file")
     p.add_argument(
@@ -37,23 +51,41 @@ def main() -> None:
         help="model files to score (--models A B, or --model A --model B)",
     )
     p.add_argument(
-        "--references", "--reference", nargs="+", action="extend", required=True, metavar="REFERENCE",
-        help="robust reference model files, e.g. the teacher_linf and teacher_l2 models",
+        "--references", "--reference", nargs="+", action="extend", default=[],
+        metavar="REFERENCE", help="robust reference model files (teacher_linf, teacher_l2)",
     )
-    p.add_argument("--baselines", action="store_true", help="add the floor and ceiling rows")
+    p.add_argument("--autoencoder", help="an autoencoder file (pagrob.steps.autoencoder)")
+    p.add_argument(
+        "--noise", type=float, help="with --autoencoder: L2 norm of the on/off-manifold noise"
+    )
+    p.add_argument("--noise-draws", type=int, default=4, help="noise directions per image")
+    p.add_argument("--baselines", action="store_true", help="add the baseline rows")
     p.add_argument(
         "--floor-arch", choices=models.ARCHITECTURES,
         help="the floor's architecture (default: the first --model's, else the first reference's)",
     )
     p.add_argument("--images", type=int, required=True, help="score on the first N test images")
-    p.add_argument("--attack", type=attack_spec, required=True, help="targeted attack, e.g. l2:3:60:nostart")
-    p.add_argument("--batch-size", type=int, default=500, help="images (or attacked images) per batch")
-    p.add_argument("--grad-of", choices=pag.GRAD_OF, default=pag_scores.GRAD_OF, help="alignment's class score")
-    p.add_argument("--seed", type=int, default=0, help="attack starts, and the floor's initialisation")
+    p.add_argument(
+        "--attack", type=attack_spec, required=True, help="targeted attack, e.g. l2:3:60:nostart"
+    )
+    p.add_argument(
+        "--batch-size", type=int, default=500, help="images (or attacked images) per batch"
+    )
+    p.add_argument(
+        "--seed", type=int, default=0, help="attack starts, noise, the floor's initialisation"
+    )
     p.add_argument("--out", required=True)
-    args = p.parse_args()
+    return p
+
+
+def main() -> None:
+    args = parser().parse_args()
     if not args.models and not args.baselines:
         raise ValueError("nothing to score: give --model files or --baselines")
+    if not args.references and not args.autoencoder:
+        raise ValueError("nothing to score against: give --references and/or --autoencoder")
+    if args.noise is not None and not args.autoencoder:
+        raise ValueError("--noise needs --autoencoder (the noise lies inside or off its tangent space)")
     device = _cli.setup(args, [args.out])
     ds = data.load_prepared(args.data)
     if not 0 < args.images <= len(ds.x_test):
@@ -65,7 +97,9 @@ def main() -> None:
     def load(path):
         model, meta = models.load_model(path, device)
         if meta.get("dataset") != ds.name or meta["num_classes"] != ds.num_classes:
-            raise ValueError(f"model {path} was trained on {meta.get('dataset')!r}, not {ds.name!r}")
+            raise ValueError(
+                f"model {path} was trained on {meta.get('dataset')!r}, not {ds.name!r}"
+            )
         return model, meta
 
     references = {}
@@ -74,36 +108,73 @@ def main() -> None:
         if meta["source"] in references:
             raise ValueError(f"two references are {meta['source']!r}; give one of each")
         references[meta["source"]] = (model, meta)
+    autoencoder, ae_meta = None, {}
+    if args.autoencoder:
+        from pagrob import autoencoder as ae_lib
+
+        autoencoder, ae_meta = ae_lib.load(args.autoencoder, device)
+        if ae_meta.get("dataset") != ds.name:
+            raise ValueError(
+                f"autoencoder {args.autoencoder} was trained on {ae_meta.get('dataset')!r}, "
+                f"not {ds.name!r}"
+            )
 
     scored = [(path, *load(path)) for path in args.models]
-    if args.baselines:
-        arch = args.floor_arch or (scored[0][2] if scored else next(iter(references.values()))[1])["arch"]
-        scored.append(("floor", floor_model(arch, ds, args.seed, device), {"source": "floor", "lam": 0.0, "seed": args.seed}))
-        for name, (model, meta) in references.items():
-            scored.append((f"ceiling {name}", model, {"source": "ceiling", "lam": 0.0, "seed": meta["seed"], "only": name}))
-
     rows = []
+
+    def add(meta, score, reference, value):
+        rows.append({
+            "dataset": ds.name, "source": meta["source"], "lam": meta["lam"],
+            "seed": meta["seed"], "score": score, "reference": reference, "value": value,
+            "relation": pag_scores.relation(meta["source"], reference)
+            if reference.startswith("teacher_") else pag_scores.INDEPENDENT,
+        })
+
+    if args.baselines:
+        first = scored[0][2] if scored else next(iter(references.values()))[1]
+        arch = args.floor_arch or first["arch"]
+        floor = floor_model(arch, ds, args.seed, device)
+        scored.append(("floor", floor, {"source": "floor", "lam": 0.0, "seed": args.seed}))
+        if autoencoder is not None:
+            base = {"lam": 0.0, "seed": ae_meta.get("seed", 0)}
+            k, d = autoencoder.latent, math.prod(ds.input_shape)
+            add({"source": "random", **base}, "tangent_fraction", "autoencoder",
+                ae_lib.random_baseline(k, d))
+            add({"source": "autoencoder", **base}, "reconstruction_mse", "autoencoder",
+                ae_meta["test_mse"])
+        for name, (model, meta) in references.items():
+            ceiling = {"source": "ceiling", "lam": 0.0, "seed": meta["seed"]}
+            values = pag_scores.gradient_scores(model, x, args.batch_size, {name: model})
+            for (score, ref), value in values.items():
+                if ref == name:
+                    add(ceiling, score, ref, value)
+            g = torch.Generator().manual_seed(args.seed)  # cpu: attack starts, as for the models
+            x_adv, targets = pag_scores.targeted_examples(
+                model, x, y, attack, ds.num_classes, args.batch_size, g
+            )
+            agree = pag_scores.reference_agreement(model, x_adv, targets, args.batch_size)
+            for score, value in agree.items():
+                add(ceiling, score, name, value)
+
     for what, model, meta in scored:
         t0 = time.perf_counter()
-        g = torch.Generator().manual_seed(args.seed)  # cpu: attack starts, the same for every model
-        x_adv, targets = pag_scores.targeted_examples(model, x, y, attack, ds.num_classes, args.batch_size, g)
-        for name, (reference, _) in references.items():
-            if meta.get("only", name) != name:
-                continue  # a ceiling is its own reference only
-            values = {"alignment": pag_scores.alignment(model, reference, x, args.batch_size, args.grad_of)}
-            values |= pag_scores.reference_agreement(reference, x_adv, targets, args.batch_size)
-            circular = pag_scores.is_circular(meta["source"], name)
-            for score, value in values.items():
-                rows.append({
-                    "dataset": ds.name, "source": meta["source"], "lam": meta["lam"], "seed": meta["seed"],
-                    "score": score, "reference": name, "value": value, "circular": circular,
-                })
-            _cli.log(
-                f"{what} vs {name}: alignment {values['alignment']:.3f}, targeted success "
-                f"{values['targeted_success']:.3f}, target prob {values['targeted_prob']:.3f}"
-                + (" (circular)" if circular else "")
+        noise_g = torch.Generator().manual_seed(args.seed)  # cpu: noise draws, moved per batch
+        values = pag_scores.gradient_scores(
+            model, x, args.batch_size, {n: r for n, (r, _) in references.items()},
+            autoencoder, args.noise, args.noise_draws, noise_g,
+        )
+        if references:
+            g = torch.Generator().manual_seed(args.seed)  # cpu: attack starts, same per model
+            x_adv, targets = pag_scores.targeted_examples(
+                model, x, y, attack, ds.num_classes, args.batch_size, g
             )
-        _cli.log(f"{what}: {time.perf_counter() - t0:.1f}s")
+            for name, (reference, _) in references.items():
+                agree = pag_scores.reference_agreement(reference, x_adv, targets, args.batch_size)
+                values |= {(score, name): v for score, v in agree.items()}
+        for (score, ref), value in values.items():
+            add(meta, score, ref, value)
+        summary = ", ".join(f"{s} vs {r} {v:.3f}" for (s, r), v in values.items())
+        _cli.log(f"{what}: {summary} ({time.perf_counter() - t0:.1f}s)")
     io.write_text(pd.DataFrame(rows, columns=COLUMNS).to_csv(index=False), args.out)
     _cli.log(f"{len(rows)} scores on {len(x)} test images -> {args.out}")
 

@@ -1,0 +1,198 @@
+"""A ground-truth PAG score on the toy data, beside the teacher-based one (Section 5.1).
+
+For every model and for the reference: the mean over the test points of the manifold alignment
+|cos(grad_x (f_1 - f_0), t)|, t the unit tangent of the data's line x2 = 2 x1 (the ground truth:
+aligned gradients point along the data manifold), and of the teacher alignment
+cos(grad_x (f_1 - f_0), grad_x (r_1 - r_0)) against the reference r (the instrument to validate);
+with each model's clean and PGD accuracy from the metrics. Writes a CSV (columns dataset,
+source, lam, seed, manifold_alignment, teacher_alignment, clean, robust, role), and a table with
+Spearman rank correlations over the models as markdown and HTML."""
+
+from __future__ import annotations
+
+import math
+import warnings
+
+import pandas as pd
+import torch
+
+from pagrob import data, html_table, io, models, report, toy_pag
+from pagrob.steps import _cli
+
+CSV_COLUMNS = [
+    "dataset", "source", "lam", "seed", "manifold_alignment", "teacher_alignment", "clean",
+    "robust", "role",
+]
+
+
+def method(source: str, role: str) -> str:
+    """Fig. 3's names: Vanilla, PAG (<method>), an adversarially trained model by its name; the
+    reference marked as such."""
+    name = report.METHOD_NAMES.get(source, source)
+    if role == "reference":
+        return f"{name}, the reference"
+    if source == "vanilla" or source in report.TEACHERS:
+        return name
+    return f"PAG ({name})"
+
+
+def model_rows(metrics: pd.DataFrame, meta: dict) -> pd.DataFrame:
+    """The metrics rows of the model of ``meta`` (same source, lam and seed)."""
+    return metrics[
+        (metrics["source"] == meta["source"])
+        & (metrics["lam"].astype(float) == float(meta["lam"]))
+        & (metrics["seed"].astype(int) == int(meta["seed"]))
+    ]
+
+
+def pgd_rows(rows: pd.DataFrame, norm: str | None) -> pd.DataFrame:
+    """The PGD rows (attack "pgd") of one model, of ``norm`` (None: the only norm there is)."""
+    pgd = rows[rows["attack"] == "pgd"]
+    norms = sorted(pgd["norm"].unique())
+    if norm is None and len(norms) > 1:
+        raise ValueError(f"the metrics hold PGD with the norms {norms}; choose one with --norm")
+    if norm is not None:
+        pgd = pgd[pgd["norm"] == norm]
+    return pgd
+
+
+def spearman_line(label: str, a: list[float], b: list[float]) -> str:
+    from scipy.stats import spearmanr
+
+    n = len(a)
+    rho = p = float("nan")
+    if n >= 2:
+        with warnings.catch_warnings():  # constant input: NaN, said below
+            warnings.simplefilter("ignore")
+            result = spearmanr(a, b)
+        rho, p = float(result.statistic), float(result.pvalue)
+    shown = f"{rho:.3f}" if math.isfinite(rho) else "undefined (under 2 models, or a constant)"
+    p_shown = f"{p:.3g}" if math.isfinite(p) else "n/a"
+    return f"Spearman ρ({label}) = {shown} (n = {n}, p = {p_shown})"
+
+
+def main() -> None:
+    p = _cli.parser(__doc__)
+    p.add_argument("--data", required=True, help="prepared toy dataset file")
+    p.add_argument("--models", nargs="+", required=True, help="model files to score")
+    p.add_argument("--reference", required=True, help="reference model file (teacher alignment)")
+    p.add_argument(
+        "--metrics", nargs="+", required=True,
+        help="tidy metrics CSVs of the models (clean, PGD accuracy; one or several)",
+    )
+    p.add_argument(
+        "--norm", choices=("linf", "l2"), help="the robust column's PGD (default: the only one)"
+    )
+    p.add_argument("--batch-size", type=int, default=toy_pag.BATCH_SIZE, help="points per batch")
+    p.add_argument("--out-csv", required=True)
+    p.add_argument("--out-md", required=True)
+    p.add_argument("--out-html", required=True)
+    args = p.parse_args()
+    device = _cli.setup(args, [args.out_csv, args.out_md, args.out_html])
+    ds = data.load_prepared(args.data)
+    if ds.input_shape != (2,) or ds.num_classes != 2:
+        raise ValueError(f"{args.data} is not two-class 2-D data like the toy's ({ds.name!r})")
+    metrics = pd.concat([report.read_metrics(m) for m in args.metrics], ignore_index=True)
+    x = ds.x_test.to(device)
+    tangent = data.toy_tangent(device)
+
+    def load(path):
+        model, meta = models.load_model(path, device)
+        missing = [k for k in ("source", "lam", "seed") if k not in meta]
+        if missing:
+            raise ValueError(f"model file {path} lacks {missing} in its metadata; rebuild it")
+        if meta.get("dataset") != ds.name or meta["num_classes"] != ds.num_classes:
+            raise ValueError(
+                f"model {path} was trained on {meta.get('dataset')!r}, not {ds.name!r}"
+            )
+        return model, meta
+
+    reference, ref_meta = load(args.reference)
+    rows, used = [], []
+    for role, path in [("model", m) for m in args.models] + [("reference", args.reference)]:
+        model, meta = (reference, ref_meta) if role == "reference" else load(path)
+        scores = torch.stack([
+            toy_pag.manifold_alignment(model, x, tangent, args.batch_size).double().mean(),
+            toy_pag.teacher_alignment(model, reference, x, args.batch_size).double().mean(),
+        ]).tolist()  # the one read back per model
+        found = model_rows(metrics, meta)
+        clean = found[found["attack"] == "clean"]["accuracy"]
+        pgd = pgd_rows(found, args.norm)
+        if role == "model":
+            if clean.empty or pgd.empty:
+                raise ValueError(
+                    f"no clean and PGD accuracy of {path} (source {meta['source']}, "
+                    f"λ {meta['lam']}, seed {meta['seed']}) in {', '.join(args.metrics)}"
+                )
+            if len(clean) > 1 or len(pgd) > 1:
+                raise ValueError(f"several clean or PGD rows of {path} in {', '.join(args.metrics)}")
+            used.append(pgd)
+        rows.append({
+            "dataset": ds.name, "source": meta["source"], "lam": float(meta["lam"]),
+            "seed": int(meta["seed"]),
+            "manifold_alignment": scores[0], "teacher_alignment": scores[1],
+            "clean": float(clean.iloc[0]) if len(clean) == 1 else float("nan"),
+            "robust": float(pgd["accuracy"].iloc[0]) if len(pgd) == 1 else float("nan"),
+            "role": role,
+        })
+        _cli.log(
+            f"{path} ({role}): manifold alignment {scores[0]:.3f}, "
+            f"teacher alignment {scores[1]:.3f}"
+        )
+    table = pd.DataFrame(rows, columns=CSV_COLUMNS)
+    io.write_text(table.to_csv(index=False), args.out_csv)
+
+    pgd = pd.concat(used)
+    attack = report.metric_labels(pgd)[pgd["norm"].iloc[0]]
+    order = {s: i for i, s in enumerate(report.SOURCE_ORDER)}
+    scored = table[table["role"] == "model"].sort_values(
+        ["source", "lam", "seed"],
+        key=lambda c: c.map(lambda s: order.get(s, len(order))) if c.name == "source" else c,
+        kind="stable",
+    )
+    shown = pd.concat([scored, table[table["role"] == "reference"]])
+    cells = pd.DataFrame({
+        "Method": [method(s, r) for s, r in zip(shown["source"], shown["role"])],
+        "λ": [f"{v:g}" for v in shown["lam"]],
+        "Seed": [str(v) for v in shown["seed"]],
+        "Manifold alignment": [f"{v:.3f}" for v in shown["manifold_alignment"]],
+        "Teacher alignment": [f"{v:.3f}" for v in shown["teacher_alignment"]],
+        "Clean (%)": [report.fmt(v) for v in shown["clean"]],
+        f"{attack} (%)": [report.fmt(v) for v in shown["robust"]],
+    })
+    name = report.METHOD_NAMES.get(ref_meta["source"], ref_meta["source"])
+    reference_name = f"{name}, λ {float(ref_meta['lam']):g}, seed {ref_meta['seed']}"
+    text = (
+        "# Toy: ground-truth PAG (manifold alignment) and the teacher-based score\n\n"
+        + report.markdown(cells)
+        + "\n"
+        + spearman_line(
+            "manifold alignment, robust accuracy",
+            scored["manifold_alignment"].tolist(), scored["robust"].tolist(),
+        )
+        + "\n\n"
+        + spearman_line(
+            "teacher alignment, manifold alignment",
+            scored["teacher_alignment"].tolist(), scored["manifold_alignment"].tolist(),
+        )
+        + "\n\n"
+        f"Over the {len(scored)} models (not the reference), on the {len(x)} test points. "
+        "Manifold alignment (the ground truth): the mean over the test points of "
+        "|cos(∇ₓ(f₁ − f₀), t)|, t the unit tangent of the data's line x₂ = 2 x₁: 1 where the "
+        "margin's gradient points along the data manifold (perceptually aligned, Section 5.1), "
+        "0 where it points across it. Teacher alignment (the instrument): the mean of the signed "
+        "cos(∇ₓ(f₁ − f₀), ∇ₓ(r₁ − r₀)), r the reference "
+        f"({reference_name}); the reference against itself scores 1. Accuracy in % on the test "
+        f"set; the robust column is {attack} (attack \"pgd\" of the metrics); the reference's "
+        "cells are blank where the metrics hold none of it.\n"
+    )
+    io.write_text(text, args.out_md)
+    io.write_text(html_table.page(text), args.out_html)
+    _cli.log(
+        f"{len(args.models)} models and the reference -> "
+        f"{args.out_csv}, {args.out_md}, {args.out_html}"
+    )
+
+
+if __name__ == "__main__":
+    _cli.run(main)
