@@ -24,14 +24,17 @@ if not workflow.config_settings.configfiles:
 include: "workflow/rules/common.smk"
 
 
-# The page in front of `snakemake --report`: what the study is and how to read the report.
-report: "workflow/report/workflow.rst"
-
-
 # Fails before any job runs, naming each wrong key and how to fix it.
 check_config(
     config, os.path.join(workflow.basedir, "workflow/schemas/config.schema.yaml")
 )
+
+
+# The page in front of `snakemake --report`: the answer pages' lines where this config's exist
+# (written again when the workflow succeeds, before --report-after-run reads it), then what the
+# study is and how to read the report (workflow/report/workflow.rst).
+report: front_page()
+
 
 # The rules' shell commands import the library from this checkout (no install needed, also in
 # conda environments and on cluster nodes). Without --use-conda they run the Python that runs
@@ -43,7 +46,7 @@ PYTHON_FIRST = (
 )
 shell.prefix(
     f'set -eo pipefail; export PYTHONPATH="{workflow.basedir}/src:$PYTHONPATH"; set -u; '
-    f"{PYTHON_FIRST}"
+    f"{PYTHON_FIRST}{job_environment(config)}"
 )
 
 
@@ -84,6 +87,7 @@ STARTED = time.time()
 
 
 onsuccess:
+    front_page()  # with the answers this run wrote
     minutes, seconds = divmod(round(time.time() - STARTED), 60)
     cores = workflow.resource_settings.cores  # None when jobs go to a cluster
     where = f" with {cores} cores" if cores else ""

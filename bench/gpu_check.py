@@ -123,6 +123,7 @@ RULES = {
     "pag_scores": ("pag_scores", "evaluate"),
     "pag_baselines": ("pag_baselines", "evaluate"),
     "autoencoder": ("autoencoder", "train"),
+    "train_class_score": ("train_class_score", "train"),
     "figure:fig4": ("pag_figure", "figure"),
     "figure:fig1": ("robust_figure", "figure"),
     "figure:fig5": ("ablation_figure", "figure"),
@@ -173,7 +174,7 @@ def experiment_models(cfg: dict, name: str, d: str) -> list[tuple[str, str, int]
     if name == "main":
         if d not in exp["tables"]:
             return []
-        out = [(s, lam_str(source_lam(cfg, d, s)), exp["seed"]) for s in exp["sources"]]
+        out = [(s, lam_str(source_lam(cfg, d, s)), seed) for s in exp["sources"] for seed in exp["seeds"]]
         out += [
             (f"teacher_{sources.TEACHER_SOURCES[s]}", "0", teachers["seed"])
             for s in exp["sources"] if s in sources.TEACHER_SOURCES
@@ -183,13 +184,20 @@ def experiment_models(cfg: dict, name: str, d: str) -> list[tuple[str, str, int]
         return []
     if name == "seeds":
         return [(exp["source"], lam_str(source_lam(cfg, d, exp["source"])), s) for s in exp["seeds"]]
+    if name == "grad_of_ablation":  # another class score than pag.grad_of: <source>.<grad_of>
+        default = cfg["pag"]["grad_of"]
+        return [
+            (s if g == default else f"{s}.{g}", lam_str(source_lam(cfg, d, s)), seed)
+            for s in exp["sources"] for g in exp["class_scores"] for seed in exp["seeds"]
+        ]
     return [(exp["source"], lam_str(lam), exp["seed"]) for lam in exp["lams"]]
 
 
 def grid(cfg: dict, d: str) -> dict:
     """The jobs of ``d`` in the grid: the models, and the count of every table row's jobs."""
     dc = cfg["datasets"][d]
-    models_ = list(dict.fromkeys(m for e in ("main", "seeds", "lambda_ablation") for m in experiment_models(cfg, e, d)))
+    exps = ("main", "seeds", "lambda_ablation", "grad_of_ablation")
+    models_ = list(dict.fromkeys(m for e in exps for m in experiment_models(cfg, e, d)))
     teachers_cfg = dc.get("teachers") or {}
     configured = [n for n in ("linf", "l2") if n in teachers_cfg]
     main = cfg["experiments"].get("main")
@@ -222,6 +230,7 @@ def grid(cfg: dict, d: str) -> dict:
         jobs[f"targets:{source}"] = int(any(m[0] == source for m in students))
     for source in ("vanilla",) + sources.REPRESENTATIVES:
         jobs[f"train:{source}"] = sum(m[0] == source for m in students)
+    jobs["train_class_score"] = sum("." in m[0] for m in students)
     jobs["train:rigd"] = sum(m[0] in sources.TEACHER_SOURCES for m in students)
     for norm in ("linf", "l2"):
         trained = norm in teachers and not teachers_cfg.get(norm, {}).get("checkpoint")
@@ -691,7 +700,8 @@ def pag_scores_check(dc, args, model, teachers, ds, device, log, ae=None) -> dic
         noise = (dc.get("autoencoder") or {}).get("noise")
         g = torch.Generator().manual_seed(cfg["seed"])  # cpu: the noise draws, as the step draws them
         tangent, t_tangent = timed(lambda: pag_scores.gradient_scores(model, x, batch, None, ae, noise, 4, g), device)
-        values["tangent_fraction"] = tangent[("tangent_fraction", "autoencoder")]
+        per_image = tangent[("tangent_fraction", "autoencoder")]
+        values["tangent_fraction"] = sum(per_image) / len(per_image)
     log(f"{ds.name}: PAG scores on {n} images: targeted {t_targeted:.2f}s, alignment {t_align:.2f}s, "
         f"agreement {t_agree:.2f}s ({len(teachers)} references), tangent space {t_tangent:.2f}s")
     return {"images": n, "targeted_s": t_targeted, "per_reference_s": (t_align + t_agree) / len(teachers),
@@ -756,6 +766,8 @@ def project(d: str, cfg: dict, m: dict, args) -> list[dict]:
     for source in ("vanilla",) + sources.REPRESENTATIVES:
         training(f"train:{source}", source, dc["train"]["epochs"])
     training("train:rigd", "rigd", dc["train"]["epochs"])
+    if g["jobs"].get("train_class_score"):  # another class score: a PAG step as class_mean's
+        training("train_class_score", "class_mean", dc["train"]["epochs"])
     for norm in ("linf", "l2"):
         training(f"teacher:{norm}", f"teacher_{norm}", dc["teachers"]["epochs"])
 

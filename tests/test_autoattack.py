@@ -187,7 +187,8 @@ def test_a_gradient_masked_model_is_flagged_and_a_normal_one_is_not(digits, tmp_
     assert list(flags) == [("one_image", 0.0, 0)]
     metrics = pd.DataFrame(
         [{"dataset": "digits", "source": s, "lam": 0.0, "seed": 0, "attack": "clean", "norm": "none",
-          "eps": 0.0, "steps": 0, "accuracy": 90.0, "classes_per_step": 0, "images": IMAGES}
+          "eps": 0.0, "steps": 0, "accuracy": 90.0, "classes_per_step": 0, "images": IMAGES,
+          "ci_low": 85.0, "ci_high": 95.0, "correct": ""}
          for s in ("vanilla", "one_image")]
     )
     metrics["metric"] = "clean"

@@ -88,6 +88,10 @@ CASES = {
         edit(["datasets", "stl10", "eval", "checks", "max_gap_points"], 3),
         ["datasets.stl10.eval.checks", "'max_gap_points' was unexpected"],
     ),
+    "bad class score in the grad_of ablation": (
+        edit(["experiments", "grad_of_ablation", "class_scores"], ["logit", "softmax"]),
+        ["experiments.grad_of_ablation.class_scores.1", "'softmax' is not one of"],
+    ),
     "unknown dataset in a table": (
         edit(["experiments", "main", "tables", "mnist"], "table9"),
         ["experiments.main.tables", "'mnist' is not one of"],

@@ -109,3 +109,18 @@ def test_every_train_key_is_an_option_of_the_training_steps(step, monkeypatch):
     for key, spec in train.items():
         if "default" in spec:
             assert cli[f"--{key.replace('_', '-')}"] == spec["default"], (step, key)
+
+
+def test_a_job_given_fewer_threads_than_the_config_refuses(tmp_path):
+    """--cores caps a job's threads, and a result depends on its thread count: a step given
+    other --threads than its --config-threads (the config's) refuses, naming the fix."""
+    from pagrob.steps import _cli
+
+    p = _cli.parser("test")
+    args = p.parse_args(["--threads", "2", "--config-threads", "4", "--device", "cpu"])
+    with pytest.raises(ValueError, match="Run Snakemake with --cores 4 or more"):
+        _cli.setup(args, [tmp_path / "out.csv"])
+    ok = p.parse_args(["--threads", "4", "--config-threads", "4", "--device", "cpu"])
+    assert _cli.setup(ok, [tmp_path / "out.csv"]) == "cpu"
+    by_hand = p.parse_args(["--threads", "1", "--device", "cpu"])  # no config: any threads
+    assert _cli.setup(by_hand, [tmp_path / "out.csv"]) == "cpu"

@@ -112,15 +112,25 @@ def report_env_rules() -> dict[str, str]:
     return rules
 
 
+def with_images(row: dict) -> dict:
+    """The row with its per-image correctness (the first round(accuracy) of its 100 images) and
+    exact interval, as the steps write them."""
+    from pagrob import stats
+
+    right = round(row["accuracy"] * row["images"] / 100)
+    low, high = stats.accuracy_interval(right, row["images"])
+    return dict(row, ci_low=low, ci_high=high, correct=stats.pack([i < right for i in range(row["images"])]))
+
+
 def tidy_metrics(folder, dataset, source, lam, seed, accuracy):
     """A model's metrics.csv as the evaluate step writes it (columns: report.COLUMNS)."""
     from pagrob.report import COLUMNS
 
     model = dict(dataset=dataset, source=source, lam=lam, seed=seed, classes_per_step=0, images=100)
     rows = [
-        dict(model, attack="clean", norm="none", eps=0.0, steps=0, accuracy=accuracy),
-        dict(model, attack="pgd", norm="linf", eps=0.1, steps=20, accuracy=accuracy / 3),
-        dict(model, attack="pgd", norm="l2", eps=0.5, steps=20, accuracy=accuracy / 2),
+        with_images(dict(model, attack="clean", norm="none", eps=0.0, steps=0, accuracy=accuracy)),
+        with_images(dict(model, attack="pgd", norm="linf", eps=0.1, steps=20, accuracy=accuracy / 3)),
+        with_images(dict(model, attack="pgd", norm="l2", eps=0.5, steps=20, accuracy=accuracy / 2)),
     ]
     assert set(COLUMNS) <= set(rows[0]), f"give the new metrics columns {set(COLUMNS) - set(rows[0])} a value here"
     path = folder / f"{dataset}_{source}_lam{lam}_seed{seed}.csv"
@@ -150,7 +160,7 @@ def robustness_files(folder, dataset, source, lam):
         }))
         records.append(str(record))
     path = folder / f"{dataset}_{source}_robust.csv"
-    pd.DataFrame(rows)[COLUMNS].to_csv(path, index=False)
+    pd.DataFrame([with_images(r) for r in rows])[COLUMNS].to_csv(path, index=False)
     return [str(path)], records
 
 
@@ -160,13 +170,28 @@ def pag_scores_file(folder):
 
     rows = [
         dict(dataset="digits", source=src, lam=lam, seed=0, score=score, reference=ref, value=v,
-             relation="self" if src == "ceiling" else "independent")
+             relation="self" if src == "ceiling" else "independent", per_image="")
         for src, lam, v in (("vanilla", 0.0, 0.5), ("one_image", 0.3, 0.4), ("floor", 0.0, 0.0), ("ceiling", 0.0, 1.0))
         for score in ("alignment", "targeted_success", "targeted_prob")
         for ref in ("teacher_linf", "teacher_l2")
     ]
     path = folder / "pag_scores.csv"
     pd.DataFrame(rows)[COLUMNS].to_csv(path, index=False)
+    return str(path)
+
+
+def toy_pag_file(folder):
+    """results/tables/toy_pag.csv as pagrob.steps.toy_pag writes it."""
+    rows = [
+        dict(dataset="toy", source=src, lam=lam, seed=s, manifold_alignment=m, teacher_alignment=t,
+             clean=100.0, robust=r, role="model")
+        for src, lam, s, m, t, r in (
+            ("vanilla", 0.0, 0, 0.3, 0.2, 5.0), ("vanilla", 0.0, 1, 0.5, 0.4, 20.0),
+            ("nearest_neighbor", 1.0, 0, 0.95, 0.7, 90.0), ("nearest_neighbor", 1.0, 1, 0.97, 0.8, 95.0),
+        )
+    ]
+    path = folder / "toy_pag.csv"
+    pd.DataFrame(rows).to_csv(path, index=False)
     return str(path)
 
 
@@ -205,6 +230,18 @@ def report_step_runs(tmp_path):
         "pag_lambda": [pag("lambda", "--source", "one_image", "--out-md", str(tmp_path / "pag_lambda.md"),
                            "--out-png", str(tmp_path / "pag_lambda.png"), "--out-pdf", str(tmp_path / "pag_lambda.pdf"))],
         "collect_metrics": [("pagrob.steps.collect", [*toy, *main, "--out", str(tmp_path / "collected.csv")])],
+        "grad_of_table": [table(
+            "grad_of", "--metrics", *[m("digits", src, 0.3, 0, 90.0) for src in ("one_image", "one_image.centred")],
+            "--scores", scores, "--default-score", "logit",
+            "--out-png", str(tmp_path / "grad_of.png"), "--out-pdf", str(tmp_path / "grad_of.pdf"),
+        )],
+        "answer": [("pagrob.steps.answer", [
+            "images", "--dataset", "digits", "--metrics", *robust, "--scores", scores,
+            "--out-md", str(tmp_path / "answer.md"), "--out-csv", str(tmp_path / "answer.csv"),
+            "--out-html", str(tmp_path / "answer.html")])],
+        "answer_toy": [("pagrob.steps.answer", [
+            "toy", "--metrics", *toy, "--toy-pag", toy_pag_file(tmp_path),
+            "--out-md", str(tmp_path / "answer_toy.md"), "--out-csv", str(tmp_path / "answer_toy.csv")])],
         "toy_table": [table("toy", "--metrics", *toy)],
         "main_table": [table("main", "--name", "table1", "--dataset", "digits", "--metrics", *main)],
         "lambda_table": [table("lambda", "--lams", json.dumps({"digits": {"one_image": 0.3, "class_mean": 0.3}}))],

@@ -172,7 +172,8 @@ def metrics_rows(source, lam, values, seed=0, images=100):
         eps = {"linf": 8 / 255, "l2": 0.5, None: 0.0}[norm]
         rows.append({"dataset": "cifar10", "source": source, "lam": lam, "seed": seed, "attack": attack,
                      "norm": norm, "eps": eps, "steps": 20 if attack == "pgd" else 0, "accuracy": acc,
-                     "classes_per_step": 0, "images": images})
+                     "classes_per_step": 0, "images": images, "ci_low": acc - 1, "ci_high": acc + 1,
+                     "correct": ""})
     return rows
 
 
@@ -250,7 +251,7 @@ def authors_targets(tmp_path):
 def with_external(tmp_path, aa=True, targets_file=True):
     def change(cfg):
         cfg["experiments"] = {
-            "main": {"tables": {"digits": "table1"}, "sources": ["vanilla", "one_image", "file"], "seed": 0},
+            "main": {"tables": {"digits": "table1"}, "sources": ["vanilla", "one_image", "file"], "seeds": [0]},
             "external": {
                 "their_oi": {"dataset": "digits", "path": "ckpt/oi.pt", "arch": "small_cnn",
                              "mean": [0.5], "std": [0.5], "source": "one_image", "lam": 0.3},

@@ -144,11 +144,14 @@ def test_the_grid_counts_the_jobs_a_dry_run_schedules(tiny, tmp_path):
     write_config(tmp_path / "grid.yaml", "config.yaml", without_toy)
     dag = job_counts(snakemake(["-n", "--forceall", "--configfile", "grid.yaml"], tmp_path).stdout)
     ours = record["grid"]["rule_counts"]
-    timed_rules = set()
+    timed_rules, derived = set(), []
     for smk in (ROOT / "workflow" / "rules").glob("*.smk"):
-        for block in re.split(r"^rule ", smk.read_text(), flags=re.M)[1:]:
+        text = smk.read_text()
+        for block in re.split(r"^rule ", text, flags=re.M)[1:]:
             if "runtime=" in block:
                 timed_rules.add(block.split(":", 1)[0].strip())
+        derived += re.findall(r"^use rule (\w+) as (\w+) with:", text, flags=re.M)
+    timed_rules |= {new for old, new in derived if old in timed_rules}  # they inherit it
     assert {r for r in dag if r in timed_rules} == set(ours)
     assert {r: dag[r] for r in ours} == ours
 

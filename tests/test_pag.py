@@ -37,9 +37,12 @@ def reference(model, x, y, targets, lam, grad_of, eps, classes=None, ce_input=No
     The cross-entropy on ``ce_input`` when given (a second forward, after the one of ``x``)."""
     x = x.clone().requires_grad_(True)
     logits = model(x)
-    scores = logits if grad_of == "logit" else logits.log_softmax(1)
+    scores = {"logit": logits, "log_softmax": logits.log_softmax(1),
+              "centred": logits - logits.mean(1, keepdim=True)}[grad_of]
     num_classes = logits.shape[1]
     classes = range(num_classes) if classes is None else classes
+    if grad_of == "centred":  # the targets centred over all classes, as the scores are
+        targets = targets - targets.mean(0, keepdim=True)
     total = F.cross_entropy(logits if ce_input is None else model(ce_input), y)
     for c in classes:
         (g,) = torch.autograd.grad(scores[:, c].sum(), x, create_graph=True)
@@ -61,7 +64,7 @@ def assert_same_step(model, out, ref, lam, ref_model):
 
 
 @pytest.mark.parametrize("mode", ["train", "eval"])
-@pytest.mark.parametrize("grad_of", ["logit", "log_softmax"])
+@pytest.mark.parametrize("grad_of", ["logit", "log_softmax", "centred"])
 @pytest.mark.parametrize("strategy", STRATEGIES)
 def test_strategy_equals_reference(strategy, grad_of, mode):
     model = small_cnn()
@@ -100,6 +103,48 @@ def test_class_subset_is_scaled(strategy):
     pag_backward(model, x, y, lambda c: targets[c], 0.5, strategy=strategy, classes=[1, 3])
     for p, r in zip(model.parameters(), ref_grads):
         torch.testing.assert_close(p.grad, r, rtol=1e-9, atol=1e-11)
+
+
+@pytest.mark.parametrize("strategy", STRATEGIES)
+def test_centred_subset_centres_the_targets_over_all_classes(strategy):
+    model = small_cnn().train()
+    x, y, targets = batch()
+    ref_grads, _ = reference(model, x, y, targets, 0.5, "centred", 1e-8, classes=[1, 3])
+    model.zero_grad()
+    pag_backward(model, x, y, lambda c: targets[c], 0.5, grad_of="centred", strategy=strategy, classes=[1, 3])
+    for p, r in zip(model.parameters(), ref_grads):
+        torch.testing.assert_close(p.grad, r, rtol=1e-9, atol=1e-11)
+
+
+class PlusShared(torch.nn.Module):
+    """The model's logits plus one function of x added to every logit (a random linear map and
+    its square): no prediction, softmax or cross-entropy changes."""
+
+    def __init__(self, model, d):
+        super().__init__()
+        self.model = model
+        self.w = torch.randn(d, generator=torch.Generator().manual_seed(5), dtype=torch.float64)
+
+    def forward(self, x):
+        h = x.flatten(1) @ self.w
+        return self.model(x) + (h + 0.1 * h**2)[:, None]
+
+
+@pytest.mark.parametrize("strategy", ["loop", "segmented"])
+def test_centred_loss_ignores_a_function_added_to_every_logit(strategy):
+    """The centred PAG term is the same for f and f + h (h the same for every class); the raw
+    logit's is not."""
+    model = small_cnn().eval()
+    x, y, targets = batch()
+    shifted = PlusShared(model, x[0].numel())
+    for grad_of, same in (("centred", True), ("logit", False)):
+        terms = []
+        for m in (model, shifted):
+            m.zero_grad()
+            out = pag_backward(m, x, y, lambda c: targets[c], 0.7, grad_of=grad_of, strategy=strategy)
+            terms.append((out.ce, out.pag))
+        assert torch.allclose(terms[0][0], terms[1][0])  # the same cross-entropy either way
+        assert torch.allclose(terms[0][1], terms[1][1], rtol=1e-9, atol=1e-12) == same, grad_of
 
 
 @pytest.mark.parametrize("arch", ["mlp", "small_cnn", "resnet50"])

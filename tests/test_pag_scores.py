@@ -197,8 +197,9 @@ def test_shift_invariant_alignment_ignores_a_function_added_to_every_logit(digit
     raw = pag_scores.alignment(a, b, x, 16, "logit")
     assert abs(pag_scores.alignment(shifted, b, x, 16, "logit") - raw) > 0.05
     # and all in one pass, as the step computes them
-    both = pag_scores.gradient_scores(shifted, x, 7, {"teacher_linf": b})
-    alone = pag_scores.gradient_scores(a, x, 7, {"teacher_linf": b})
+    mean = lambda scores: {k: sum(v) / len(v) for k, v in scores.items()}  # noqa: E731
+    both = mean(pag_scores.gradient_scores(shifted, x, 7, {"teacher_linf": b}))
+    alone = mean(pag_scores.gradient_scores(a, x, 7, {"teacher_linf": b}))
     assert both[("alignment", "teacher_linf")] == pytest.approx(alone[("alignment", "teacher_linf")], abs=1e-5)
     assert both[("alignment_logit", "teacher_linf")] != pytest.approx(
         alone[("alignment_logit", "teacher_linf")], abs=0.05
@@ -335,7 +336,8 @@ def synthetic_metrics():
         for norm, eps, off in (("linf", 0.1, 0.0), ("l2", 0.5, 5.0)):
             for attack, aa in (("autoattack", a + off), ("pgd", 99.0)):
                 rows.append(dict(dataset="digits", source=source, lam=lam, seed=seed, attack=attack, norm=norm,
-                                 eps=eps, steps=20, accuracy=aa, classes_per_step=0, images=100))
+                                 eps=eps, steps=20, accuracy=aa, classes_per_step=0, images=100,
+                                 ci_low=aa - 5, ci_high=aa + 5, correct=""))
     return pd.DataFrame(rows)
 
 
@@ -395,7 +397,9 @@ def test_pag_vs_robustness_joins_autoattack_rows_and_plots(tmp_path):
     text = pag_figures._rho_text(align[align["norm"] == "linf"])
     honest = linf[linf["relation"] == "independent"]
     rho = pag_report.spearman(honest["value"], honest["accuracy"])
-    assert f"ρ = {rho:+.2f}, n = 5" in text and "n = 7" in text
+    assert f"ρ = {rho:+.2f} [" in text and ", n = 5" in text and "n = 7" in text
+    r = __import__("pagrob.stats").stats.rank_correlation(honest["value"], honest["accuracy"])
+    assert f"[{r['ci_low']:+.2f}, {r['ci_high']:+.2f}], p = {r['p']:.2f}" in text
 
 
 def test_report_steps_run_without_torch(tmp_path):

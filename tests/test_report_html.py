@@ -89,7 +89,7 @@ def test_report_embeds_the_tables_numbers_and_the_figure(finished):
     page = (finished / "report.html").read_text()
     results = report_variable(page, "results")
     assert {TABLE, FIGURE, PROVENANCE} <= set(results)
-    assert set(report_variable(page, "categories")) == {"Toy experiment", "Provenance"}
+    assert set(report_variable(page, "categories")) == {"The answer", "Toy experiment", "Provenance"}
 
     # the table: an HTML page (shown in the report, not only offered as a download) whose
     # cells hold our numbers and, in the shaded paper column, the paper's
@@ -101,7 +101,7 @@ def test_report_embeds_the_tables_numbers_and_the_figure(finished):
     for key in ("vanilla", "pag"):
         assert re.search(rf"<td>{re.escape(numbers[key])}( ± [0-9.]+)?</td>", table), (key, numbers[key])
     assert f'<td class="paper">{numbers["paper_pag"]}</td>' in table
-    assert '<th class="paper">PGD-10 L2 ε=15 (paper)</th>' in table
+    assert '<th class="paper">PGD-10 L2 ε=15 (600 images) (paper)</th>' in table
     assert "Section 5.1" in results[TABLE]["caption"] and "75.5" in results[TABLE]["caption"]
 
     # the figure, embedded byte for byte
@@ -121,6 +121,9 @@ def test_report_embeds_the_tables_numbers_and_the_figure(finished):
     desc = report_variable(page, "workflow_desc", "workflow-desc")
     assert "Do Perceptually Aligned Gradients Imply Adversarial Robustness?" in desc
     assert "app.showCategory('Toy%20experiment')" in desc and "Measuring PAG" not in desc
+    # and first the answer's generated lines (the toy's: its ground truth)
+    assert "The answer on the toy data" in desc and "manifold alignment" in desc
+    assert desc.index("The answer on the toy data") < desc.index("app.showCategory('Toy%20experiment')")
 
     # self-contained: nothing loaded from elsewhere
     assert not re.search(r"""<(script|img|link|iframe)[^>]+(src|href)=["']?https?:""", page)

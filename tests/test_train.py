@@ -252,6 +252,9 @@ def test_auto_strategy_is_recorded_and_changes_nothing(tmp_path, capsys):
     record = torch.load(tmp_path / "m.checkpoint.pt", weights_only=True)["strategy"]
     assert record["requested"] == "auto" and record["chosen"] == chosen
     assert set(record["seconds_per_step"]) == set(pag.STRATEGIES)
+    # the choice is part of the result, and the log and record say so
+    assert f"set pag.strategy: {chosen} to reproduce" in record["note"]
+    assert any("is part of this result" in m for m in messages)
 
     # the train step resumes it and writes the model file
     capsys.readouterr()
@@ -261,6 +264,7 @@ def test_auto_strategy_is_recorded_and_changes_nothing(tmp_path, capsys):
     assert "resumed from" in log and "strategy auto:" not in log
     info = json.loads((tmp_path / "m.json").read_text())
     assert info["settings"]["strategy"] == "auto" and info["strategy_used"] == chosen
+    assert f"pag.strategy: {chosen}" in info["strategy_note"]
     assert [h["strategy"] for h in info["history"]] == [chosen, chosen]
 
     fixed = cnn(ds)

@@ -45,8 +45,11 @@ def test_toy_target_end_to_end(tmp_path):
     metrics = pd.read_csv(tmp_path / "results/toy/metrics.csv")
     assert list(metrics.columns) == [
         "dataset", "source", "lam", "seed", "attack", "norm", "eps", "steps", "accuracy", "classes_per_step",
-        "images",
+        "images", "ci_low", "ci_high", "correct",
     ]
+    # each accuracy with its exact 95% interval over the images, and which images it got right
+    assert (metrics["ci_low"] <= metrics["accuracy"]).all() and (metrics["accuracy"] <= metrics["ci_high"]).all()
+    assert metrics["correct"].str.startswith("x").all()
     assert (metrics["images"] == 600).all()
     assert (metrics["classes_per_step"] == 0).all()
     assert len(metrics) == 8  # 4 models x (clean, PGD L2)
@@ -77,8 +80,37 @@ def test_toy_target_end_to_end(tmp_path):
     # logs and benchmarks beside every model
     model_dir = tmp_path / "results/toy/nearest_neighbor/lam1/seed0"
     assert "epoch 100/100" in (model_dir / "train.log").read_text()
+    # every job ran with the instruction-set pin (cpu_isa: avx2), recorded with the threads,
+    # the torch build and the commit
+    import json
+
+    env = json.loads((model_dir / "model.json").read_text())["environment"]
+    assert env["cpu_capability"] == "AVX2" and env["isa_pins"] == {
+        "ATEN_CPU_CAPABILITY": "avx2", "DNNL_MAX_CPU_ISA": "AVX2", "MKL_CBWR": "AVX2",
+        "MKL_ENABLE_INSTRUCTIONS": "AVX2",
+    }
+    assert env["threads"] == 1 and env["torch_build"].startswith("2.") and env["git_commit"]
     assert (model_dir / "train.benchmark.tsv").exists()
     assert not (model_dir / "model.checkpoint.pt").exists()
+
+
+@pytest.mark.slow
+def test_cpu_isa_null_exports_no_pin(tmp_path):
+    """cpu_isa: null leaves each machine its best instruction set: no pin reaches the job."""
+    import json
+
+    copy_workflow(tmp_path)
+
+    def unpinned(cfg):
+        cfg["cpu_isa"] = None
+        cfg["experiments"]["toy"]["seeds"] = [0]
+        cfg["datasets"]["toy"]["train"]["epochs"] = 1
+
+    write_config(tmp_path / "unpinned.yaml", "config.yaml", unpinned)
+    target = "results/toy/vanilla/lam0/seed0/model.json"
+    snakemake(["--configfile", "unpinned.yaml", "--cores", "1", target], tmp_path)
+    env = json.loads((tmp_path / target).read_text())["environment"]
+    assert env["isa_pins"] == {} and env["cpu_capability"] != ""
 
 
 PAPER_GRID = {
@@ -90,15 +122,19 @@ PAPER_GRID = {
     # adversarially trained model and its reference (results/tables/toy_pag)
     "teacher": 10,
     "train": 25,
-    "evaluate": 30,  # every student and every teacher, and the toy's adversarially trained model
-    "autoattack": 46,  # every image-dataset model (19 students, 4 teachers) x 2 norms
-    "sweep": 23,
+    "evaluate": 36,  # every student and every teacher, and the toy's adversarially trained model
+    "autoattack": 58,  # every image-dataset model (25 students, 4 teachers) x 2 norms
+    "sweep": 29,
     "masking_table": 2,
     "robustness_curves": 2,
-    "pag_scores": 23,
+    "pag_scores": 29,
     "pag_baselines": 2,
     "autoencoder": 2,  # the tangent-space score's, one per image dataset
     "toy_pag": 1,
+    "train_class_score": 6,  # the grad_of ablation: 3 sources x 2 other class scores
+    "grad_of_table": 1,
+    "answer": 2,
+    "answer_toy": 1,
     "collect_pag_scores": 2,
     "pag_scores_table": 2,
     "pag_vs_robustness": 2,
@@ -141,6 +177,31 @@ def test_paper_grid_fan_out(tmp_path):
             assert len(student) == 1 and student[0][0] == "train"
             assert teacher in student[0][1].split(", ")
             assert [j[0] for j in jobs if teacher in j[2].split(", ")] == ["teacher"]
+
+
+def test_grad_of_ablation_fans_out_over_source_score_and_seed(tmp_path):
+    """One training per source x class score x seed; the config's class score (pag.grad_of) is
+    the main experiment's model, the others <source>.<grad_of>."""
+    copy_workflow(tmp_path)
+
+    def two_seeds(cfg):
+        cfg["experiments"]["grad_of_ablation"]["seeds"] = [0, 1]
+
+    write_config(tmp_path / "ablation.yaml", "config.yaml", two_seeds)
+    dry = snakemake(["-n", "--configfile", "ablation.yaml", "--cores", "4", "results/tables/grad_of_ablation.md"], tmp_path)
+    counts = job_counts(dry.stdout)
+    # 3 sources x 3 class scores x 2 seeds: the logit ones by the train rule (the main models'
+    # paths), the other two scores by train_class_score
+    assert counts["train"] == 3 * 2 and counts["train_class_score"] == 3 * 2 * 2
+    for source in ("one_image", "class_mean", "nearest_neighbor"):
+        for score in ("log_softmax", "centred"):
+            for seed in (0, 1):
+                lam = {"one_image": "0.5"}.get(source, "0.4")
+                path = f"results/cifar10/{source}.{score}/lam{lam}/seed{seed}/model.pt"
+                assert path in dry.stdout
+    assert "--label class_mean.centred" in snakemake(
+        ["-n", "-p", "--configfile", "ablation.yaml", "--cores", "4",
+         "results/cifar10/class_mean.centred/lam0.4/seed0/model.pt"], tmp_path).stdout
 
 
 def test_one_table_builds_only_its_models(tmp_path):
@@ -192,8 +253,10 @@ def small_demo(cfg):
     digits["teachers"]["epochs"] = 1
     digits["autoencoder"]["epochs"] = 5
     cfg["experiments"]["main"]["sources"] = ["vanilla", "one_image", "clustered_nn", "rigd_linf"]
+    cfg["experiments"]["main"]["seeds"] = [0, 1]
     cfg["experiments"]["seeds"]["seeds"] = [0, 1]
-    cfg["experiments"]["lambda_ablation"]["lams"] = [0.1, 0.3]
+    # the study's lambda ablation (study.yaml) too
+    cfg["experiments"]["lambda_ablation"] = {"dataset": "digits", "source": "class_mean", "lams": [0.1, 0.3], "seed": 0}
 
 
 @pytest.mark.slow
@@ -207,16 +270,18 @@ def test_demo_end_to_end_reduced(tmp_path):
 
 
 def check_reduced_demo(tmp_path, counts):
-    assert counts["train"] == 2 + 4 + 1 + 2  # toy, main, one more seed, two more lambdas
+    assert counts["train"] == 2 + 4 * 2 + 2  # toy, main over two seeds (Table 4's), two lambdas
     # the digits teachers (seed 0), the PAG references (seed 100) of both threat models, and the
     # toy's teacher and reference
     assert counts["teacher"] == 2 + 2 + 2
     assert counts["autoencoder"] == 1 and counts["toy_pag"] == 1
-    assert counts["autoattack"] == 4  # Table 1's 4 students, L-inf only (demo.yaml spares the teachers)
+    # Table 1's 4 students of seed 0, L-inf only (demo.yaml spares the other seeds and the teachers)
+    assert counts["autoattack"] == 4
+    assert counts["answer"] == 1 and counts["answer_toy"] == 1
     results = tmp_path / "results"
     for name in (
         "table1_digits", "table3_lambda", "table4_seeds", "fig5_lambda_ablation", "toy", "masking_digits",
-        "pag_scores_digits", "fig5_pag_scores", "toy_pag",
+        "pag_scores_digits", "fig5_pag_scores", "toy_pag", "answer_digits", "answer_toy",
     ):
         for ext in ("md", "csv"):
             assert (results / "tables" / f"{name}.{ext}").stat().st_size > 0
@@ -234,22 +299,31 @@ def check_reduced_demo(tmp_path, counts):
     assert table1["paper"].isna().all()  # the paper has no digits numbers
     text = (results / "tables/table1_digits.md").read_text()
     assert "(paper)" not in text and " Δ |" not in text  # so those columns are left out
-    assert "AutoAttack L∞ ε=0.1 (50 images)" in text and "| Clustered NN (beyond the paper)" in text
+    assert "AutoAttack L∞ ε=0.1 (50 images, seed 0)" in text and "| Clustered NN (beyond the paper)" in text
+    assert "PGD-3 L∞ ε=0.1 (100 images)" in text and "## Per seed" in text
+    # one seed: the accuracy ± its exact interval's half-width; two: ± the t-interval's
+    full = table1.set_index(["source", "metric"])
+    assert full.loc[("vanilla", "aa_linf"), "interval"] == "images"
+    assert full.loc[("vanilla", "linf"), "interval"] == "seeds" and full.loc[("vanilla", "linf"), "seeds"] == 2
     # the teacher is a reference row: its AutoAttack cell (the last column) is blank, not "nan"
-    (teacher,) = [line for line in text.splitlines() if line.startswith("| Teacher ℓ∞")]
+    table_part = text.split("## Per seed")[0]
+    (teacher,) = [line for line in table_part.splitlines() if line.startswith("| Teacher ℓ∞")]
     assert teacher.endswith("|  |") and "nan" not in text
     seeds = pd.read_csv(results / "tables/table4_seeds.csv")
-    assert (seeds["seeds"] == 2).all() and seeds["std"].notna().all()
-    assert set(seeds["metric"]) == {"clean", "linf"}  # AutoAttack ran on seed 0's model only
+    assert (seeds[seeds["metric"] != "aa_linf"]["seeds"] == 2).all()
+    # AutoAttack ran on seed 0's model only, and says so
+    assert set(seeds["metric"]) == {"clean", "linf", "aa_linf"}
+    assert (seeds.set_index("metric").loc["aa_linf", "seeds"] == 1)
     metrics = pd.read_csv(results / "digits/metrics.csv")
     pgd = metrics[metrics["attack"].isin(["clean", "pgd"])]
-    assert len(pgd) == 2 * 8  # 7 digits students + RIGD's teacher, x (clean, L-inf)
+    assert len(pgd) == 2 * 11  # 8 main models, 2 more lambdas, RIGD's teacher, x (clean, L-inf)
+    assert pgd["correct"].str.len().gt(0).all() and (pgd["ci_low"] <= pgd["accuracy"]).all()
     aa = metrics[metrics["attack"] == "autoattack"]
     assert sorted(aa["source"]) == sorted(["vanilla", "one_image", "clustered_nn", "rigd_linf"])
     assert (aa["images"] == 50).all()
     checks = pd.read_csv(results / "tables/masking_digits.csv")
     assert set(checks["check"]) == {
-        "robust_le_clean", "autoattack_gap", "more_steps_gap", "square_gain", "monotone_in_eps",
+        "robust_above_clean", "autoattack_gap", "more_steps_gap", "square_gain", "monotone_in_eps",
         "large_eps_accuracy", "autoattack_warnings",
     }
     assert len(checks) == 4 * 7  # every checked model, each check once (one norm)
@@ -262,6 +336,16 @@ def check_reduced_demo(tmp_path, counts):
     # the references are the seed-100 models, which no scored model is
     assert 100 not in set(scores[~scores["source"].isin(["ceiling"])]["seed"])
     assert set(scores[scores["source"] == "ceiling"]["seed"]) == {100}
+    answer = pd.read_csv(results / "tables/answer_digits.csv")
+    robust = answer[answer["question"] == "robustness"]
+    assert set(robust["source"]) == {"one_image", "clustered_nn", "rigd_linf"}
+    assert set(answer["verdict"]) <= {
+        "more robust", "less robust", "no detectable difference", "higher", "lower",
+        "ranks robustness (positive rank correlation)", "ranks it inversely",
+        "no detectable rank correlation",
+    }
+    assert "# The answer on digits" in (results / "tables/answer_digits.md").read_text()
+    assert "# The answer on the toy data" in (results / "tables/answer_toy.md").read_text()
     toy = pd.read_csv(results / "tables/toy_pag.csv")
     assert set(toy["source"]) == {"vanilla", "nearest_neighbor", "teacher_l2"}
     assert toy["manifold_alignment"].between(0, 1).all()

@@ -56,6 +56,7 @@ class AutoAttackResult:
     stages: dict[str, float]  # accuracy after each stage, percent, in run order
     warnings: list[str] = field(default_factory=list)
     resumed: bool = False
+    robust_flags: list[bool] = field(default_factory=list)  # per image, after every stage
 
 
 class _Warnings(logging.Handler):
@@ -131,6 +132,7 @@ def run(
         stages=dict(state["stages"]),
         warnings=list(state["warnings"]),
         resumed=resumed,
+        robust_flags=[bool(v) for v in state["robust"]],
     )
 
 

@@ -9,7 +9,7 @@ import matplotlib.pyplot as plt  # noqa: E402
 import torch  # noqa: E402
 from matplotlib.colors import ListedColormap  # noqa: E402
 
-from pagrob.plots import save  # noqa: E402
+from pagrob.plots import lam_axis, save  # noqa: E402
 from pagrob.attacks import predict  # noqa: E402
 
 REGION_COLORS = ListedColormap(["#c6dbef", "#fdd0a2"])
@@ -82,12 +82,12 @@ def draw_attack_grid(fig_or_subfig, rows, classes: list[str]) -> None:
     axes = fig_or_subfig.subplots(len(rows), len(classes) + 1, squeeze=False)
     for i, (label, original, adversarial) in enumerate(rows):
         _show(axes[i][0], original)
-        axes[i][0].set_ylabel(label, fontsize=7, rotation=0, ha="right", va="center")
+        axes[i][0].set_ylabel(label, fontsize=8, rotation=0, ha="right", va="center")
         for j, image in enumerate(adversarial):
             _show(axes[i][j + 1], image)
-    axes[0][0].set_title("original", fontsize=7)
+    axes[0][0].set_title("original", fontsize=8)
     for j, name in enumerate(classes):
-        axes[0][j + 1].set_title(name, fontsize=7)
+        axes[0][j + 1].set_title(name, fontsize=8)
 
 
 def attack_grid(rows, classes: list[str], title: str, png, pdf) -> None:
@@ -98,8 +98,9 @@ def attack_grid(rows, classes: list[str], title: str, png, pdf) -> None:
 
 
 def lambda_ablation(table, rows, classes: list[str], title: str, png, pdf) -> None:
-    """Fig. 5: accuracy against lambda (ours solid, the paper's dashed), and the targeted
-    attacks of each lambda's model below."""
+    """Fig. 5: accuracy against lambda, the vanilla model at λ = 0 (ours solid with the 95%
+    interval as error bars, the paper's dashed), and the targeted attacks of each lambda's model
+    below."""
     fig = plt.figure(figsize=(max(8.0, 0.85 * (len(classes) + 1) + 1.5), 3.2 + 0.85 * len(rows)))
     top, bottom = fig.subfigures(2, 1, height_ratios=[3.2, 0.85 * len(rows)])
     ax = top.subplots()
@@ -107,13 +108,12 @@ def lambda_ablation(table, rows, classes: list[str], title: str, png, pdf) -> No
     names = {"clean": "clean", "linf": "PGD L∞", "l2": "PGD L2"}
     for metric, g in table.groupby("metric", sort=False):
         g = g.sort_values("lam")
-        ax.errorbar(g["lam"], g["mean"], yerr=g["std"].fillna(0), marker="o", color=colors.get(metric), label=f"{names.get(metric, metric)} (ours)")
+        ax.errorbar(g["lam"], g["mean"], yerr=g["half"].fillna(0), marker="o", color=colors.get(metric), label=f"{names.get(metric, metric)} (ours)")
         if g["paper"].notna().any():
             ax.plot(g["lam"], g["paper"], "--", marker="x", color=colors.get(metric), label=f"{names.get(metric, metric)} (paper)")
-    ax.set_xscale("log")
-    ax.set_xlabel("λ")
+    lam_axis(ax, table["lam"])
     ax.set_ylabel("accuracy (%)")
-    ax.legend(fontsize=7, ncol=2)
+    ax.legend(fontsize=8, ncol=2)
     ax.set_title(title, fontsize=9)
     draw_attack_grid(bottom, rows, classes)
     save(fig, png, pdf)

@@ -17,9 +17,9 @@ STYLE = """
 body { font-family: system-ui, -apple-system, "Segoe UI", Roboto, sans-serif; margin: 1.5em;
        color: #1f2933; background: #fff; line-height: 1.4; }
 h1 { font-size: 1.3em; } h2 { font-size: 1.1em; margin-top: 1.5em; }
-table { border-collapse: collapse; margin: 1em 0; font-size: 0.9em; }
-th, td { border: 1px solid #cbd2d9; padding: 0.3em 0.6em; }
-th { background: #e4e7eb; text-align: center; }
+table { border-collapse: collapse; margin: 1em 0; font-size: 0.85em; max-width: 100%; }
+th, td { border: 1px solid #cbd2d9; padding: 0.25em 0.45em; }
+th { background: #e4e7eb; text-align: center; white-space: normal; max-width: 8.5em; }
 td { text-align: right; font-variant-numeric: tabular-nums; white-space: nowrap; }
 td.label { text-align: left; }
 th.paper, td.paper { background: #fdf3d8; }

@@ -134,3 +134,25 @@ def versions() -> dict[str, str]:
         "numpy": str(numpy.__version__),
         "cuda": str(torch.version.cuda),
     }
+
+
+#: the environment variables that pin the CPU kernels' instruction set (set by the workflow from
+#: the config's cpu_isa): PyTorch's own kernels, oneDNN's (convolutions), MKL's (matrix products)
+ISA_VARIABLES = ("ATEN_CPU_CAPABILITY", "DNNL_MAX_CPU_ISA", "MKL_CBWR", "MKL_ENABLE_INSTRUCTIONS")
+
+
+def environment() -> dict:
+    """What else decides a CPU result beside the code and the seed, recorded beside every model
+    and AutoAttack result: the instruction set PyTorch's kernels use and the pins asked for, the
+    torch threads, the torch build, and the git commit of the code (from the workflow)."""
+    import torch
+
+    return {
+        "cpu_capability": torch.backends.cpu.get_cpu_capability(),
+        "isa_pins": {k: os.environ[k] for k in ISA_VARIABLES if k in os.environ},
+        "threads": torch.get_num_threads(),
+        "torch_build": f"{torch.__version__} ({torch.version.git_version[:12]})",
+        "deterministic": torch.are_deterministic_algorithms_enabled(),
+        "git_commit": os.environ.get("PAGROB_GIT_COMMIT", "unknown (not run by the workflow)"),
+    }
+

@@ -219,6 +219,7 @@ def save_model(path, model: Classifier, arch: str, input_shape, num_classes: int
         "input_shape": list(input_shape),
         "num_classes": num_classes,
         "versions": io.versions(),
+        "environment": io.environment(),
         **meta,
     }
     io.save({"state_dict": {k: v.detach().cpu() for k, v in model.state_dict().items()}, **info}, path)

@@ -9,8 +9,10 @@ over the batch.
 The input-gradient of class c is the gradient of sum_i s(x_i)_c over the batch *as it is*: in
 train mode BatchNorm uses the real batch's statistics, and the gradient includes their
 dependence on every image. ``s`` is the raw logit f(x)_c (the paper's formula, ``grad_of =
-"logit"``) or log_softmax(f(x))_c (what the authors' released code differentiates, ``grad_of =
-"log_softmax"``).
+"logit"``), log_softmax(f(x))_c (what the authors' released code differentiates, ``grad_of =
+"log_softmax"``), or the centred logit f(x)_c - (1/C) sum_k f(x)_k against the centred targets
+g(x, c) - (1/C) sum_k g(x, k) (``grad_of = "centred"``: only the part of both that the
+predictions depend on; a function added to every logit changes neither).
 
 All strategies compute exactly the same loss and parameter gradients (tests/test_pag.py checks
 them against a plain per-class ``autograd.grad`` in float64, in train and eval mode); they differ
@@ -51,7 +53,10 @@ import torch
 import torch.nn.functional as F
 from torch import Tensor, nn
 
-GRAD_OF = ("logit", "log_softmax")
+#: the class score whose input-gradient the PAG term aligns: the raw logit (Eq. 1), the
+#: log-softmax (the authors' code), or the centred logit f_c - mean_k f_k with the targets centred
+#: the same way (g_c - mean_k g_k): only the part of both that the predictions depend on
+GRAD_OF = ("logit", "log_softmax", "centred")
 
 #: ``pag.strategy: auto``: train.py times every exact strategy on the real model and batch at the
 #: start of a run and keeps the fastest (see ``train.choose_strategy``)
@@ -89,6 +94,8 @@ def class_scores(logits: Tensor, grad_of: str) -> Tensor:
         return logits
     if grad_of == "log_softmax":
         return logits.log_softmax(dim=1)
+    if grad_of == "centred":
+        return logits - logits.mean(dim=1, keepdim=True)
     raise ValueError(f"grad_of must be one of {GRAD_OF}, not {grad_of!r}")
 
 
@@ -125,6 +132,8 @@ class _Step:
     ce_input: Tensor | None
     autocast: torch.dtype | None
     view: Callable[[Tensor], Tensor] | None = None
+    num_classes: int | None = None  # C, once resolve() knows it
+    _target_mean: Tensor | None = None  # centred: mean_k g_k, computed once per step
 
     @property
     def params(self) -> list[Tensor]:
@@ -145,8 +154,18 @@ class _Step:
 
     def resolve(self, num_classes: int) -> tuple[list[int], float]:
         """The classes of the sum and the factor C / k that keeps a subset's sum unbiased."""
+        self.num_classes = num_classes
         classes = list(range(num_classes)) if self.classes is None else self.classes
         return classes, num_classes / len(classes)
+
+    def target(self, c: int) -> Tensor:
+        """g(x, c), centred over all C classes (g_c - mean_k g_k) for ``grad_of = "centred"``,
+        as the centred scores' gradients are (also when the sum runs over a subset)."""
+        if self.grad_of != "centred":
+            return self.targets(c)
+        if self._target_mean is None:
+            self._target_mean = sum(self.targets(k) for k in range(self.num_classes)) / self.num_classes
+        return self.targets(c) - self._target_mean
 
     def cross_entropy(self, logits: Tensor) -> tuple[Tensor, Tensor]:
         """(logits the CE is taken on, CE): ``logits`` themselves, or a forward of ``ce_input``."""
@@ -154,7 +173,7 @@ class _Step:
         return ce_logits, F.cross_entropy(ce_logits, self.y)
 
     def pag_sum(self, grads: Sequence[Tensor], classes: list[int], scale: float) -> Tensor:
-        return scale * sum(cosine_loss(g, self.targets(c), self.eps).mean() for g, c in zip(grads, classes))
+        return scale * sum(cosine_loss(g, self.target(c), self.eps).mean() for g, c in zip(grads, classes))
 
 
 #: the one default of the project: TrainSettings, the train step's --strategy and pag_backward
@@ -392,7 +411,7 @@ def _replicated(s: _Step) -> StepLosses:
     scores = class_scores(logits, s.grad_of).unflatten(0, (k, b))
     onehot = _onehots(classes, scores)  # copy j: class classes[j]
     (g,) = torch.autograd.grad((scores * onehot[:, None, :]).sum(), stacked, create_graph=True)
-    u = torch.stack([s.targets(c) for c in classes]).flatten(0, 1)
+    u = torch.stack([s.target(c) for c in classes]).flatten(0, 1)
     pag = scale * cosine_loss(g, u, s.eps).view(k, b).mean(1).sum()
     ce_logits, ce = s.cross_entropy(logits[:b])  # copy 0 is the batch's own forward
     torch.autograd.backward(ce + s.lam * pag, inputs=s.params)

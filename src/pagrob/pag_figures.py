@@ -16,7 +16,7 @@ import matplotlib.pyplot as plt  # noqa: E402
 import pandas as pd  # noqa: E402
 
 from pagrob import report  # noqa: E402
-from pagrob.plots import save  # noqa: E402
+from pagrob.plots import lam_axis, save  # noqa: E402
 from pagrob.pag_report import SCORE_NAMES, method, references, robustness_points, spearman  # noqa: E402
 
 NORM_NAMES = {"linf": "ℓ∞", "l2": "ℓ2"}
@@ -29,9 +29,17 @@ def _colors(sources) -> dict[str, str]:
 
 
 def _rho_text(points: pd.DataFrame) -> str:
+    """ρ over the independent points with its bootstrap interval and permutation p
+    (pagrob.stats.rank_correlation), then ρ with all points."""
+    from pagrob import stats
+
     honest = points[points["relation"] == "independent"]
-    rho = spearman(honest["value"], honest["accuracy"])
-    text = f"ρ = {'n/a' if math.isnan(rho) else f'{rho:+.2f}'}, n = {len(honest)}"
+    r = stats.rank_correlation(honest["value"], honest["accuracy"])
+    rho = r["rho"]
+    text = f"ρ = {'n/a' if math.isnan(rho) else f'{rho:+.2f}'}"
+    if not math.isnan(r["ci_low"]):
+        text += f" [{r['ci_low']:+.2f}, {r['ci_high']:+.2f}], p = {r['p']:.2f}"
+    text += f", n = {len(honest)}"
     if len(honest) < len(points):
         rho_all = spearman(points["value"], points["accuracy"])
         rho_all = "n/a" if math.isnan(rho_all) else f"{rho_all:+.2f}"
@@ -127,22 +135,59 @@ def pag_vs_lambda(scores: pd.DataFrame, source: str, png, pdf, score: str = "ali
         models = g[g["source"].isin([source, "vanilla"])].groupby("lam")["value"].mean()
         rho = spearman(models.index, models)
         rhos.append(f"ρ(λ, {ref}) = {'n/a' if math.isnan(rho) else f'{rho:+.2f}'}")
-        s = g[g["source"] == source].groupby("lam")["value"].agg(["mean", "std"]).reset_index()
-        ax.errorbar(s["lam"], s["mean"], yerr=s["std"].fillna(0), marker="o", color=color, label=f"{method(source)} vs {ref}")
-        for base, style in (("vanilla", "--"), ("floor", ":")):
-            v = g[g["source"] == base]["value"]
-            if len(v):
-                ax.axhline(v.mean(), linestyle=style, color=color, linewidth=1, label=f"{method(base)} vs {ref}")
-    ax.set_xscale("log")
-    lams = sorted(sel[sel["source"] == source]["lam"].unique())
-    ax.set_xticks(lams, [f"{v:g}" for v in lams])
-    ax.minorticks_off()
-    ax.set_xlabel("λ")
+        # vanilla as lambda = 0, then the source's lambdas: one line, mean +- std over seeds
+        s = g[g["source"].isin([source, "vanilla"])].groupby("lam")["value"].agg(["mean", "std"])
+        s = s.reset_index()
+        ax.errorbar(s["lam"], s["mean"], yerr=s["std"].fillna(0), marker="o", color=color,
+                    label=f"{method(source)} vs {ref} (λ = 0: vanilla)")
+        v = g[g["source"] == "floor"]["value"]
+        if len(v):
+            ax.axhline(v.mean(), linestyle=":", color=color, linewidth=1, label=f"{method('floor')} vs {ref}")
+    lam_axis(ax, sel[sel["source"].isin([source, "vanilla"])]["lam"])
     ax.set_ylabel(SCORE_NAMES.get(score, score))
-    ax.legend(fontsize=6)
+    ax.legend(fontsize=8)
     ax.set_title(
         f"{method(source)}: {SCORE_NAMES.get(score, score)} against λ\n"
         f"Spearman {', '.join(rhos)} (vanilla as λ = 0)", fontsize=8,
     )
+    fig.tight_layout()
+    save(fig, png, pdf)
+
+
+def grad_of_figure(table: pd.DataFrame, png, pdf) -> None:
+    """The grad_of ablation as bars: per source, one bar per class score, for each robust
+    accuracy of the table (± its 95% interval) and the alignment with each reference."""
+    from pagrob.report import CLASS_SCORE_NAMES, METHOD_NAMES
+
+    metrics = [m for m in ("aa_linf", "aa_l2", "linf", "l2") if (table["metric"] == m).any()][:2]
+    aligned = [c for c in table.columns if c.startswith("alignment vs ")]
+    panels = [(m, "metric") for m in metrics] + [(c, "score") for c in aligned]
+    fig, axes = plt.subplots(1, len(panels), figsize=(4.2 * len(panels), 3.8), squeeze=False)
+    bases = list(dict.fromkeys(table["base"] if "base" in table else table["source"].str.split(".").str[0]))
+    scores = [s for s in CLASS_SCORE_NAMES if (table["class_score"] == s).any()]
+    width = 0.8 / max(1, len(scores))
+    for ax, (what, kind) in zip(axes[0], panels):
+        for j, score in enumerate(scores):
+            xs, ys, err = [], [], []
+            for i, b in enumerate(bases):
+                sel = table[(table["source"].str.split(".").str[0] == b) & (table["class_score"] == score)]
+                if kind == "metric":
+                    sel = sel[sel["metric"] == what]
+                    value = sel["mean"] if len(sel) else []
+                    e = sel["half"].fillna(0) if len(sel) else []
+                else:
+                    value = sel[what].dropna()[:1] if what in sel else []
+                    e = [0] * len(value)
+                if len(value):
+                    xs.append(i + (j - (len(scores) - 1) / 2) * width)
+                    ys.append(float(list(value)[0]))
+                    err.append(float(list(e)[0]))
+            ax.bar(xs, ys, width, yerr=err, capsize=3, color=f"C{j}", label=CLASS_SCORE_NAMES[score])
+        ax.set_xticks(range(len(bases)), [METHOD_NAMES.get(b, b) for b in bases], fontsize=8)
+        names = {"aa_linf": "AutoAttack L∞", "aa_l2": "AutoAttack L2", "linf": "PGD L∞", "l2": "PGD L2"}
+        ax.set_ylabel("accuracy (%)" if kind == "metric" else what)
+        ax.set_title(names.get(what, what), fontsize=9)
+        ax.legend(fontsize=8, title="class score", title_fontsize=8)
+    fig.suptitle("Which class score should the PAG loss align?", fontsize=10)
     fig.tight_layout()
     save(fig, png, pdf)

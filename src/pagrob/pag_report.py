@@ -32,7 +32,9 @@ import pandas as pd
 
 from pagrob import report
 
-COLUMNS = ["dataset", "source", "lam", "seed", "score", "reference", "value", "relation"]
+COLUMNS = [
+    "dataset", "source", "lam", "seed", "score", "reference", "value", "relation", "per_image",
+]
 #: the scores in the tables' order; the first is the default (Fig. 5's, the plot's)
 SCORES = (
     "alignment", "alignment_log_softmax", "alignment_logit", "common_mode", "tangent_fraction",

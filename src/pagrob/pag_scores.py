@@ -103,14 +103,16 @@ def gradient_scores(
     noise: float | None = None,
     noise_draws: int = 4,
     generator: torch.Generator | None = None,
-) -> dict[tuple[str, str], float]:
-    """Every gradient score of ``model`` on the images ``x``, each the mean over the images:
-    ``(score, reference) -> value``. The model's class gradients are computed once per batch.
+) -> dict[tuple[str, str], list[float]]:
+    """Every gradient score of ``model`` on the images ``x``, per image:
+    ``(score, reference) -> [value of each image]`` (the score is their mean). The model's class
+    gradients are computed once per batch; the values are read back once.
 
-    - against each ``references[name]``: one alignment per kind of ``GRADIENTS``;
+    - against each ``references[name]``: one alignment per kind of ``GRADIENTS`` (the mean over
+      the classes of the cosine);
     - ``("common_mode", "none")``: the model's common-mode fraction;
     - with ``autoencoder`` (``pagrob.autoencoder``): ``("tangent_fraction", "autoencoder")``, the
-      mean over images and classes of ||P_T g|| / ||g|| for the centred gradients g, and with
+      mean over the classes of ||P_T g|| / ||g|| for the centred gradients g, and with
       ``noise`` (an L2 radius) ``on_manifold_change`` and ``off_manifold_change``: the mean
       total-variation change of the softmax under random noise of that norm inside T and
       orthogonal to it (``noise_draws`` directions per image, drawn from ``generator``).
@@ -122,7 +124,7 @@ def gradient_scores(
         keys.append(("tangent_fraction", "autoencoder"))
         if noise:
             keys += [("on_manifold_change", "autoencoder"), ("off_manifold_change", "autoencoder")]
-    totals = torch.zeros(len(keys), dtype=torch.float64, device=x.device)
+    batches = []
     for start in range(0, len(x), batch_size):
         xb = x[start : start + batch_size]
         logits, grads = class_gradients(model, xb)
@@ -132,19 +134,19 @@ def gradient_scores(
             for kind in GRADIENTS:
                 g = shift_invariant(grads, logits, kind)
                 r = shift_invariant(ref_grads, ref_logits, kind)
-                values.append(class_cosines(g, r).sum())
-        values.append(common_mode_fraction(grads).sum())
+                values.append(class_cosines(g, r))
+        values.append(common_mode_fraction(grads))
         if autoencoder is not None:
             from pagrob import autoencoder as ae_lib
 
             basis = ae_lib.tangent_basis(autoencoder, xb)
             centred = shift_invariant(grads, logits, "centred")
-            values.append(ae_lib.tangent_fraction(centred, basis).double().mean(0).sum())
+            values.append(ae_lib.tangent_fraction(centred, basis).double().mean(0))
             if noise:
                 on, off = ae_lib.manifold_noise_change(model, xb, basis, noise, noise_draws, generator)
-                values += [on.double().sum(), off.double().sum()]
-        totals += torch.stack(values)
-    return dict(zip(keys, (totals / len(x)).tolist()))
+                values += [on.double(), off.double()]
+        batches.append(torch.stack(values))  # [keys, B]
+    return dict(zip(keys, torch.cat(batches, 1).tolist()))
 
 
 def alignment(
@@ -194,27 +196,32 @@ def targeted_examples(
 
 
 def reference_agreement(
-    reference: nn.Module, x_adv: Tensor, targets: Tensor, batch_size: int
+    reference: nn.Module, x_adv: Tensor, targets: Tensor, batch_size: int, per: int = 1
 ) -> dict:
     """``targeted_success``: the fraction of ``x_adv`` the reference classifies as ``targets``;
-    ``targeted_prob``: the reference's mean softmax probability of the target."""
-    values = agreement_on_device(reference, x_adv, targets, batch_size).tolist()
-    return {"targeted_success": values[0], "targeted_prob": values[1]}
+    ``targeted_prob``: the reference's mean softmax probability of the target. With ``per`` > 1
+    (the C - 1 attacks of each image of :func:`targeted_examples`) also ``per_image``: each
+    score's mean over every image's ``per`` attacks (lists of floats)."""
+    values = agreement_on_device(reference, x_adv, targets, batch_size, per)
+    hits, prob = values.tolist()
+    out = {"targeted_success": sum(hits) / len(hits), "targeted_prob": sum(prob) / len(prob)}
+    out["per_image"] = {"targeted_success": hits, "targeted_prob": prob}
+    return out
 
 
 def agreement_on_device(
-    reference: nn.Module, x_adv: Tensor, targets: Tensor, batch_size: int
+    reference: nn.Module, x_adv: Tensor, targets: Tensor, batch_size: int, per: int = 1
 ) -> Tensor:
-    """:func:`reference_agreement`'s two values as a float64 tensor on the data's device."""
-    hits = torch.zeros((), device=x_adv.device, dtype=torch.float64)
-    prob = torch.zeros((), device=x_adv.device, dtype=torch.float64)
+    """[2, n / per] float64 on the data's device: per image (the mean over its ``per`` attacks),
+    whether the reference classifies the attack as its target, and its probability of it."""
+    hits, prob = [], []
     with frozen_eval(reference), torch.no_grad():
         for start in range(0, len(x_adv), batch_size):
             p = reference(x_adv[start : start + batch_size]).softmax(1)
             t = targets[start : start + batch_size]
-            hits += (p.argmax(1) == t).sum()
-            prob += p.gather(1, t[:, None]).double().sum()
-    return torch.stack([hits, prob]) / len(x_adv)
+            hits.append((p.argmax(1) == t).double())
+            prob.append(p.gather(1, t[:, None]).squeeze(1).double())
+    return torch.stack([torch.cat(hits), torch.cat(prob)]).view(2, -1, per).mean(2)
 
 
 def targeted_success(
@@ -230,7 +237,7 @@ def targeted_success(
     """The large-eps targeted attacks of :func:`targeted_examples`, judged by the reference
     (:func:`reference_agreement`)."""
     x_adv, targets = targeted_examples(model, x, y, attack, num_classes, batch_size, generator)
-    return reference_agreement(reference, x_adv, targets, batch_size)
+    return reference_agreement(reference, x_adv, targets, batch_size, num_classes - 1)
 
 
 def relation(source: str, reference: str) -> str:

@@ -19,3 +19,15 @@ def save(fig, png, pdf) -> None:
                 lambda tmp, p=path: fig.savefig(tmp, format=str(p).rsplit(".", 1)[1], dpi=150, bbox_inches="tight"),
             )
     plt.close(fig)
+
+
+def lam_axis(ax, lams) -> None:
+    """A λ axis that shows λ = 0 (vanilla) beside logarithmically spaced λ: symmetric-log, linear
+    below the smallest λ > 0, a labelled tick at every λ."""
+    lams = sorted({float(v) for v in lams})
+    positive = [v for v in lams if v > 0]
+    if positive:
+        ax.set_xscale("symlog", linthresh=min(positive), linscale=0.5)
+    ax.set_xticks(lams, ["0 (vanilla)" if v == 0 else f"{v:g}" for v in lams])
+    ax.minorticks_off()
+    ax.set_xlabel("λ")

@@ -13,10 +13,12 @@ import pandas as pd
 #: The tidy metrics format: one row per model x attack, accuracy in percent. classes_per_step:
 #: 0 for a model trained with all C target classes every step (or no PAG term), k for one
 #: trained with k random classes per step (an unbiased estimate of the full term).
-#: images: how many test images (the first N) the row was measured on.
+#: images: how many test images (the first N) the row was measured on (n); ci_low, ci_high: the
+#: Clopper-Pearson (exact) 95% interval of the accuracy over those images; correct: which of them
+#: the model got right (pagrob.stats.pack's hex string; empty where not recorded).
 COLUMNS = [
     "dataset", "source", "lam", "seed", "attack", "norm", "eps", "steps", "accuracy",
-    "classes_per_step", "images",
+    "classes_per_step", "images", "ci_low", "ci_high", "correct",
 ]
 
 METHOD_NAMES = {
@@ -61,14 +63,14 @@ def read_metrics(path) -> pd.DataFrame:
 
 
 def table_rows(metrics: pd.DataFrame) -> pd.DataFrame:
-    """The rows that the tables show (clean, PGD, AutoAttack), a metric only where every model
-    of the table has it (AutoAttack may run on some experiments' models only: a column of a few
-    seeds beside one of all of them would read as the same average). The teachers are reference
+    """The rows that the tables show (clean, PGD, AutoAttack), a metric only where every method
+    (source and λ) of the table has it for at least one seed (AutoAttack may run on some seeds
+    or experiments only: the column's header then names its seeds). The teachers are reference
     rows and do not count: where the config spares them AutoAttack, their cells stay blank."""
     metrics = metrics[metrics["metric"].notna()]
-    models = lambda rows: set(map(tuple, rows[["source", "lam", "seed"]].astype(str).values))  # noqa: E731
-    everyone = models(metrics[~metrics["source"].isin(TEACHERS)])
-    complete = [m for m, rows in metrics.groupby("metric") if everyone <= models(rows)]
+    methods = lambda rows: set(map(tuple, rows[["source", "lam"]].astype(str).values))  # noqa: E731
+    everyone = methods(metrics[~metrics["source"].isin(TEACHERS)])
+    complete = [m for m, rows in metrics.groupby("metric") if everyone <= methods(rows)]
     return metrics[metrics["metric"].isin(complete)]
 
 
@@ -77,13 +79,23 @@ def read_paper(path) -> pd.DataFrame:
 
 
 def summarize(metrics: pd.DataFrame) -> pd.DataFrame:
-    """Mean, sample std and per-seed values of each (source, lam, metric) over seeds."""
+    """Per (source, lam, metric): the seeds, their mean and sample std, and a 95% interval: for
+    one seed the exact (Clopper-Pearson) interval over its test images, for several the
+    t-interval over the seeds (``half``: its half-width; ``interval``: which)."""
+    from pagrob import stats
+
     metrics = table_rows(metrics)
     rows = []
     keys = ["source", "lam", "classes_per_step", "metric"]
     for (source, lam, k, metric), g in metrics.groupby(keys, sort=False):
         g = g.sort_values("seed")
         values = g["accuracy"].tolist()
+        if len(values) > 1:
+            mean, half = stats.t_interval(values)
+            low, high, interval = mean - half, mean + half, "seeds"
+        else:
+            low, high, interval = float(g["ci_low"].iloc[0]), float(g["ci_high"].iloc[0]), "images"
+            mean, half = values[0], (high - low) / 2
         rows.append(
             {
                 "source": source,
@@ -91,8 +103,13 @@ def summarize(metrics: pd.DataFrame) -> pd.DataFrame:
                 "classes_per_step": k,
                 "metric": metric,
                 "seeds": len(values),
-                "mean": sum(values) / len(values),
+                "mean": mean,
                 "std": pd.Series(values).std(ddof=1) if len(values) > 1 else float("nan"),
+                "ci_low": low,
+                "ci_high": high,
+                "half": half,
+                "interval": interval,
+                "images": ";".join(str(int(n)) for n in sorted(g["images"].unique())),
                 "per_seed": ";".join(f"{s}:{v:.2f}" for s, v in zip(g["seed"], values)),
             }
         )
@@ -142,11 +159,32 @@ NORM_SYMBOLS = {"linf": "L∞", "l2": "L2"}
 EXTERNAL_PREFIX = "external:"
 
 
+#: the class scores a PAG term can align (pagrob.pag.GRAD_OF), by name
+CLASS_SCORE_NAMES = {"logit": "logit", "log_softmax": "log-softmax", "centred": "centred logit"}
+
+
+def split_source(source: str) -> tuple[str, str | None]:
+    """'class_mean.centred' -> ('class_mean', 'centred'): a model of the grad_of ablation
+    trained with another class score than the config's; ('class_mean', None) otherwise."""
+    base, _, score = source.partition(".")
+    return (base, score) if score in CLASS_SCORE_NAMES else (source, None)
+
+
 def method(source: str, classes_per_step: int = 0) -> str:
     if source.startswith(EXTERNAL_PREFIX):
         return f"{source.removeprefix(EXTERNAL_PREFIX)} (external)"
-    name = METHOD_NAMES.get(source, source)
+    base, score = split_source(source)
+    name = METHOD_NAMES.get(base, base)
+    if score:
+        name += f" ({CLASS_SCORE_NAMES[score]})"
     return f"{name} ({classes_per_step} classes/step)" if classes_per_step else name
+
+
+def source_rank(source: str) -> tuple[int, str]:
+    """The tables' order: SOURCE_ORDER, a source's class-score variants after it."""
+    base, score = split_source(source)
+    order = SOURCE_ORDER.index(base) if base in SOURCE_ORDER else len(SOURCE_ORDER)
+    return order, score or ""
 
 
 def _method_of(g: pd.DataFrame) -> str:
@@ -154,23 +192,32 @@ def _method_of(g: pd.DataFrame) -> str:
 
 
 def metric_labels(metrics: pd.DataFrame) -> dict[str, str]:
-    """'clean' -> 'Clean', 'linf' -> 'PGD-20 L∞ ε=0.031', ... from the metrics themselves."""
+    """'clean' -> 'Clean (539 images)', 'linf' -> 'PGD-20 L∞ ε=0.031 (539 images)', ... from the
+    metrics themselves; a column measured on fewer seeds than the table's clean column names
+    its seeds."""
     labels = {}
+    students = metrics[~metrics["source"].isin(TEACHERS)]
+    all_seeds = sorted(students[students["metric"] == "clean"]["seed"].unique())
     for m in METRIC_ORDER:
         rows = metrics[metrics["metric"] == m]
         if rows.empty:
             continue
+        images = ", ".join(str(int(n)) for n in sorted(rows["images"].unique()))
+        seeds = sorted(students[students["metric"] == m]["seed"].unique())
+        where = f"{images} images" + (
+            f", seed{'s' if len(seeds) > 1 else ''} {', '.join(map(str, seeds))}"
+            if seeds != all_seeds else ""
+        )
         if m == "clean":
-            labels[m] = "Clean"
+            labels[m] = f"Clean ({where})"
             continue
         eps = ", ".join(f"{e:g}" for e in sorted(rows["eps"].unique()))
         norm = NORM_SYMBOLS[m.removeprefix("aa_")]
         if m.startswith("aa_"):
-            images = ", ".join(str(int(n)) for n in sorted(rows["images"].unique()))
-            labels[m] = f"AutoAttack {norm} ε={eps} ({images} images)"
+            labels[m] = f"AutoAttack {norm} ε={eps} ({where})"
         else:
             steps = ", ".join(str(int(k)) for k in sorted(rows["steps"].unique()))
-            labels[m] = f"PGD-{steps} {norm} ε={eps}"
+            labels[m] = f"PGD-{steps} {norm} ε={eps} ({where})"
     return labels
 
 
@@ -184,7 +231,7 @@ def wide(full: pd.DataFrame, keys: list[str], first: dict, labels: dict[str, str
             if r.empty:
                 continue
             r = r.iloc[0]
-            row[f"{label} (ours)"] = fmt(r["mean"], r["std"])
+            row[f"{label} (ours)"] = fmt(r["mean"], r["half"])
             row[f"{label} (paper)"] = fmt(r["paper"], r["paper_std"])
             row[f"{label} Δ"] = fmt(r["diff"])
         rows.append(row)
@@ -195,28 +242,46 @@ def wide(full: pd.DataFrame, keys: list[str], first: dict, labels: dict[str, str
 
 
 def _ordered(full: pd.DataFrame) -> pd.DataFrame:
-    order = {s: i for i, s in enumerate(SOURCE_ORDER)}
     mord = {m: i for i, m in enumerate(METRIC_ORDER)}
     return full.sort_values(
         ["source", "lam", "metric"],
-        key=lambda col: col.map(order) if col.name == "source" else (col.map(mord) if col.name == "metric" else col),
+        key=lambda col: col.map(source_rank) if col.name == "source" else (col.map(mord) if col.name == "metric" else col),
         kind="stable",
     )
 
 
 def per_seed_table(metrics: pd.DataFrame) -> str:
+    """One row per model (method, λ, seed), one column per metric: each seed's accuracy."""
     metrics = table_rows(metrics)
-    t = metrics.pivot_table(index="seed", columns=["source", "lam", "metric"], values="accuracy")
-    t = t[sorted(t.columns, key=lambda c: (SOURCE_ORDER.index(c[0]) if c[0] in SOURCE_ORDER else 99, c[1], METRIC_ORDER.index(c[2])))]
-    t.columns = [f"{method(s)} {m}" for s, _, m in t.columns]
-    return markdown(t.map(lambda v: f"{v:.2f}").reset_index())
+    labels = metric_labels(metrics)
+    t = metrics.pivot_table(index=["source", "lam", "seed"], columns="metric", values="accuracy")
+    order = {s: i for i, s in enumerate(SOURCE_ORDER)}
+    t = t.reset_index().sort_values(
+        ["source", "lam", "seed"], key=lambda c: c.map(order) if c.name == "source" else c,
+        kind="stable",
+    )
+    rows = []
+    for _, r in t.iterrows():
+        row = {"Method": method(r["source"]), "λ": f"{r['lam']:g}", "Seed": int(r["seed"])}
+        for m, label in labels.items():
+            row[label] = "" if pd.isna(r.get(m)) else f"{r[m]:.2f}"
+        rows.append(row)
+    return markdown(pd.DataFrame(rows))
 
 
-NOTE = (
-    "Accuracy in % on the test set; ours: mean ± sample std over seeds where there are several. "
-    "Δ = ours − paper. The paper reports PGD only; AutoAttack (standard) runs on the first N test "
-    "images named in its column."
-)
+def note(shown: pd.DataFrame) -> str:
+    """What the table's cells are, saying only what its columns hold."""
+    text = (
+        "Accuracy in % on the first n test images (n in each column's header). Ours: for one "
+        "seed, the accuracy ± the half-width of its exact (Clopper–Pearson) 95% interval over "
+        "the images; for several, the mean over the seeds ± the half-width of the 95% "
+        "t-interval over them (the CSV has the std, the interval and each seed's value)."
+    )
+    if any(str(c).endswith("(paper)") for c in shown.columns):
+        text += " The paper's values (± its std where it gives one) beside ours; Δ = ours − paper."
+    if any(str(c).startswith("AutoAttack") for c in shown.columns):
+        text += " The paper reports PGD only; AutoAttack is the standard version."
+    return text
 
 
 def mark_flagged(shown: pd.DataFrame, full: pd.DataFrame, flags: dict | None) -> tuple[pd.DataFrame, str]:
@@ -255,7 +320,7 @@ def toy_table(metrics: pd.DataFrame, paper: pd.DataFrame) -> tuple[pd.DataFrame,
 
     shown = wide(full, ["source", "lam", "classes_per_step"], first, metric_labels(table_rows(metrics)))
     text = (
-        "# Toy experiment (Section 5.1, Fig. 3)\n\n" + NOTE + "\n\n" + markdown(shown)
+        "# Toy experiment (Section 5.1, Fig. 3)\n\n" + note(shown) + "\n\n" + markdown(shown)
         + "\n## Per seed\n\n" + per_seed_table(metrics)
     )
     return full, text
@@ -267,14 +332,20 @@ def main_table(
     """Tables 1-2: clean, L∞ and L2 accuracy (PGD, AutoAttack) of every source on one dataset;
     models flagged by the gradient-masking checks marked with a footnote."""
     full = _ordered(attach_paper(summarize(metrics), paper, "main", dataset))
-    shown = wide(
-        full, ["source", "lam", "classes_per_step"],
-        lambda g: {"Method": _method_of(g), "λ": f"{g['lam'].iloc[0]:g}"},
-        metric_labels(table_rows(metrics)),
-    )
+    several = bool((full["seeds"] > 1).any())
+
+    def first(g):
+        row = {"Method": _method_of(g), "λ": f"{g['lam'].iloc[0]:g}"}
+        if several:
+            row["Seeds"] = int(g["seeds"].max())
+        return row
+
+    shown = wide(full, ["source", "lam", "classes_per_step"], first, metric_labels(table_rows(metrics)))
     shown, footnotes = mark_flagged(shown, full, flags)
     number = name.removeprefix("table")
-    text = f"# Table {number}: accuracy on {dataset}\n\n{NOTE}\n\n" + markdown(shown) + footnotes
+    text = f"# Table {number}: accuracy on {dataset}\n\n{note(shown)}\n\n" + markdown(shown) + footnotes
+    if several:
+        text += "\n## Per seed\n\n" + per_seed_table(metrics)
     return full, text
 
 
@@ -288,7 +359,7 @@ def seeds_table(metrics: pd.DataFrame, paper: pd.DataFrame) -> tuple[pd.DataFram
         metric_labels(table_rows(metrics)),
     )
     text = (
-        f"# Table 4: error bars over seeds on {dataset}\n\n{NOTE}\n\n" + markdown(shown)
+        f"# Table 4: error bars over seeds on {dataset}\n\n{note(shown)}\n\n" + markdown(shown)
         + "\n## Per seed\n\n" + per_seed_table(metrics)
     )
     return full, text
@@ -296,15 +367,16 @@ def seeds_table(metrics: pd.DataFrame, paper: pd.DataFrame) -> tuple[pd.DataFram
 
 def ablation_table(metrics: pd.DataFrame, paper: pd.DataFrame) -> tuple[pd.DataFrame, str]:
     """Fig. 5's numbers: one source for several lambdas."""
-    dataset, source = metrics["dataset"].iloc[0], metrics["source"].iloc[0]
+    dataset = metrics["dataset"].iloc[0]
+    source = next(s for s in metrics["source"] if s != "vanilla")  # vanilla: lambda = 0
     full = attach_paper(summarize(metrics), paper, "ablation", dataset)
     full = full.sort_values("lam", kind="stable")
     shown = wide(
         full, ["lam", "classes_per_step"],
-        lambda g: {"λ": f"{g['lam'].iloc[0]:g}" + (f" ({int(g['classes_per_step'].iloc[0])} classes/step)" if g["classes_per_step"].iloc[0] else "")},
+        lambda g: {"λ": (f"{g['lam'].iloc[0]:g}" if g["source"].iloc[0] != "vanilla" else "0 (vanilla)") + (f" ({int(g['classes_per_step'].iloc[0])} classes/step)" if g["classes_per_step"].iloc[0] else "")},
         metric_labels(table_rows(metrics)),
     )
-    text = f"# Fig. 5: {method(source)} on {dataset} for several λ\n\n{NOTE}\n\n" + markdown(shown)
+    text = f"# Fig. 5: {method(source)} on {dataset} for several λ\n\n{note(shown)}\n\n" + markdown(shown)
     return full, text
 
 
@@ -324,7 +396,10 @@ def lambda_table(lams: dict[str, dict[str, float]], paper: pd.DataFrame) -> tupl
             line[f"{dataset} (paper)"] = "" if paper_value is None else f"{paper_value:g}"
         if any(r["ours"] is not None for r in rows if r["source"] == source):
             shown.append(line)
-    text = "# Table 3: λ per source and dataset\n\n" + markdown(pd.DataFrame(shown))
+    shown = pd.DataFrame(shown)
+    # the paper reports no λ for some datasets (digits): leave out what holds nothing
+    shown = shown.drop(columns=[c for c in shown.columns if (shown[c] == "").all()])
+    text = "# Table 3: λ per source and dataset\n\n" + markdown(shown)
     return pd.DataFrame(rows), text
 
 
@@ -390,3 +465,57 @@ def external_table(
         )
     return pd.DataFrame(rows), text
 
+
+
+def grad_of_table(
+    metrics: pd.DataFrame, scores: pd.DataFrame | None, default_score: str
+) -> tuple[pd.DataFrame, str]:
+    """The grad_of ablation: per hand-made source and class score (``default_score`` for the
+    models named without one), clean, PGD and AutoAttack accuracy (± their 95% intervals), and
+    where ``scores`` are given the PAG scores (mean over seeds): the alignment with each
+    reference and the common-mode fraction."""
+    summary = summarize(metrics)
+    base = summary["source"].map(lambda s: split_source(s)[0])
+    summary["class_score"] = summary["source"].map(lambda s: split_source(s)[1] or default_score)
+    summary["base"] = base
+    labels = metric_labels(table_rows(metrics))
+    pag_cols = []
+    if scores is not None and len(scores):
+        from pagrob import pag_report
+
+        wanted = ["alignment", "common_mode", "tangent_fraction"]
+        sel = scores[scores["score"].isin(wanted)]
+        means = sel.groupby(["source", "score", "reference"])["value"].mean()
+        refs = pag_report.references(sel["reference"]) + ["none", "autoencoder"]
+        for score in wanted:
+            for ref in refs:
+                if ((sel["score"] == score) & (sel["reference"] == ref)).any():
+                    pag_cols.append(pag_report._column(score, ref))
+        for (source, score, ref), value in means.items():
+            summary.loc[summary["source"] == source, pag_report._column(score, ref)] = value
+    rows = []
+    order = {s: i for i, s in enumerate(CLASS_SCORE_NAMES)}
+    summary = summary.sort_values(
+        ["base", "class_score"], key=lambda c: c.map(source_rank) if c.name == "base" else c.map(order),
+        kind="stable",
+    )
+    for (b, score), g in summary.groupby(["base", "class_score"], sort=False):
+        row = {"Method": METHOD_NAMES.get(b, b), "class score": CLASS_SCORE_NAMES[score],
+               "λ": f"{g['lam'].iloc[0]:g}", "Seeds": int(g["seeds"].max())}
+        for m, label in labels.items():
+            r = g[g["metric"] == m]
+            row[label] = fmt(r["mean"].iloc[0], r["half"].iloc[0]) if len(r) else ""
+        for col in pag_cols:
+            v = g[col].dropna() if col in g else []
+            row[col] = f"{v.iloc[0]:.3f}" if len(v) else ""
+        rows.append(row)
+    shown = pd.DataFrame(rows)
+    text = (
+        "# Which class score should the PAG loss align? (the grad_of ablation)\n\n"
+        + note(shown)
+        + " Class scores: logit, the paper's Eq. 1 (∇ₓ f_c against g_c); log-softmax, the authors' "
+        "code; centred logit, f_c − mean_k f_k against g_c − mean_k g_k (only what the "
+        "predictions depend on). PAG scores: the mean over seeds.\n\n"
+        + markdown(shown)
+    )
+    return summary.drop(columns=["base"]), text

@@ -5,7 +5,7 @@ pandas and matplotlib only (no torch): runs in the report environment.
 
 Per model and threat model (norm), each check is a named flag with the number behind it:
 
-- ``robust_le_clean``: the largest robust accuracy minus the clean accuracy of the same images
+- ``robust_above_clean``: the largest robust accuracy minus the clean accuracy of the same images
   (flagged above ``tolerance`` points): an attack must never raise accuracy.
 - ``autoattack_gap``: PGD (the table's, on AutoAttack's images) minus AutoAttack, in points:
   how much PGD overestimates robustness (flagged above ``max_gap``).
@@ -31,7 +31,7 @@ from pathlib import Path
 import pandas as pd
 
 CHECKS = (
-    "robust_le_clean",
+    "robust_above_clean",
     "autoattack_gap",
     "more_steps_gap",
     "square_gain",
@@ -88,7 +88,7 @@ def model_checks(
         _one(rows, "pgd", norm) - clean_all,
         max(robust_subset) - float(record["clean"]),
     )
-    add("robust_le_clean", excess, tolerance, f"clean {clean_all:.2f} (all images), {record['clean']:.2f} (AutoAttack's)")
+    add("robust_above_clean", excess, tolerance, f"clean {clean_all:.2f} (all images), {record['clean']:.2f} (AutoAttack's)")
     add("autoattack_gap", pgd_same - aa, max_gap, f"PGD {pgd_same:.2f} vs AutoAttack {aa:.2f} on {record['images']} images")
     if len(strong):
         s = strong.iloc[0]
@@ -208,7 +208,7 @@ def curves_figure(metrics: pd.DataFrame, method_name, order: list[str], title: s
         ax.set_ylim(-2, 102)
         ax.set_title(f"{NORM_LABELS[norm]}: PGD (lines), AutoAttack (★)", fontsize=9)
         ax.grid(alpha=0.3)
-    axes[0][0].legend(fontsize=7)
+    axes[0][0].legend(fontsize=8)
     fig.suptitle(title, fontsize=10)
     fig.tight_layout()
     save(fig, png, pdf)

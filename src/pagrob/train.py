@@ -53,6 +53,13 @@ CHECK_EVERY = 50
 #: ``strategy: auto``: steps timed per strategy (the first is a warm-up, the median of the rest counts)
 PROBE_STEPS = 3
 
+#: what ``strategy: auto`` says in its record and log: the choice is part of the result
+AUTO_NOTE = (
+    "pag.strategy auto chose {strategy} by timing on this machine; the strategies differ in "
+    "float32 rounding, so the choice is part of this result: set pag.strategy: {strategy} to "
+    "reproduce it"
+)
+
 #: ``pag_variant``: how the PAG term meets the augmentation (see the module's docstring)
 FOLLOW, AUTHORS = "follow", "authors"
 PAG_VARIANTS = (FOLLOW, AUTHORS)
@@ -465,7 +472,9 @@ def fit(
         if strategy is None:  # auto, at the start of the run
             if run.has_pag:
                 strategy, timings = choose_strategy(run, epoch, log)
-                record = {"requested": AUTO, "chosen": strategy, "seconds_per_step": timings}
+                record = {"requested": AUTO, "chosen": strategy, "seconds_per_step": timings,
+                          "note": AUTO_NOTE.format(strategy=strategy)}
+                log(record["note"])
             else:
                 strategy = DEFAULT_STRATEGY  # no PAG term: no strategy is ever used
         stats = run.epoch(epoch, strategy, checkpoint)

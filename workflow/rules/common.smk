@@ -24,7 +24,8 @@ wildcard_constraints:
     lam=r"[0-9]+(\.[0-9]+)?",
     seed=r"[0-9]+",
     name=r"[A-Za-z0-9][A-Za-z0-9_-]*",
-    model=r"[a-z0-9_]+/lam[0-9]+(\.[0-9]+)?/seed[0-9]+|external/[A-Za-z0-9][A-Za-z0-9_-]*",
+    grad_of="logit|log_softmax|centred",
+    model=r"[a-z0-9_]+(\.[a-z_]+)?/lam[0-9]+(\.[0-9]+)?/seed[0-9]+|external/[A-Za-z0-9][A-Za-z0-9_-]*",
 
 
 class ConfigError(Exception):
@@ -54,6 +55,80 @@ def check_config(config, schema_path):
         )
         raise ConfigError("\n".join(["invalid config:", *lines]))
     validate(config, schema_path, set_default=True)
+
+
+#: cpu_isa -> the environment that pins the CPU kernels' instruction set in every job: PyTorch's
+#: kernel dispatch, oneDNN (convolutions) and MKL (matrix products, in its conditional numerical
+#: reproducibility mode), so that an AVX-512 machine computes what an AVX2 machine computes
+ISA_ENVIRONMENT = {
+    "avx2": {
+        "ATEN_CPU_CAPABILITY": "avx2",
+        "DNNL_MAX_CPU_ISA": "AVX2",
+        "MKL_CBWR": "AVX2",
+        "MKL_ENABLE_INSTRUCTIONS": "AVX2",
+    },
+}
+
+
+def git_commit():
+    """The checkout's commit (with -dirty when it has uncommitted changes), recorded by the
+    steps; 'unknown' outside a git checkout."""
+    import subprocess
+
+    def git(*args):
+        return subprocess.run(
+            ["git", "-C", workflow.basedir, *args], capture_output=True, text=True
+        )
+
+    try:
+        head = git("rev-parse", "HEAD")
+        if head.returncode:
+            return "unknown"
+        dirty = git("status", "--porcelain", "--untracked-files=no").stdout.strip()
+        return head.stdout.strip() + ("-dirty" if dirty else "")
+    except OSError:
+        return "unknown"
+
+
+def job_environment(config):
+    """The exports every job's shell starts with: the instruction-set pin and the commit."""
+    env = dict(ISA_ENVIRONMENT.get(config.get("cpu_isa"), {}))
+    env["PAGROB_GIT_COMMIT"] = git_commit()
+    return "".join(f"export {k}={shlex.quote(v)}; " for k, v in env.items())
+
+
+def front_page():
+    """Write the report's first page and return its path (.snakemake/pagrob_report_front.rst in
+    the working directory): workflow/report/workflow.rst's title, then the lines of every answer
+    page of this config that exists (results/tables/answer_<dataset>.md), then the rest.
+    """
+    static = open(os.path.join(workflow.basedir, "workflow/report/workflow.rst")).read()
+    lines = static.splitlines()
+    title, rest = lines[:2], lines[2:]
+    answers = []
+    for path in all_outputs():
+        if path.startswith("results/tables/answer_") and path.endswith(".md"):
+            if os.path.exists(path):
+                answers.append(open(path).read())
+    block = []
+    if answers:
+        block = ["", "The answer", "----------", ""]
+        for text in answers:
+            for line in text.splitlines():
+                if line.startswith("## "):
+                    block += [f"**{line[3:]}**", ""]
+                elif line.startswith("# "):
+                    head = line[2:]
+                    block += [head, "~" * len(head), ""]
+                else:
+                    block.append(line)
+            block.append("")
+        block += ["This report", "-----------"]
+    path = os.path.abspath(os.path.join(".snakemake", "pagrob_report_front.rst"))
+    os.makedirs(os.path.dirname(path), exist_ok=True)
+    with open(path, "w") as f:
+        f.write("\n".join(title + block + rest) + "\n")
+    return path
 
 
 def lam_str(lam):
@@ -124,17 +199,24 @@ def configured_teachers(dataset):
     return [teacher_dir(dataset, n) for n in ("linf", "l2") if n in teachers]
 
 
-def main_models(dataset):
-    """Tables 1-2 and Fig. 4: every source of experiments.main at its lambda, one seed."""
+def main_models(dataset, seeds=None):
+    """Tables 1-2: every source of experiments.main at its lambda, for each of its seeds (or of
+    ``seeds``, e.g. the first only: Fig. 4 shows one model per source)."""
     exp = experiment("main")
     if not exp or dataset not in exp["tables"]:
         raise ConfigError(
             f"config: experiments.main.tables has no entry for {dataset!r}"
         )
     return [
-        model_dir(dataset, s, source_lam(dataset, s), exp["seed"])
+        model_dir(dataset, s, source_lam(dataset, s), seed)
         for s in main_sources(dataset)
+        for seed in (exp["seeds"] if seeds is None else seeds)
     ]
+
+
+def first_seed_models(dataset):
+    """Fig. 4: one model per source, of experiments.main's first seed."""
+    return main_models(dataset, experiment("main")["seeds"][:1])
 
 
 def main_sources(dataset):
@@ -186,6 +268,48 @@ def ablation_models():
     return [
         model_dir(exp["dataset"], exp["source"], lam, exp["seed"])
         for lam in exp["lams"]
+    ]
+
+
+def ablation_table_models():
+    """Fig. 5's numbers: the ablation's models and, as lambda = 0, the vanilla model of the
+    same seed where experiments.main trains one on that dataset."""
+    exp, main = experiment("lambda_ablation"), experiment("main")
+    vanilla = []
+    if main and exp["dataset"] in main["tables"] and "vanilla" in main["sources"]:
+        vanilla = [model_dir(exp["dataset"], "vanilla", 0, exp["seed"])]
+    return vanilla + ablation_models()
+
+
+def class_score_dir(dataset, source, grad_of, seed):
+    """A source's model trained with the class score ``grad_of``: the main experiment's path
+    for pag.grad_of's, results/<d>/<source>.<grad_of>/... for another."""
+    lam = source_lam(dataset, source)
+    if grad_of == config["pag"]["grad_of"]:
+        return model_dir(dataset, source, lam, seed)
+    return model_dir(dataset, f"{source}.{grad_of}", lam, seed)
+
+
+def grad_of_dataset():
+    return experiment("grad_of_ablation")["dataset"]
+
+
+def grad_of_models():
+    """experiments.grad_of_ablation: each source with each class score, for each seed."""
+    exp = experiment("grad_of_ablation")
+    if not exp:
+        return []
+    bad = [s for s in exp["sources"] if s not in REPRESENTATIVES]
+    if bad:
+        raise ConfigError(
+            f"config: experiments.grad_of_ablation.sources {bad}: the ablation compares the "
+            f"hand-made sources' class scores; choose among {REPRESENTATIVES}"
+        )
+    return [
+        class_score_dir(exp["dataset"], s, g, seed)
+        for s in exp["sources"]
+        for g in exp["class_scores"]
+        for seed in exp["seeds"]
     ]
 
 
@@ -245,7 +369,10 @@ def external_comparison(dataset):
         return []
     claimed = {spec["source"] for spec in externals(dataset).values()}
     return [
-        m for s, m in zip(main_sources(dataset), main_models(dataset)) if s in claimed
+        model_dir(dataset, s, source_lam(dataset, s), seed)
+        for s in main_sources(dataset)
+        if s in claimed
+        for seed in exp["seeds"]
     ]
 
 
@@ -281,6 +408,11 @@ def dataset_models(dataset):
         and experiment("lambda_ablation")["dataset"] == dataset
     ):
         models += ablation_models()
+    if (
+        experiment("grad_of_ablation")
+        and experiment("grad_of_ablation")["dataset"] == dataset
+    ):
+        models += grad_of_models()
     models += external_models(dataset)
     if not models:
         raise ConfigError(f"config: no experiment trains models on {dataset!r}")
@@ -293,7 +425,7 @@ def used_datasets():
         used.append("toy")
     if experiment("main"):
         used += list(experiment("main")["tables"])
-    for name in ("seeds", "lambda_ablation"):
+    for name in ("seeds", "lambda_ablation", "grad_of_ablation"):
         if experiment(name):
             used.append(experiment(name)["dataset"])
     used += [spec["dataset"] for spec in externals().values()]
@@ -318,12 +450,15 @@ def all_outputs():
     for d in used_datasets():
         outs += robustness_outputs(d) + pag_outputs(d)
     if experiment("toy"):
+        if toy_pag_enabled():
+            outs += [f"results/tables/answer_toy.{ext}" for ext in ("md", "csv")]
         outs += [f"results/tables/toy.{ext}" for ext in ("md", "csv")]
         outs += [f"results/figures/fig3_toy.{ext}" for ext in ("png", "pdf")]
     if experiment("main"):
         for dataset, table in experiment("main")["tables"].items():
             pictures_config(dataset)
             outs += [f"results/tables/{table}_{dataset}.{ext}" for ext in ("md", "csv")]
+            outs += [f"results/tables/answer_{dataset}.{ext}" for ext in ("md", "csv")]
             outs += [f"results/figures/fig4_{dataset}.{ext}" for ext in ("png", "pdf")]
             if configured_teachers(dataset):
                 outs += [
@@ -334,6 +469,9 @@ def all_outputs():
         outs += [f"results/tables/table4_seeds.{ext}" for ext in ("md", "csv")]
     for dataset in dict.fromkeys(spec["dataset"] for spec in externals().values()):
         outs += [f"results/tables/external_{dataset}.{ext}" for ext in ("md", "csv")]
+    if experiment("grad_of_ablation"):
+        outs += [f"results/tables/grad_of_ablation.{ext}" for ext in ("md", "csv")]
+        outs += [f"results/figures/grad_of_ablation.{ext}" for ext in ("png", "pdf")]
     if experiment("lambda_ablation"):
         pictures_config(experiment("lambda_ablation")["dataset"])
         outs += [f"results/tables/fig5_lambda_ablation.{ext}" for ext in ("md", "csv")]
@@ -362,8 +500,15 @@ def flags(options):
 
 
 def common_flags(dataset):
-    """--device: the config's device for jobs given GPUs, the CPU for the others."""
-    return flags({"device": config["device"] if res(dataset)["gpu"] else "cpu"})
+    """--device: the config's device for jobs given GPUs, the CPU for the others;
+    --config-threads: the threads the config gives the job (a job that Snakemake gives fewer,
+    as --cores caps them, refuses to run: its thread count is part of its result)."""
+    return flags(
+        {
+            "device": config["device"] if res(dataset)["gpu"] else "cpu",
+            "config_threads": res(dataset)["threads"],
+        }
+    )
 
 
 def res(dataset):
@@ -396,14 +541,18 @@ def train_flags(wildcards):
     train = dict(cfg["train"])
     if wildcards.source == FILE:  # stored targets are un-augmented: their own variant
         train["pag_variant"] = file_targets_config(wildcards.dataset)["pag_variant"]
+    # a model of another class score than pag.grad_of (the grad_of ablation) is named
+    # <source>.<grad_of> in its path and in every table
+    grad_of = getattr(wildcards, "grad_of", None)
     return flags(
         {
             "arch": cfg["arch"],
             **train,
             "source": wildcards.source,
+            "label": f"{wildcards.source}.{grad_of}" if grad_of else None,
             "lam": wildcards.lam,
             "seed": wildcards.seed,
-            "grad_of": config["pag"]["grad_of"],
+            "grad_of": grad_of or config["pag"]["grad_of"],
             "pag_eps": config["pag"]["eps"],
             "strategy": config["pag"]["strategy"],
             "classes_per_step": config["pag"]["classes_per_step"],
@@ -569,7 +718,7 @@ def robust_figure_models(dataset):
     if not exp or "vanilla" not in exp["sources"]:
         raise ConfigError("Fig. 1 needs experiments.main with the vanilla source")
     return [
-        model_dir(dataset, "vanilla", 0, exp["seed"]),
+        model_dir(dataset, "vanilla", 0, exp["seeds"][0]),
         *configured_teachers(dataset),
     ]
 
@@ -600,7 +749,11 @@ def experiment_models(name, dataset):
             return main_models(dataset) + table_teachers(dataset)
         return []
     if exp and exp["dataset"] == dataset:
-        return seeds_models() if name == "seeds" else ablation_models()
+        return {
+            "seeds": seeds_models,
+            "lambda_ablation": ablation_models,
+            "grad_of_ablation": grad_of_models,
+        }[name]()
     return []
 
 
@@ -612,6 +765,10 @@ def checked_models(dataset):
     models = [m for name in aa["experiments"] for m in experiment_models(name, dataset)]
     if not aa["teachers"]:
         models = [m for m in models if m not in configured_teachers(dataset)]
+    if (
+        aa["seeds"] is not None
+    ):  # e.g. one seed of each source, where AutoAttack is costly
+        models = [m for m in models if int(m.rsplit("seed", 1)[1]) in aa["seeds"]]
     # imported models get the whole evaluation: that is what they are imported for
     return list(dict.fromkeys(models + external_models(dataset)))
 
@@ -684,7 +841,12 @@ def sweep_flags(wildcards):
                 k: v for k, v in attack.items() if k != "step_size"
             }  # 2 eps / steps
             specs.append(f"--curve {norm}:{pgd_spec(curve, eps=eps)}")
-        strong = {k: v for k, v in attack.items() if k != "step_size"}
+        # the strong PGD: many more steps, each as long as the table's PGD's (2 eps / its steps
+        # unless it sets one), and restarts
+        strong = dict(
+            attack,
+            step_size=attack.get("step_size") or 2 * attack["eps"] / attack["steps"],
+        )
         specs.append(f"--strong {norm}:{pgd_spec(strong, steps=checks['steps'])}")
     return f"{flags(options)} --restarts {checks['restarts']} {' '.join(specs)}"
 

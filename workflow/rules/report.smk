@@ -84,7 +84,7 @@ rule seeds_table:
 
 rule ablation_table:
     input:
-        metrics=lambda w: model_metrics(ablation_dataset(), ablation_models()),
+        metrics=lambda w: model_metrics(ablation_dataset(), ablation_table_models()),
         paper="workflow/resources/paper_numbers.csv",
     output:
         md="results/tables/fig5_lambda_ablation.md",
@@ -107,7 +107,7 @@ rule ablation_table:
 rule pag_figure:
     input:
         data="results/{dataset}/data.pt",
-        models=lambda w: files_of(main_models(w.dataset)),
+        models=lambda w: files_of(first_seed_models(w.dataset)),
     output:
         png=report(
             "results/figures/fig4_{dataset}.png",
@@ -252,3 +252,107 @@ rule robustness_curves:
     shell:
         "python -m pagrob.steps.robustness curves --metrics {input.metrics} "
         "--title {params.title} --out-png {output.png} --out-pdf {output.pdf} > {log} 2>&1"
+
+
+# The answer to the paper's question, per dataset: generated lines with their 95% intervals
+# (robustness against vanilla under AutoAttack, alignment against vanilla per instrument, and
+# whether alignment ranks robustness); for the toy, against its ground truth.
+rule answer:
+    input:
+        metrics=lambda w: model_metrics(w.dataset, main_models(w.dataset)),
+        scores=lambda w: (
+            [f"{m}/pag_scores.csv" for m in main_models(w.dataset)]
+            if pag_scores_config(w.dataset)
+            else []
+        ),
+    output:
+        md="results/tables/answer_{dataset}.md",
+        csv="results/tables/answer_{dataset}.csv",
+        html=report(
+            "results/tables/answer_{dataset}.html",
+            caption="../report/answer.rst",
+            category="The answer",
+            subcategory="{dataset}",
+            labels={"Result": "The answer, with its intervals"},
+        ),
+    log:
+        "results/logs/answer_{dataset}.log",
+    wildcard_constraints:
+        dataset="|".join(d for d in DATASETS if d != "toy"),
+    conda:
+        "../../envs/report.yaml"
+    params:
+        scores=lambda w, input: (
+            f"--scores {' '.join(input.scores)}" if input.scores else ""
+        ),
+    shell:
+        "python -m pagrob.steps.answer images --dataset {wildcards.dataset} --metrics {input.metrics} "
+        "{params.scores} --out-md {output.md} --out-csv {output.csv} --out-html {output.html} "
+        "> {log} 2>&1"
+
+
+rule answer_toy:
+    input:
+        metrics=lambda w: model_metrics("toy", toy_models()),
+        toy_pag="results/tables/toy_pag.csv",
+    output:
+        md="results/tables/answer_toy.md",
+        csv="results/tables/answer_toy.csv",
+        html=report(
+            "results/tables/answer_toy.html",
+            caption="../report/answer.rst",
+            category="The answer",
+            subcategory="toy",
+            labels={"Result": "The answer on the toy data, against its ground truth"},
+        ),
+    log:
+        "results/logs/answer_toy.log",
+    conda:
+        "../../envs/report.yaml"
+    shell:
+        "python -m pagrob.steps.answer toy --metrics {input.metrics} --toy-pag {input.toy_pag} "
+        "--out-md {output.md} --out-csv {output.csv} --out-html {output.html} > {log} 2>&1"
+
+
+# Which class score should the PAG loss align (beyond the paper)? Each hand-made source with the
+# paper's logit, the authors' log-softmax and the centred logit: accuracy with its intervals and
+# the PAG scores, as a table and a figure.
+rule grad_of_table:
+    input:
+        metrics=lambda w: model_metrics(grad_of_dataset(), grad_of_models()),
+        scores=lambda w: (
+            [f"{m}/pag_scores.csv" for m in grad_of_models()]
+            if pag_scores_config(grad_of_dataset())
+            else []
+        ),
+        paper="workflow/resources/paper_numbers.csv",
+    output:
+        md="results/tables/grad_of_ablation.md",
+        csv="results/tables/grad_of_ablation.csv",
+        html=report(
+            "results/tables/grad_of_ablation.html",
+            caption="../report/grad_of_ablation.rst",
+            category="Class-score ablation",
+            labels={"Result": "Which class score the PAG loss aligns (numbers)"},
+        ),
+        png=report(
+            "results/figures/grad_of_ablation.png",
+            caption="../report/grad_of_ablation.rst",
+            category="Class-score ablation",
+            labels={"Result": "Which class score the PAG loss aligns"},
+        ),
+        pdf="results/figures/grad_of_ablation.pdf",
+    log:
+        "results/logs/grad_of_ablation.log",
+    conda:
+        "../../envs/report.yaml"
+    params:
+        scores=lambda w, input: (
+            f"--scores {' '.join(input.scores)}" if input.scores else ""
+        ),
+        default=config["pag"]["grad_of"],
+    shell:
+        "python -m pagrob.steps.table grad_of --metrics {input.metrics} {params.scores} "
+        "--default-score {params.default} --paper {input.paper} --out-md {output.md} "
+        "--out-csv {output.csv} --out-html {output.html} --out-png {output.png} "
+        "--out-pdf {output.pdf} > {log} 2>&1"

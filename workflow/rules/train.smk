@@ -55,3 +55,15 @@ rule teacher:
         "python -m pagrob.steps.teacher --data {input.data} --norm {wildcards.norm} "
         "--seed {wildcards.seed} {params.checkpoint} {params.args} {params.common} "
         "--threads {threads} --out {output.model} >> {log} 2>&1"
+
+
+# The grad_of ablation's models trained with another class score than pag.grad_of:
+# results/{dataset}/{source}.{grad_of}/..., named <source>.<grad_of> in every table.
+use rule train as train_class_score with:
+    output:
+        model="results/{dataset}/{source}.{grad_of}/lam{lam}/seed{seed}/model.pt",
+        info="results/{dataset}/{source}.{grad_of}/lam{lam}/seed{seed}/model.json",
+    log:
+        "results/{dataset}/{source}.{grad_of}/lam{lam}/seed{seed}/train.log",
+    benchmark:
+        "results/{dataset}/{source}.{grad_of}/lam{lam}/seed{seed}/train.benchmark.tsv"

@@ -19,6 +19,11 @@ def parser(description: str) -> argparse.ArgumentParser:
     p.add_argument("--device", default="auto", help="auto (cuda if available), cpu, cuda, cuda:N")
     p.add_argument("--threads", type=int, default=0, help="CPU threads for torch (0: torch's default)")
     p.add_argument(
+        "--config-threads", type=int, default=0,
+        help="the threads the config gives this job: refused if --threads differs (the workflow "
+        "passes both; a result depends on its thread count)",
+    )
+    p.add_argument(
         "--overwrite", action="store_true", help="replace existing outputs (refused otherwise)"
     )
     return p
@@ -45,6 +50,14 @@ def setup(args: argparse.Namespace, outputs: list) -> str:
     """Apply --threads, refuse to overwrite outputs, and return the device to use."""
     import torch
 
+    if args.config_threads and args.threads and args.threads != args.config_threads:
+        raise ValueError(
+            f"this job runs with --threads {args.threads}, but the config gives it "
+            f"{args.config_threads} (datasets.<dataset>.resources.threads): Snakemake's --cores "
+            "caps a job's threads, and a result depends on its thread count (float rounding). "
+            f"Run Snakemake with --cores {args.config_threads} or more, or lower the config's "
+            "threads."
+        )
     if args.threads:
         torch.set_num_threads(args.threads)
     existing = [str(o) for o in outputs if o is not None and Path(o).exists()]

@@ -20,7 +20,7 @@ def main() -> None:
     args.images = args.images[:1]
     ds, rows = attack_rows(args, device, lambda meta: f"λ={meta['lam']:g}")
     rows.sort(key=lambda r: float(r[0].split("=")[1].split("\n")[0]))
-    source = report.method(table["source"].iloc[0])
+    source = report.method(next(s for s in table["source"] if s != "vanilla"))  # vanilla: λ = 0
     title = f"{source} on {ds.name}: accuracy against λ, and targeted L2 PGD (ε={args.attack.eps:g})"
     figures.lambda_ablation(table, rows, ds.classes, title, args.out_png, args.out_pdf)
     _cli.log(f"-> {args.out_png}, {args.out_pdf}")

@@ -12,8 +12,10 @@ import json
 import time
 from pathlib import Path
 
-from pagrob import autoattack, io
-from pagrob.evaluate import robust_accuracy
+import torch
+
+from pagrob import autoattack, io, stats
+from pagrob.evaluate import robust_flags
 from pagrob.steps import _cli
 from pagrob.steps.evaluate import add_model_options, attack_spec, load_test_set, write_rows
 
@@ -58,10 +60,12 @@ def main() -> None:
     )
     seconds = time.perf_counter() - t0
     pgd_attack = dataclasses.replace(args.pgd, bounds=ds.bounds)
-    pgd_same = robust_accuracy(model, x, y, pgd_attack, args.batch_size, args.seed, device)
+    pgd_flags = robust_flags(model, x, y, pgd_attack, args.batch_size, args.seed, device).cpu()
+    pgd_same = 100.0 * pgd_flags.sum().item() / len(x)
 
     common = {"norm": args.norm, "eps": args.eps}
-    rows = [common | {"attack": "autoattack", "steps": 0, "accuracy": result.robust}]
+    flags = torch.tensor(result.robust_flags)  # cpu: AutoAttack's per-image result, on the host
+    rows = [common | {"attack": "autoattack", "steps": 0, "accuracy": result.robust, "flags": flags}]
     for stage, acc in result.stages.items():
         steps = autoattack.STAGE_STEPS[stage]
         rows.append(common | {"attack": f"autoattack:{stage}", "steps": steps, "accuracy": acc})
@@ -75,10 +79,12 @@ def main() -> None:
         "robust": result.robust,
         "stages": result.stages,
         "warnings": result.warnings,
-        "pgd_same_images": {"steps": pgd_attack.steps, "accuracy": pgd_same},
+        "pgd_same_images": {"steps": pgd_attack.steps, "accuracy": pgd_same,
+                            "correct": stats.pack(pgd_flags.tolist())},
         "resumed": result.resumed,
         "seconds": seconds,
         "device": device,
+        "environment": io.environment(),
     }
     io.write_text(json.dumps(record, indent=1), args.out_json)
     write_rows(meta, rows, len(x), args.out)

@@ -52,11 +52,22 @@ def load_test_set(args, device: str):
 
 
 def write_rows(meta: dict, rows: list[dict], images: int, out) -> None:
-    """The tidy CSV: the model's identity, then one row per attack."""
+    """The tidy CSV: the model's identity, then one row per attack, each with its exact 95%
+    interval over the images and, where a row has ``flags`` (per-image correctness), them."""
+    from pagrob import stats
+
     ids = {k: meta.get(k) for k in ("dataset", "source", "lam", "seed")}
     ids["classes_per_step"] = (meta.get("settings") or {}).get("classes_per_step") or 0
     ids["images"] = images
-    io.write_text(pd.DataFrame([ids | r for r in rows], columns=COLUMNS).to_csv(index=False), out)
+    table = []
+    for r in rows:
+        r = dict(r)
+        flags = r.pop("flags", None)
+        correct = round(r["accuracy"] * images / 100)
+        r["ci_low"], r["ci_high"] = stats.accuracy_interval(correct, images)
+        r["correct"] = stats.pack(flags.tolist()) if flags is not None else ""
+        table.append(ids | r)
+    io.write_text(pd.DataFrame(table, columns=COLUMNS).to_csv(index=False), out)
     for r in rows:
         _cli.log(f"{r['attack']} {r['norm']} eps={r['eps']:g} steps={r['steps']}: {r['accuracy']:.2f}%")
 

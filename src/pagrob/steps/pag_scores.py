@@ -1,5 +1,6 @@
 """PAG scores of models (tidy CSV, columns: dataset, source, lam, seed, score, reference, value,
-relation), on the first --images test images.
+relation, per_image: the values of the images, whose mean is value), on the first --images test
+images.
 
 Against each robust reference (--references: adversarially trained models whose seed no scored
 model uses, named by the source stored in their file, teacher_linf and teacher_l2): alignment
@@ -123,11 +124,16 @@ def main() -> None:
     rows = []
 
     def add(meta, score, reference, value):
+        """One tidy row; ``value`` a number, or the per-image values (the row holds their mean
+        and them, for the paired comparisons)."""
+        per_image = value if isinstance(value, list) else None
         rows.append({
             "dataset": ds.name, "source": meta["source"], "lam": meta["lam"],
-            "seed": meta["seed"], "score": score, "reference": reference, "value": value,
+            "seed": meta["seed"], "score": score, "reference": reference,
+            "value": sum(per_image) / len(per_image) if per_image else value,
             "relation": pag_scores.relation(meta["source"], reference)
             if reference.startswith("teacher_") else pag_scores.INDEPENDENT,
+            "per_image": ";".join(f"{v:.6g}" for v in per_image) if per_image else "",
         })
 
     if args.baselines:
@@ -152,8 +158,10 @@ def main() -> None:
             x_adv, targets = pag_scores.targeted_examples(
                 model, x, y, attack, ds.num_classes, args.batch_size, g
             )
-            agree = pag_scores.reference_agreement(model, x_adv, targets, args.batch_size)
-            for score, value in agree.items():
+            agree = pag_scores.reference_agreement(
+                model, x_adv, targets, args.batch_size, ds.num_classes - 1
+            )
+            for score, value in agree["per_image"].items():
                 add(ceiling, score, name, value)
 
     for what, model, meta in scored:
@@ -169,11 +177,13 @@ def main() -> None:
                 model, x, y, attack, ds.num_classes, args.batch_size, g
             )
             for name, (reference, _) in references.items():
-                agree = pag_scores.reference_agreement(reference, x_adv, targets, args.batch_size)
-                values |= {(score, name): v for score, v in agree.items()}
+                agree = pag_scores.reference_agreement(
+                    reference, x_adv, targets, args.batch_size, ds.num_classes - 1
+                )
+                values |= {(score, name): v for score, v in agree["per_image"].items()}
         for (score, ref), value in values.items():
             add(meta, score, ref, value)
-        summary = ", ".join(f"{s} vs {r} {v:.3f}" for (s, r), v in values.items())
+        summary = ", ".join(f"{s} vs {r} {sum(v) / len(v):.3f}" for (s, r), v in values.items())
         _cli.log(f"{what}: {summary} ({time.perf_counter() - t0:.1f}s)")
     io.write_text(pd.DataFrame(rows, columns=COLUMNS).to_csv(index=False), args.out)
     _cli.log(f"{len(rows)} scores on {len(x)} test images -> {args.out}")

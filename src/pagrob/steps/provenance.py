@@ -65,14 +65,23 @@ def benchmarks(folders: list[str]) -> list[dict]:
 
 
 def model_versions(folders: list[str]) -> list[tuple[str, int]]:
-    """The distinct library versions recorded by the models in ``folders`` (model.json), with
-    how many models recorded each."""
+    """The distinct library versions and environments (instruction set and its pins, threads,
+    torch build, git commit) recorded by the models in ``folders`` (model.json), with how many
+    models recorded each."""
     counts: dict[str, int] = defaultdict(int)
     for folder in folders:
         path = Path(folder) / "model.json"
         if path.is_file():
-            versions = json.loads(path.read_text()).get("versions") or {}
-            counts[", ".join(f"{k} {v}" for k, v in sorted(versions.items()))] += 1
+            info = json.loads(path.read_text())
+            versions = info.get("versions") or {}
+            text = ", ".join(f"{k} {v}" for k, v in sorted(versions.items()))
+            env = info.get("environment")
+            if env:
+                pins = ", ".join(f"{k}={v}" for k, v in sorted(env.get("isa_pins", {}).items()))
+                text += (f"; CPU kernels {env.get('cpu_capability')} (pins: {pins or 'none'}), "
+                         f"{env.get('threads')} threads, torch {env.get('torch_build')}, commit "
+                         f"{env.get('git_commit')}")
+            counts[text] += 1
     return sorted(counts.items())
 
 

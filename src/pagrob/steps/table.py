@@ -15,7 +15,7 @@ from pagrob.steps import _cli
 
 def main() -> None:
     p = argparse.ArgumentParser(description=__doc__)
-    p.add_argument("table", choices=["toy", "main", "lambda", "seeds", "ablation", "external"])
+    p.add_argument("table", choices=["toy", "main", "lambda", "seeds", "ablation", "external", "grad_of"])
     p.add_argument("--metrics", nargs="+", default=[], help="tidy metrics CSVs (one or more)")
     p.add_argument("--paper", required=True, help="the paper's numbers (paper_numbers.csv)")
     p.add_argument("--name", help="main: the table's name, e.g. table1")
@@ -34,6 +34,10 @@ def main() -> None:
     p.add_argument("--out-md", required=True)
     p.add_argument("--out-csv", required=True)
     p.add_argument("--out-html", help="also the table as an HTML page (for the report)")
+    p.add_argument("--scores", nargs="+", help="grad_of: the models' PAG scores (pag_scores.csv)")
+    p.add_argument("--default-score", help="grad_of: pag.grad_of, the class score of the models named without one")
+    p.add_argument("--out-png", help="grad_of: its figure")
+    p.add_argument("--out-pdf", help="grad_of: its figure")
     args = p.parse_args()
     paper = report.read_paper(args.paper)
     if args.table == "lambda":
@@ -58,6 +62,17 @@ def main() -> None:
             )
         elif args.table == "seeds":
             full, text = report.seeds_table(metrics, paper)
+        elif args.table == "grad_of":
+            if not args.default_score:
+                raise ValueError("the grad_of table needs --default-score (the config's pag.grad_of)")
+            from pagrob import pag_report
+
+            scores = pag_report.read_scores(args.scores) if args.scores else None
+            full, text = report.grad_of_table(metrics, scores, args.default_score)
+            if args.out_png:
+                from pagrob import pag_figures
+
+                pag_figures.grad_of_figure(full, args.out_png, args.out_pdf)
         else:
             full, text = report.ablation_table(metrics, paper)
     io.write_text(full.to_csv(index=False), args.out_csv)

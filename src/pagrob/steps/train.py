@@ -14,7 +14,8 @@ import torch
 
 from pagrob import data, io, models, pag, sources, target_files
 from pagrob.steps import _cli
-from pagrob.train import DEFAULT_PAG_VARIANT, PAG_VARIANTS, TrainSettings, fit
+from pagrob.train import AUTO_NOTE, DEFAULT_PAG_VARIANT, PAG_VARIANTS, TrainSettings, fit
+from pagrob.pag import AUTO
 
 
 def add_training_options(p, required: bool = True) -> None:
@@ -41,6 +42,11 @@ def parser():
     p = _cli.parser(__doc__)
     add_training_options(p)
     p.add_argument("--source", required=True, choices=sources.SOURCES)
+    p.add_argument(
+        "--label",
+        help="the model's source in its file and every table (default: --source); the workflow "
+        "names a model of another class score than pag.grad_of <source>.<grad_of>",
+    )
     p.add_argument("--lam", type=float, required=True, help="PAG weight (0 for vanilla)")
     p.add_argument("--targets", help="representative and file sources: the file built by make_targets")
     p.add_argument("--teacher", help="rigd_* sources: the robust teacher's model file")
@@ -90,7 +96,7 @@ def main() -> None:
         if meta.get("dataset") != ds.name:
             raise ValueError(f"teacher {args.teacher} was trained on {meta.get('dataset')!r}, not {ds.name!r}")
         source = sources.TeacherGradients(teacher, args.grad_of)
-    train_and_save(args, ds, settings, source, device, source=args.source)
+    train_and_save(args, ds, settings, source, device, source=args.label or args.source)
 
 
 def settings_from(args, **extra) -> TrainSettings:
@@ -115,12 +121,14 @@ def train_and_save(args, ds, settings: TrainSettings, target_source, device: str
     files = {"data": args.data, "targets": getattr(args, "targets", None), "teacher": getattr(args, "teacher", None)}
     inputs = {name: io.file_digest(path) for name, path in files.items() if path}
     history = fit(model, ds, target_source, settings, checkpoint, device, log=_cli.log, inputs=inputs)
+    used = history[-1]["strategy"] if history else None
+    if settings.strategy == AUTO and used:  # the choice is part of the result: say so
+        meta["strategy_note"] = AUTO_NOTE.format(strategy=used)
     models.save_model(
         out, model, args.arch, ds.input_shape, ds.num_classes,
         dataset=ds.name, classes=ds.classes, seed=args.seed, lam=settings.lam,
         # settings hold the strategy asked for (maybe "auto"); this, the one that computed it
-        settings=asdict(settings), strategy_used=history[-1]["strategy"] if history else None,
-        history=history, **meta,
+        settings=asdict(settings), strategy_used=used, history=history, **meta,
     )
     checkpoint.unlink(missing_ok=True)
     _cli.log(f"saved {out}")

@@ -1,0 +1,47 @@
+"""The answer page of one dataset (pagrob.answer): generated lines with their 95% intervals.
+
+  images  --dataset D --metrics (the main table's tidy CSVs) [--scores (their pag_scores.csv)]
+  toy     --metrics (the toy models' tidy CSVs) --toy-pag results/tables/toy_pag.csv
+
+pandas and scipy only (no torch): runs in the report environment."""
+
+from __future__ import annotations
+
+import argparse
+
+import pandas as pd
+
+from pagrob import answer, html_table, io, pag_report, report
+from pagrob.steps import _cli
+
+
+def main() -> None:
+    p = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    p.add_argument("what", choices=["images", "toy"])
+    p.add_argument("--dataset", help="images: the dataset")
+    p.add_argument("--metrics", nargs="+", required=True, help="tidy metrics CSVs")
+    p.add_argument("--scores", nargs="+", help="images: the models' PAG scores (pag_scores.csv)")
+    p.add_argument("--toy-pag", help="toy: results/tables/toy_pag.csv")
+    p.add_argument("--out-md", required=True)
+    p.add_argument("--out-csv", required=True)
+    p.add_argument("--out-html")
+    args = p.parse_args()
+    metrics = pd.concat([report.read_metrics(m) for m in args.metrics], ignore_index=True)
+    if args.what == "images":
+        if not args.dataset:
+            raise ValueError("images needs --dataset")
+        scores = pag_report.read_scores(args.scores) if args.scores else None
+        full, text = answer.image_answer(metrics, scores, args.dataset)
+    else:
+        if not args.toy_pag:
+            raise ValueError("toy needs --toy-pag (results/tables/toy_pag.csv)")
+        full, text = answer.toy_answer(metrics, pd.read_csv(args.toy_pag))
+    io.write_text(full.to_csv(index=False), args.out_csv)
+    io.write_text(text, args.out_md)
+    if args.out_html:
+        io.write_text(html_table.page(text, text.splitlines()[0].lstrip("# ")), args.out_html)
+    print(text)
+
+
+if __name__ == "__main__":
+    _cli.run(main)
