@@ -383,7 +383,7 @@ def external_records(dataset):
         f"{m}/autoattack_{n}.json"
         for m in checked_models(dataset)
         if m in models
-        for n in eval_norms(dataset)
+        for n in aa_norms(dataset)
     ]
 
 
@@ -777,6 +777,19 @@ def eval_norms(dataset):
     return list(dataset_config(dataset)["eval"]["attacks"])
 
 
+def aa_norms(dataset):
+    """The threat models that get AutoAttack and the checks: eval.autoattack.norms, or all."""
+    aa = autoattack_config(dataset) or {}
+    norms = aa.get("norms") or eval_norms(dataset)
+    unknown = [n for n in norms if n not in eval_norms(dataset)]
+    if unknown:
+        raise ConfigError(
+            f"config: datasets.{dataset}.eval.autoattack.norms {unknown} have no PGD attack: add "
+            f"them to datasets.{dataset}.eval.attacks or drop them"
+        )
+    return norms
+
+
 def model_metrics(dataset, models):
     """Every tidy CSV of ``models``: clean and PGD, and where checked, AutoAttack per norm and
     the checks' PGD sweep."""
@@ -785,7 +798,7 @@ def model_metrics(dataset, models):
     for m in models:
         files.append(f"{m}/metrics.csv")
         if m in checked:
-            files += [f"{m}/autoattack_{n}.csv" for n in eval_norms(dataset)]
+            files += [f"{m}/autoattack_{n}.csv" for n in aa_norms(dataset)]
             files.append(f"{m}/sweep.csv")
     return files
 
@@ -794,7 +807,7 @@ def autoattack_records(dataset):
     return [
         f"{m}/autoattack_{n}.json"
         for m in checked_models(dataset)
-        for n in eval_norms(dataset)
+        for n in aa_norms(dataset)
     ]
 
 
@@ -835,7 +848,8 @@ def sweep_flags(wildcards):
         "seed": e["seed"],
     }
     specs = []
-    for norm, attack in e["attacks"].items():
+    for norm in aa_norms(wildcards.dataset):
+        attack = e["attacks"][norm]
         for eps in checks["curves"].get(norm, []):
             curve = {
                 k: v for k, v in attack.items() if k != "step_size"
