@@ -126,8 +126,11 @@ def front_page():
         block += ["This report", "-----------"]
     path = os.path.abspath(os.path.join(".snakemake", "pagrob_report_front.rst"))
     os.makedirs(os.path.dirname(path), exist_ok=True)
-    with open(path, "w") as f:
+    # atomically: cluster jobs parse this Snakefile too, each writing the same page
+    tmp = f"{path}.{os.getpid()}.tmp"
+    with open(tmp, "w") as f:
         f.write("\n".join(title + block + rest) + "\n")
+    os.replace(tmp, path)
     return path
 
 
