@@ -266,6 +266,7 @@ def with_external(tmp_path, aa=True, targets_file=True):
             d["targets"]["file"] = {"data": "authors/sbg_data.pt", "labels": "authors/sbg_label.pt"}
         if aa:
             d["eval"]["autoattack"]["images"] = 20
+            d["eval"]["autoattack"]["norms"] = None  # both threat models (the demo: L-inf)
         else:
             d["eval"].pop("autoattack")
     copy_workflow(tmp_path)
