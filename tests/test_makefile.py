@@ -116,7 +116,10 @@ def test_a_fresh_checkout_gets_a_venv_and_runs_the_tests_in_it(project):
     proc, log = make(project, "test")
     assert proc.returncode == 0, proc.stdout + proc.stderr
     assert "python3 -m venv .venv" in log
-    assert "venv-python -m pip install --quiet --disable-pip-version-check -e .[test]" in log
+    assert "venv-python -m pip install --quiet --disable-pip-version-check --no-compile -e .[test]" in log
+    # then byte-compiled on every core, after the install
+    compile_at = log.index("venv-python -m compileall -q -j 0 .venv/lib")
+    assert compile_at > log.index("venv-python -m pip install --quiet --disable-pip-version-check --no-compile -e .[test]")
     assert log[-1] == "venv-python -m pytest"  # the venv's python runs the tests
     assert (project / ".venv" / ".installed").exists()
     # a second run reuses it: no new venv, no install

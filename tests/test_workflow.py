@@ -349,3 +349,17 @@ def check_reduced_demo(tmp_path, counts):
     toy = pd.read_csv(results / "tables/toy_pag.csv")
     assert set(toy["source"]) == {"vanilla", "nearest_neighbor", "teacher_l2"}
     assert toy["manifold_alignment"].between(0, 1).all()
+
+
+def test_demo_leaves_the_checks_sweep_to_the_study(tmp_path):
+    """demo.yaml checks its models from AutoAttack's rows and records alone (eval.checks.sweep:
+    false, for its 12 minutes); study.yaml adds the strong PGD, the curves and their figure."""
+    copy_workflow(tmp_path)
+    demo = snakemake(["-n", "--configfile", "demo.yaml", "--cores", "2"], tmp_path)
+    counts = job_counts(demo.stdout)
+    assert counts["autoattack"] == 7 and counts["masking_table"] == 1
+    assert "sweep" not in counts and "robustness_curves" not in counts
+    study = snakemake(["-n", "--configfile", "demo.yaml", "study.yaml", "--cores", "2"], tmp_path)
+    counts = job_counts(study.stdout)
+    # Table 1's 7 seed-0 students and the class-score ablation's 6 other models
+    assert counts["sweep"] == 13 and counts["robustness_curves"] == 1

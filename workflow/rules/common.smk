@@ -802,8 +802,14 @@ def model_metrics(dataset, models):
         files.append(f"{m}/metrics.csv")
         if m in checked:
             files += [f"{m}/autoattack_{n}.csv" for n in aa_norms(dataset)]
-            files.append(f"{m}/sweep.csv")
+            if sweeps(dataset):
+                files.append(f"{m}/sweep.csv")
     return files
+
+
+def sweeps(dataset):
+    """Whether the checked models get the checks' PGD sweep (eval.checks.sweep)."""
+    return dataset_config(dataset)["eval"]["checks"]["sweep"]
 
 
 def autoattack_records(dataset):
@@ -886,7 +892,7 @@ def robustness_outputs(dataset):
     if not autoattack_config(dataset):
         return []
     outs = [f"results/tables/masking_{dataset}.{ext}" for ext in ("md", "csv")]
-    if curve_models(dataset) and any(
+    if sweeps(dataset) and curve_models(dataset) and any(
         dataset_config(dataset)["eval"]["checks"]["curves"].values()
     ):
         outs += [
