@@ -44,9 +44,11 @@ PYTHON_FIRST = (
     if DeploymentMethod.CONDA in workflow.deployment_settings.deployment_method
     else f'export PATH="{os.path.dirname(sys.executable)}:$PATH"; '
 )
+# Each job's log goes to its file; fd 3 stays the console, where a step that fails with a
+# known error also writes its one-line error (naming the fix), with or without --profile.
 shell.prefix(
     f'set -eo pipefail; export PYTHONPATH="{workflow.basedir}/src:$PYTHONPATH"; set -u; '
-    f"{PYTHON_FIRST}{job_environment(config)}"
+    f"exec 3>&2; export PAGROB_CONSOLE_FD=3; {PYTHON_FIRST}{job_environment(config)}"
 )
 
 
@@ -99,3 +101,10 @@ rule all:
     input:
         all_outputs(),
         "results/provenance.html",
+
+
+# Every rule comes before unknown_target (workflow/rules/report.smk), the refusal of a table or
+# figure that no rule of this config makes.
+for other in workflow.rules:
+    if other.name != "unknown_target":
+        workflow.ruleorder(other.name, "unknown_target")

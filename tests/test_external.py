@@ -267,6 +267,7 @@ def with_external(tmp_path, aa=True, targets_file=True):
         if aa:
             d["eval"]["autoattack"]["images"] = 20
             d["eval"]["autoattack"]["norms"] = None  # both threat models (the demo: L-inf)
+            d["eval"]["checks"]["sweep"] = True  # and the checks' sweep (the demo: none)
         else:
             d["eval"].pop("autoattack")
     copy_workflow(tmp_path)

@@ -110,3 +110,20 @@ def test_demo_runs_every_job_on_the_cpu(tmp_path):
     jobs = job_resources(dry.stdout)
     assert jobs and all(r.get("gpu", "0") == "0" for r in jobs.values())
     assert "--device cuda" not in dry.stdout and "--device auto" not in dry.stdout
+
+
+def test_a_failed_jobs_error_reaches_the_console_without_a_profile(tmp_path):
+    """A job's output goes to its log file; a step that fails with a known error writes its
+    one-line error (naming the fix) on the console too, with or without --profile."""
+    copy_workflow(tmp_path)
+    step = tmp_path / "src/pagrob/steps/prepare_data.py"
+    step.write_text(
+        "from pagrob.steps import _cli\n\n\ndef main():\n"
+        "    raise ValueError('the step says why it failed: marker 7f3a')\n\n\n_cli.run(main)\n"
+    )
+    proc = snakemake(["results/toy/data.pt", "--cores", "1", "--configfile", "demo.yaml"], tmp_path,
+                     check=False)
+    assert proc.returncode != 0
+    assert "error in pagrob.steps.prepare_data: the step says why it failed: marker 7f3a" in proc.stderr
+    # and the log keeps it
+    assert "marker 7f3a" in (tmp_path / "results/toy/logs/prepare_data.log").read_text()

@@ -311,6 +311,38 @@ def test_non_finite_loss_stops_the_step_naming_epoch_and_batch(tmp_path):
     assert not (tmp_path / "model.pt").exists()
 
 
+@pytest.mark.skipif(torch.cuda.is_available(), reason="the guard is for machines without CUDA")
+def test_device_auto_without_cuda_refuses_a_long_cpu_training(tmp_path):
+    """device: auto on a machine without CUDA: a training that its first steps project beyond
+    --cpu-hours-limit is refused before any checkpoint, naming the fix; device: cpu trains."""
+    ds = make_toy([[-50, -10, 30], [-30, 10, 50]], 20, 6, seed=0)
+    save_prepared(ds, tmp_path / "data.pt")
+    args = ["pagrob.steps.train", "--data", tmp_path / "data.pt", "--arch", "mlp", "--seed", "0",
+            "--epochs", "10000000", "--batch-size", "16", "--lr", "0.01", "--source", "vanilla",
+            "--lam", "0", "--out", tmp_path / "model.pt"]
+    proc = step(*args, "--device", "auto")
+    assert proc.returncode == 2, proc.stderr
+    assert "device: auto found no CUDA device" in proc.stderr and "set device: cpu" in proc.stderr
+    assert "more than the 3 h allowed" in proc.stderr and "Traceback" not in proc.stderr
+    assert not list(tmp_path.glob("model*"))  # refused after its first steps: no checkpoint
+    # the same training within the limit runs
+    short = [a if a != "10000000" else "2" for a in args]
+    assert step(*short, "--device", "auto").returncode == 0
+    (tmp_path / "model.pt").unlink()
+    (tmp_path / "model.json").unlink()
+    # and asked for the CPU by name, a long one is not refused (killed here after its first epoch)
+    cmd = [sys.executable, "-m", *map(str, args), "--device", "cpu"]
+    with subprocess.Popen(cmd, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True) as run:
+        try:
+            line = ""
+            for line in run.stdout:
+                if "epoch 1/10000000" in line:
+                    break
+            assert "epoch 1/10000000" in line
+        finally:
+            run.kill()
+
+
 # --- Paths ----------------------------------------------------------------------------------------
 
 

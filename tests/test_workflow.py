@@ -209,9 +209,18 @@ def test_one_table_builds_only_its_models(tmp_path):
     dry = snakemake(["-n", "--cores", "4", "results/tables/table2_stl10.md"], tmp_path)
     assert job_counts(dry.stdout) == {
         "prepare_data": 1, "make_targets": 4, "teacher": 2, "train": 7, "evaluate": 9, "main_table": 1,
-        "autoattack": 18, "sweep": 9, "masking_table": 1,
+        "autoattack": 18, "sweep": 9,
     }
     assert "results/cifar10" not in dry.stdout
+    # Table 1 footnotes the masking checks of its own models, computed in its step: none of Table
+    # 4's other seeds, Fig. 5's lambdas or the class-score ablation's models is trained for it
+    dry = snakemake(["-n", "--cores", "4", "results/tables/table1_cifar10.md"], tmp_path)
+    counts = job_counts(dry.stdout)
+    assert counts["train"] == 7 and counts["teacher"] == 2 and counts["autoattack"] == 18
+    assert "masking_table" not in counts and "train_class_score" not in counts
+    assert "--records results/cifar10/vanilla/lam0/seed0/autoattack_linf.json" in snakemake(
+        ["-n", "-p", "--cores", "4", "results/tables/table1_cifar10.md"], tmp_path).stdout
+    assert "/seed1/" not in dry.stdout and "class_mean/lam0.01/" not in dry.stdout
     dry = snakemake(["-n", "--cores", "4", "results/tables/table4_seeds.md"], tmp_path)
     assert job_counts(dry.stdout) == {
         "prepare_data": 1, "make_targets": 1, "train": 3, "evaluate": 3, "seeds_table": 1,
@@ -220,6 +229,20 @@ def test_one_table_builds_only_its_models(tmp_path):
     # a table name the config does not give its dataset is refused
     bad = snakemake(["-n", "results/tables/table7_cifar10.md"], tmp_path, check=False)
     assert bad.returncode != 0 and "experiments.main.tables.cifar10 is 'table1'" in bad.stdout + bad.stderr
+
+
+def test_a_wrong_target_lists_the_valid_ones(tmp_path):
+    copy_workflow(tmp_path)
+    for wrong in ("results/tables/tabel1_digits.md", "results/figures/fig4_digit.png"):
+        bad = snakemake(["-n", wrong, "--configfile", "demo.yaml"], tmp_path, check=False)
+        out = bad.stdout + bad.stderr
+        assert bad.returncode != 0 and f"{wrong}: not a table or figure of this config" in out
+        for valid in ("results/tables/table1_digits.md", "results/figures/fig4_digits.png",
+                      "results/tables/answer_digits.md"):
+            assert f"  {valid}\n" in out
+    # the listed ones and their other formats are made by their own rules
+    snakemake(["-n", "results/tables/table1_digits.html", "results/figures/fig4_digits.pdf",
+               "--configfile", "demo.yaml"], tmp_path)
 
 
 def test_autoattack_can_spare_the_teachers(tmp_path):

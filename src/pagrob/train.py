@@ -110,6 +110,14 @@ class TrainSettings:
         return self.lr * self.gamma ** sum(epoch >= m for m in self.milestones)
 
 
+#: steps timed at the start of a run before a ``time_limit_s`` projection is made
+PROJECT_AFTER = 3
+
+
+class TooLong(RuntimeError):
+    """The run's first steps project more time than ``fit``'s ``time_limit_s``."""
+
+
 class TrainingDiverged(FloatingPointError):
     pass
 
@@ -308,6 +316,7 @@ class Run:
     steps: int
     num_classes: int
     device: torch.device
+    time_limit_s: float | None = None
 
     @property
     def has_pag(self) -> bool:
@@ -334,6 +343,8 @@ class Run:
         for b in range(self.steps):
             batch, out = self.step(draws, b, strategy)
             tally.add(b, out, batch.y)
+            if self.time_limit_s is not None and b + 1 == min(PROJECT_AFTER, self.steps):
+                self.check_time(epoch, (time.perf_counter() - t0) / (b + 1), b + 1)
             if (b + 1) % CHECK_EVERY == 0 or b + 1 == self.steps:
                 tally.check(epoch, b + 1, checkpoint)
         ce, pag, correct = tally.sums.tolist()
@@ -349,6 +360,19 @@ class Run:
             "seconds": seconds,
             "strategy": strategy if self.has_pag else None,
         }
+
+
+    def check_time(self, epoch: int, per_step: float, timed: int) -> None:
+        """Refuse to go on when the rest of the run, projected from the first steps of this
+        epoch, exceeds ``time_limit_s`` (the first epoch's check comes before any checkpoint)."""
+        epochs = self.s.epochs - epoch + 1
+        projected = per_step * self.steps * epochs
+        if projected > self.time_limit_s:
+            raise TooLong(
+                f"this training is projected to take {projected / 3600:.1f} h on {self.device} "
+                f"({epochs} epochs x {self.steps} steps x {per_step:.3f} s a step, timed on the "
+                f"first {timed} steps), more than the {self.time_limit_s / 3600:g} h allowed"
+            )
 
 
 def _synchronize(device: torch.device) -> None:
@@ -440,6 +464,7 @@ def fit(
     device: str = "cpu",
     log: Callable[[str], None] = print,
     inputs: dict[str, str] | None = None,
+    time_limit_s: float | None = None,
 ) -> list[dict]:
     """Train ``model`` in place; returns one dict of statistics per epoch (with the PAG strategy
     that computed it: ``auto``'s choice is made once per run, before its first epoch, and kept
@@ -448,6 +473,9 @@ def fit(
     Resumes from ``checkpoint`` if it exists (after checking it was written with the same
     settings and the same ``inputs``: name -> fingerprint of every input file, e.g. the
     dataset, targets and teacher files' digests); writes it after every epoch.
+
+    With ``time_limit_s``, raises ``TooLong`` when the first steps of an epoch project the rest
+    of the run beyond it (the caller's guard against hours of training on the wrong device).
     """
     inputs = dict(inputs or {})
     checkpoint, device = Path(checkpoint), torch.device(device)
@@ -464,7 +492,10 @@ def fit(
     if steps == 0:
         raise ValueError(f"batch_size {s.batch_size} exceeds the {len(x_train)} training examples")
     attack = Attack(**s.adversarial, bounds=ds.bounds) if s.adversarial else None
-    run = Run(model, make_optimizer(model, s), x_train, y_train, source, s, attack, steps, ds.num_classes, device)
+    run = Run(
+        model, make_optimizer(model, s), x_train, y_train, source, s, attack, steps, ds.num_classes,
+        device, time_limit_s,
+    )
     start, history, record = _resume(checkpoint, run, inputs, log)
     strategy = record.get("chosen") or (s.strategy if s.strategy != AUTO else None)
 

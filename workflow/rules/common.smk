@@ -381,13 +381,7 @@ def external_comparison(dataset):
 
 def external_records(dataset):
     """The AutoAttack records of the external table's models that are checked."""
-    models = set(external_table_models(dataset))
-    return [
-        f"{m}/autoattack_{n}.json"
-        for m in checked_models(dataset)
-        if m in models
-        for n in aa_norms(dataset)
-    ]
+    return checked_records(dataset, external_table_models(dataset))
 
 
 def externals_json(dataset):
@@ -482,6 +476,16 @@ def all_outputs():
             f"results/figures/fig5_lambda_ablation.{ext}" for ext in ("png", "pdf")
         ]
     return outs
+
+
+def refuse_target(path):
+    """A table or figure that this config does not make: the error lists those it makes."""
+    shown = sorted(p for p in all_outputs() if p.endswith((".md", ".png")))
+    raise ConfigError(
+        f"{path}: not a table or figure of this config. It makes these (each table also as "
+        ".csv and .html, each figure also as .pdf):\n"
+        + "\n".join(f"  {p}" for p in shown)
+    )
 
 
 def files_of(models):
@@ -892,8 +896,10 @@ def robustness_outputs(dataset):
     if not autoattack_config(dataset):
         return []
     outs = [f"results/tables/masking_{dataset}.{ext}" for ext in ("md", "csv")]
-    if sweeps(dataset) and curve_models(dataset) and any(
-        dataset_config(dataset)["eval"]["checks"]["curves"].values()
+    if (
+        sweeps(dataset)
+        and curve_models(dataset)
+        and any(dataset_config(dataset)["eval"]["checks"]["curves"].values())
     ):
         outs += [
             f"results/figures/robustness_curves_{dataset}.{ext}"
@@ -902,9 +908,25 @@ def robustness_outputs(dataset):
     return outs
 
 
-def masking_input(dataset):
-    """Tables 1-2 footnote the models that fail a check."""
-    return f"results/tables/masking_{dataset}.csv" if autoattack_config(dataset) else []
+def checked_records(dataset, models):
+    """The AutoAttack records of those of ``models`` that are checked: a table computes their
+    gradient-masking checks from these and its metrics, to footnote the models that fail one,
+    so that it waits for no other model (the masking table waits for every checked one).
+    """
+    models = set(models)
+    return [
+        f"{m}/autoattack_{n}.json"
+        for m in checked_models(dataset)
+        if m in models
+        for n in aa_norms(dataset)
+    ]
+
+
+def checks_args(dataset, records):
+    """The table step's options for ``records`` (none: no footnotes)."""
+    if not records:
+        return ""
+    return f"--records {' '.join(records)} {checks_flags(dataset)}"
 
 
 # --- Measuring PAG: scores against independent robust references and an autoencoder ----------

@@ -45,11 +45,7 @@ rule external_table:
         "../../envs/report.yaml"
     params:
         externals=lambda w: shlex.quote(externals_json(w.dataset)),
-        checks=lambda w, input: (
-            f"--records {input.records} {checks_flags(w.dataset)}"
-            if input.records
-            else ""
-        ),
+        checks=lambda w, input: checks_args(w.dataset, input.records),
     shell:
         "python -m pagrob.steps.table external --dataset {wildcards.dataset} "
         "--externals {params.externals} --metrics {input.metrics} --paper {input.paper} "

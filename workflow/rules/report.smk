@@ -8,7 +8,9 @@ rule main_table:
             w.dataset, main_models(w.dataset) + table_teachers(w.dataset)
         ),
         paper="workflow/resources/paper_numbers.csv",
-        masking=lambda w: masking_input(w.dataset),
+        records=lambda w: checked_records(
+            w.dataset, main_models(w.dataset) + table_teachers(w.dataset)
+        ),
     output:
         md="results/tables/{table}_{dataset}.md",
         csv="results/tables/{table}_{dataset}.csv",
@@ -29,10 +31,10 @@ rule main_table:
         "../../envs/report.yaml"
     params:
         check=lambda w: check_table_name(w.table, w.dataset),
-        masking=lambda w, input: f"--masking {input.masking}" if input.masking else "",
+        checks=lambda w, input: checks_args(w.dataset, input.records),
     shell:
         "python -m pagrob.steps.table main --name {wildcards.table} --dataset {wildcards.dataset} "
-        "--metrics {input.metrics} --paper {input.paper} {params.masking} --out-md {output.md} "
+        "--metrics {input.metrics} --paper {input.paper} {params.checks} --out-md {output.md} "
         "--out-csv {output.csv} --out-html {output.html} > {log} 2>&1"
 
 
@@ -356,3 +358,21 @@ rule grad_of_table:
         "--default-score {params.default} --paper {input.paper} --out-md {output.md} "
         "--out-csv {output.csv} --out-html {output.html} --out-png {output.png} "
         "--out-pdf {output.pdf} > {log} 2>&1"
+
+
+# A table or figure that no rule of this config makes (a mistyped target) comes here, and is
+# refused with the list of those it makes (the Snakefile orders every other rule first).
+rule unknown_target:
+    output:
+        "results/{kind}/{file}",
+    log:
+        "results/logs/unknown_{kind}_{file}.log",
+    wildcard_constraints:
+        kind="tables|figures",
+    localrule: True
+    conda:
+        "../../envs/report.yaml"
+    params:
+        refuse=lambda w: refuse_target(f"results/{w.kind}/{w.file}"),
+    shell:
+        "false > {log}"

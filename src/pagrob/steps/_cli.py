@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import argparse
+import os
 import sys
 import tempfile
 import time
@@ -69,6 +70,7 @@ def setup(args: argparse.Namespace, outputs: list) -> str:
     for o in outputs:  # fail now, not after hours of training
         if o is not None:
             check_writable(Path(o).parent)
+    args.device_asked = args.device
     if args.device == "auto":
         args.device = "cuda" if torch.cuda.is_available() else "cpu"
     if args.device.startswith("cuda") and not torch.cuda.is_available():
@@ -93,10 +95,27 @@ def log(message: str) -> None:
     print(f"[{time.perf_counter() - _T0:8.1f}s] {message}", flush=True)
 
 
+#: the environment variable naming a file descriptor of the console: the workflow's jobs send
+#: their log to a file, and their error line to the console too (Snakefile's shell prefix)
+CONSOLE_FD = "PAGROB_CONSOLE_FD"
+
+
 def run(main: Callable[[], None]) -> None:
-    """Run ``main``; known input errors end with one clear line and exit status 2."""
+    """Run ``main``; known input errors end with one clear line and exit status 2, written to
+    stderr and, where the workflow gives one, to the console (``CONSOLE_FD``)."""
     try:
         main()
     except (BadFileError, ValueError, FileExistsError, FileNotFoundError, OSError, FloatingPointError) as e:
         print(f"error: {e}", file=sys.stderr, flush=True)
+        spec = getattr(sys.modules["__main__"], "__spec__", None)
+        to_console(f"error in {spec.name if spec else sys.argv[0]}: {e}")
         sys.exit(2)
+
+
+def to_console(line: str) -> None:
+    fd = os.environ.get(CONSOLE_FD)
+    if fd:
+        try:
+            os.write(int(fd), f"{line}\n".encode())
+        except (OSError, ValueError):  # no such descriptor: the log has the line
+            pass

@@ -22,15 +22,15 @@ def main() -> None:
     p.add_argument("--dataset", help="main, external: the dataset")
     p.add_argument("--externals", help='external: JSON {name: {"claims": source, "lam": lambda or null}}')
     p.add_argument("--lams", help='lambda: JSON {dataset: {source: lambda}}')
-    p.add_argument("--masking", help="main: the gradient-masking checks (masking_<dataset>.csv) to footnote")
     p.add_argument(
         "--records", nargs="*", default=[],
-        help="external: the AutoAttack records of its models; their checks are computed here (from "
-        "--metrics, with --tolerance, --max-gap, --zero-at), so the table needs no other model's",
+        help="main, external: the AutoAttack records of its models; their gradient-masking checks "
+        "are computed here (from --metrics, with --tolerance, --max-gap, --zero-at) and footnoted, "
+        "so the table needs no other model's",
     )
-    p.add_argument("--tolerance", type=float, help="external: as pagrob.steps.robustness checks")
-    p.add_argument("--max-gap", type=float, help="external: as pagrob.steps.robustness checks")
-    p.add_argument("--zero-at", type=float, help="external: as pagrob.steps.robustness checks")
+    p.add_argument("--tolerance", type=float, help="main, external: as pagrob.steps.robustness checks")
+    p.add_argument("--max-gap", type=float, help="main, external: as pagrob.steps.robustness checks")
+    p.add_argument("--zero-at", type=float, help="main, external: as pagrob.steps.robustness checks")
     p.add_argument("--out-md", required=True)
     p.add_argument("--out-csv", required=True)
     p.add_argument("--out-html", help="also the table as an HTML page (for the report)")
@@ -53,7 +53,7 @@ def main() -> None:
         elif args.table == "main":
             if not (args.name and args.dataset):
                 raise ValueError("the main table needs --name and --dataset")
-            full, text = report.main_table(metrics, paper, args.name, args.dataset, masking_flags(args))
+            full, text = report.main_table(metrics, paper, args.name, args.dataset, own_checks(args, metrics))
         elif args.table == "external":
             if not (args.dataset and args.externals):
                 raise ValueError("the external table needs --dataset and --externals")
@@ -80,15 +80,6 @@ def main() -> None:
     if args.out_html:
         io.write_text(html_table.page(text), args.out_html)
     print(text)
-
-
-def masking_flags(args) -> dict | None:
-    """(source, lam, seed) -> the gradient-masking checks it failed, from --masking."""
-    if not args.masking:
-        return None
-    from pagrob.robustness import flags_by_model
-
-    return flags_by_model(pd.read_csv(args.masking))
 
 
 def own_checks(args, metrics: pd.DataFrame) -> dict | None:

@@ -14,8 +14,12 @@ import torch
 
 from pagrob import data, io, models, pag, sources, target_files
 from pagrob.steps import _cli
-from pagrob.train import AUTO_NOTE, DEFAULT_PAG_VARIANT, PAG_VARIANTS, TrainSettings, fit
+from pagrob.train import AUTO_NOTE, DEFAULT_PAG_VARIANT, PAG_VARIANTS, TooLong, TrainSettings, fit
 from pagrob.pag import AUTO
+
+#: ``--device auto`` without CUDA: the most hours of CPU training a job starts without being told
+#: to (``device: cpu``), e.g. not config.yaml's 100-epoch ResNet-18s
+CPU_HOURS_LIMIT = 3.0
 
 
 def add_training_options(p, required: bool = True) -> None:
@@ -36,6 +40,11 @@ def add_training_options(p, required: bool = True) -> None:
     p.add_argument("--channels-last", type=_cli.boolean, default=False, help="channels-last memory format")
     p.add_argument("--out", required=True, help="the final model file")
     p.add_argument("--checkpoint", help="resume file (default: <name of --out>.checkpoint.pt beside it)")
+    p.add_argument(
+        "--cpu-hours-limit", type=float, default=CPU_HOURS_LIMIT,
+        help="with --device auto on a machine without CUDA: refuse a training whose first steps "
+        "project more hours than this on the CPU (--device cpu never refuses)",
+    )
 
 
 def parser():
@@ -120,7 +129,20 @@ def train_and_save(args, ds, settings: TrainSettings, target_source, device: str
     # a checkpoint resumes only if these files are what it was trained from (by content)
     files = {"data": args.data, "targets": getattr(args, "targets", None), "teacher": getattr(args, "teacher", None)}
     inputs = {name: io.file_digest(path) for name, path in files.items() if path}
-    history = fit(model, ds, target_source, settings, checkpoint, device, log=_cli.log, inputs=inputs)
+    # the CPU guard: --device auto that found no CUDA device (set by _cli.setup)
+    hours = getattr(args, "cpu_hours_limit", CPU_HOURS_LIMIT)
+    guard = getattr(args, "device_asked", None) == "auto" and device == "cpu" and hours > 0
+    try:
+        history = fit(
+            model, ds, target_source, settings, checkpoint, device, log=_cli.log, inputs=inputs,
+            time_limit_s=hours * 3600 if guard else None,
+        )
+    except TooLong as e:
+        raise ValueError(
+            f"device: auto found no CUDA device, so this job would train on the CPU, and {e}. "
+            "Run it where torch sees a GPU, or set device: cpu in the config to train on this "
+            "CPU anyway."
+        ) from None
     used = history[-1]["strategy"] if history else None
     if settings.strategy == AUTO and used:  # the choice is part of the result: say so
         meta["strategy_note"] = AUTO_NOTE.format(strategy=used)
