@@ -7,7 +7,7 @@ says which options to lower when over budget):
 
     .venv/bin/python bench/gpu_check.py                       # the GPU check, config.yaml's numbers
     .venv/bin/python bench/gpu_check.py --amp --channels-last --out gpu_check.json
-    .venv/bin/python bench/gpu_check.py --tiny                # CPU, tiny sizes (tests/test_gpu_check.py)
+    .venv/bin/python bench/gpu_check.py --tiny                # CPU, tiny sizes (tests/workflow/test_gpu_check.py)
 
 What runs. For each image dataset of the config's experiments (CIFAR-10: 3x32x32, STL-10:
 3x96x96, 10 classes) a synthetic dataset of random 8-bit images in [0, 1] with balanced labels,
@@ -96,7 +96,19 @@ import torch
 import yaml
 from threadpoolctl import threadpool_limits
 
-from pagrob import autoattack, data, datasets, evaluate, figures, io, models, pag, pag_scores, sources, train
+from pagrob import (
+    autoattack,
+    data,
+    datasets,
+    evaluate,
+    figures,
+    io,
+    models,
+    pag,
+    pag_scores,
+    sources,
+    train,
+)
 from pagrob.attacks import Attack, frozen_eval, predict
 
 ROOT = Path(__file__).resolve().parents[1]
@@ -132,8 +144,19 @@ RULES = {
 #: stride-2 convolution with 4 or fewer input channels (the first shortcut of a width-4 ResNet)
 #: corrupts the heap (torch 2.x; seen with --channels-last)
 TINY = {
-    "device": "cpu", "shrink": 4, "width": 8, "batch_size": 4, "steps": 1, "warmup": 1, "repeats": 1,
-    "eval_images": 4, "pag_images": 1, "aa_images": 0, "sweep_scale": 0.02, "train_images": -1, "threads": 1,
+    "device": "cpu",
+    "shrink": 4,
+    "width": 8,
+    "batch_size": 4,
+    "steps": 1,
+    "warmup": 1,
+    "repeats": 1,
+    "eval_images": 4,
+    "pag_images": 1,
+    "aa_images": 0,
+    "sweep_scale": 0.02,
+    "train_images": -1,
+    "threads": 1,
 }
 
 
@@ -151,7 +174,7 @@ def load_config(path: Path) -> dict:
 
 
 def lam_str(lam) -> str:
-    return ("%.10f" % float(lam)).rstrip("0").rstrip(".")
+    return f"{float(lam):.10f}".rstrip("0").rstrip(".")
 
 
 def image_datasets(cfg: dict) -> list[str]:
@@ -174,21 +197,30 @@ def experiment_models(cfg: dict, name: str, d: str) -> list[tuple[str, str, int]
     if name == "main":
         if d not in exp["tables"]:
             return []
-        out = [(s, lam_str(source_lam(cfg, d, s)), seed) for s in exp["sources"] for seed in exp["seeds"]]
+        out = [
+            (s, lam_str(source_lam(cfg, d, s)), seed)
+            for s in exp["sources"]
+            for seed in exp["seeds"]
+        ]
         out += [
             (f"teacher_{sources.TEACHER_SOURCES[s]}", "0", teachers["seed"])
-            for s in exp["sources"] if s in sources.TEACHER_SOURCES
+            for s in exp["sources"]
+            if s in sources.TEACHER_SOURCES
         ]
         return out
     if exp["dataset"] != d:
         return []
     if name == "seeds":
-        return [(exp["source"], lam_str(source_lam(cfg, d, exp["source"])), s) for s in exp["seeds"]]
+        return [
+            (exp["source"], lam_str(source_lam(cfg, d, exp["source"])), s) for s in exp["seeds"]
+        ]
     if name == "grad_of_ablation":  # another class score than pag.grad_of: <source>.<grad_of>
         default = cfg["pag"]["grad_of"]
         return [
             (s if g == default else f"{s}.{g}", lam_str(source_lam(cfg, d, s)), seed)
-            for s in exp["sources"] for g in exp["class_scores"] for seed in exp["seeds"]
+            for s in exp["sources"]
+            for g in exp["class_scores"]
+            for seed in exp["seeds"]
         ]
     return [(exp["source"], lam_str(lam), exp["seed"]) for lam in exp["lams"]]
 
@@ -208,11 +240,17 @@ def grid(cfg: dict, d: str) -> dict:
         teachers |= set(configured)
     students = [m for m in models_ if not m[0].startswith("teacher_")]
     aa = dc["eval"].get("autoattack")
-    checked = list(dict.fromkeys(m for e in (aa["experiments"] if aa else []) for m in experiment_models(cfg, e, d)))
+    checked = list(
+        dict.fromkeys(
+            m for e in (aa["experiments"] if aa else []) for m in experiment_models(cfg, e, d)
+        )
+    )
     norms = list(dc["eval"]["attacks"])
     abl = cfg["experiments"].get("lambda_ablation")
     # PAG scores: every model, and the teachers at their seed (the realistic ceiling)
-    scored = list(dict.fromkeys(models_ + [(f"teacher_{n}", "0", teachers_cfg["seed"]) for n in configured]))
+    scored = list(
+        dict.fromkeys(models_ + [(f"teacher_{n}", "0", teachers_cfg["seed"]) for n in configured])
+    )
     jobs = {
         "data": 1,
         "evaluate": len(models_),
@@ -243,8 +281,13 @@ def grid(cfg: dict, d: str) -> dict:
         "figure:fig1": (1 + len(configured)) if in_main else 0,
         "figure:fig5": len(abl["lams"]) if abl else 0,
     }
-    return {"models": models_, "jobs": jobs, "imported_teachers": imported, "figure_models": figure_models,
-            "references": len(configured)}
+    return {
+        "models": models_,
+        "jobs": jobs,
+        "imported_teachers": imported,
+        "figure_models": figure_models,
+        "references": len(configured),
+    }
 
 
 def rule_counts(cfg: dict, names: list[str]) -> dict[str, int]:
@@ -337,16 +380,25 @@ def synthetic(name: str, shape, n_train: int, n_test: int, seed: int) -> data.Da
     g = torch.Generator().manual_seed(seed)
 
     def images(n):
-        return torch.randint(0, 256, (n, *shape), generator=g, dtype=torch.uint8).float() / 255  # cpu: a prepared dataset
+        return (
+            torch.randint(0, 256, (n, *shape), generator=g, dtype=torch.uint8).float() / 255
+        )  # cpu: a prepared dataset
 
     def labels(n):
-        return (torch.arange(n) % NUM_CLASSES)[torch.randperm(n, generator=g)]  # cpu: a prepared dataset
+        return (torch.arange(n) % NUM_CLASSES)[
+            torch.randperm(n, generator=g)
+        ]  # cpu: a prepared dataset
 
     x_train = images(n_train)
     return data.Dataset(
-        name=name, x_train=x_train, y_train=labels(n_train), x_test=images(n_test), y_test=labels(n_test),
+        name=name,
+        x_train=x_train,
+        y_train=labels(n_train),
+        x_test=images(n_test),
+        y_test=labels(n_test),
         classes=[f"class {c}" for c in range(NUM_CLASSES)],
-        mean=x_train.mean((0, 2, 3)), std=x_train.std((0, 2, 3)),
+        mean=x_train.mean((0, 2, 3)),
+        std=x_train.std((0, 2, 3)),
     )
 
 
@@ -357,12 +409,19 @@ def build_model(arch: str, ds: data.Dataset, width: int | None, seed: int) -> mo
         return models.build_model(arch, ds.input_shape, ds.num_classes, ds.mean, ds.std)
     if arch != "resnet18":
         raise ValueError(f"--width applies to resnet18, not {arch!r}")
-    net = models.ResNet(models.BasicBlock, [2, 2, 2, 2], ds.input_shape[0], ds.num_classes,
-                        widths=(width, 2 * width, 4 * width, 8 * width))
+    net = models.ResNet(
+        models.BasicBlock,
+        [2, 2, 2, 2],
+        ds.input_shape[0],
+        ds.num_classes,
+        widths=(width, 2 * width, 4 * width, 8 * width),
+    )
     return models.Classifier(net, ds.mean, ds.std)
 
 
-def settings(cfg: dict, d: str, args, *, lam: float = 0.0, adversarial: dict | None = None, epochs: int = 2) -> train.TrainSettings:
+def settings(
+    cfg: dict, d: str, args, *, lam: float = 0.0, adversarial: dict | None = None, epochs: int = 2
+) -> train.TrainSettings:
     """TrainSettings from the config, as the train and teacher steps build them."""
     fields = {f.name for f in dataclasses.fields(train.TrainSettings)}
     t = {k: v for k, v in cfg["datasets"][d]["train"].items() if k in fields}
@@ -379,8 +438,14 @@ def settings(cfg: dict, d: str, args, *, lam: float = 0.0, adversarial: dict | N
         t["channels_last"] = True
     p = cfg["pag"]
     return train.TrainSettings(
-        **t, lam=lam, grad_of=p["grad_of"], strategy=p["strategy"], pag_eps=p["eps"],
-        classes_per_step=p["classes_per_step"] or None, seed=0, adversarial=adversarial,
+        **t,
+        lam=lam,
+        grad_of=p["grad_of"],
+        strategy=p["strategy"],
+        pag_eps=p["eps"],
+        classes_per_step=p["classes_per_step"] or None,
+        seed=0,
+        adversarial=adversarial,
     )
 
 
@@ -418,7 +483,10 @@ def check_dataset(d: str, cfg: dict, args, device: torch.device, work: Path, log
     targets_cfg = dc["targets"]
     # the fewest training images: nearest_neighbor's sample (+ the image) and clustered_nn's
     # clusters in every class, and one epoch of the check's steps
-    fewest = max(max(targets_cfg["nn_sample_size"] + 1, targets_cfg["clusters"]) * NUM_CLASSES, args.steps * batch)
+    fewest = max(
+        max(targets_cfg["nn_sample_size"] + 1, targets_cfg["clusters"]) * NUM_CLASSES,
+        args.steps * batch,
+    )
     n_train = {0: real_train, -1: fewest}.get(args.train_images, min(args.train_images, real_train))
     if n_train < fewest:
         raise ValueError(f"--train-images {n_train}: {d} needs at least {fewest} (or -1 for that)")
@@ -426,9 +494,17 @@ def check_dataset(d: str, cfg: dict, args, device: torch.device, work: Path, log
     n_eval = args.eval_images or eval_batch
     pictures = dc["pictures"]["images"]
     n_test = max(n_eval, args.aa_images, max(pictures) + 1)
-    m.update(shape=list(shape), batch_size=batch, train_images=n_train, test_images=n_test,
-             real_train_images=real_train, real_test_images=real_test)
-    log(f"{d}: synthetic {n_train} training and {n_test} test images of {'x'.join(map(str, shape))}")
+    m.update(
+        shape=list(shape),
+        batch_size=batch,
+        train_images=n_train,
+        test_images=n_test,
+        real_train_images=real_train,
+        real_test_images=real_test,
+    )
+    log(
+        f"{d}: synthetic {n_train} training and {n_test} test images of {'x'.join(map(str, shape))}"
+    )
     ds = synthetic(d, shape, n_train, n_test, seed=0)
 
     # data: what prepare_data writes and every step reads
@@ -441,33 +517,54 @@ def check_dataset(d: str, cfg: dict, args, device: torch.device, work: Path, log
     # targets: built on the CPU as make_targets does, loaded onto the device as train does
     m["targets"], loaded = {}, {}
     for source in sources.REPRESENTATIVES:
-        with threadpool_limits(torch.get_num_threads()):  # k-means' OpenMP threads: the job's threads
-            built, t_build = timed(lambda: sources.build(
-                source, ds, seed=targets_cfg["seed"], nn_sample_size=targets_cfg["nn_sample_size"],
-                class_mean_rescale=targets_cfg["class_mean_rescale"], clusters=targets_cfg["clusters"],
-            ), torch.device("cpu"))
+        with threadpool_limits(
+            torch.get_num_threads()
+        ):  # k-means' OpenMP threads: the job's threads
+            built, t_build = timed(
+                lambda: sources.build(
+                    source,
+                    ds,
+                    seed=targets_cfg["seed"],
+                    nn_sample_size=targets_cfg["nn_sample_size"],
+                    class_mean_rescale=targets_cfg["class_mean_rescale"],
+                    clusters=targets_cfg["clusters"],
+                ),
+                torch.device("cpu"),
+            )
         tpath = work / f"{d}_{source}.pt"
         _, t_save = timed(lambda: io.save(built, tpath), torch.device("cpu"))
-        loaded[source], t_load = timed(lambda: sources.load_representatives(tpath, ds, source, device), device)
+        loaded[source], t_load = timed(
+            lambda: sources.load_representatives(tpath, ds, source, device), device
+        )
         m["targets"][source] = {"build_s": t_build, "save_s": t_save, "load_s": t_load}
-        log(f"{d}: targets {source}: built in {t_build:.2f}s, loaded onto {device} in {t_load:.2f}s")
+        log(
+            f"{d}: targets {source}: built in {t_build:.2f}s, loaded onto {device} in {t_load:.2f}s"
+        )
 
     # training through fit: two epochs of --steps steps on the first steps x batch images
-    view = dataclasses.replace(ds, x_train=ds.x_train[: args.steps * batch], y_train=ds.y_train[: args.steps * batch])
+    view = dataclasses.replace(
+        ds, x_train=ds.x_train[: args.steps * batch], y_train=ds.y_train[: args.steps * batch]
+    )
     arch = dc["arch"]
     m["train"] = {}
 
     def fit(kind, source, s):
         model = build_model(arch, ds, args.width, s.seed)
         ckpt = work / f"{d}_{kind}.checkpoint.pt"
-        history, wall = timed(lambda: train.fit(model, view, source, s, ckpt, str(device), log=log.library), device)
+        history, wall = timed(
+            lambda: train.fit(model, view, source, s, ckpt, str(device), log=log.library), device
+        )
         ckpt.unlink(missing_ok=True)
         loops = sum(h["seconds"] for h in history)
         attack = Attack(**s.adversarial, bounds=ds.bounds) if s.adversarial else None
         steps_real = real_train // dc["train"]["batch_size"]
         real_s = dataclasses.replace(s, batch_size=dc["train"]["batch_size"])
-        _, t_draws = timed(lambda: train.EpochDraws.draw(
-            real_s, 1, real_train, shape, NUM_CLASSES, steps_real, attack, device), device)
+        _, t_draws = timed(
+            lambda: train.EpochDraws.draw(
+                real_s, 1, real_train, shape, NUM_CLASSES, steps_real, attack, device
+            ),
+            device,
+        )
         m["train"][kind] = {
             "seconds_per_step": history[-1]["seconds"] / args.steps,
             "images_per_s": history[-1]["images_per_s"],
@@ -476,23 +573,42 @@ def check_dataset(d: str, cfg: dict, args, device: torch.device, work: Path, log
             "real_epoch_draws_s": t_draws,
             "losses": {"ce": history[-1]["ce"], "pag": history[-1]["pag"]},
         }
-        log(f"{d}: train {kind}: {m['train'][kind]['seconds_per_step']:.4f} s/step "
-            f"({history[-1]['images_per_s']:.0f} img/s, strategy {history[-1]['strategy']})")
+        log(
+            f"{d}: train {kind}: {m['train'][kind]['seconds_per_step']:.4f} s/step "
+            f"({history[-1]['images_per_s']:.0f} img/s, strategy {history[-1]['strategy']})"
+        )
         return model
 
     vanilla = fit("vanilla", None, settings(cfg, d, args))
     for source in sources.REPRESENTATIVES:
-        fit(source, first_rows(loaded[source], len(view.x_train)), settings(cfg, d, args, lam=source_lam(cfg, d, source)))
+        fit(
+            source,
+            first_rows(loaded[source], len(view.x_train)),
+            settings(cfg, d, args, lam=source_lam(cfg, d, source)),
+        )
     teachers = {}
     for norm in ("linf", "l2"):
         a = dc["teachers"][norm]["attack"]
-        adversarial = {"norm": norm, "eps": a["eps"], "steps": a["steps"], "step_size": a.get("step_size"), "random_start": True}
-        teachers[norm] = fit(f"teacher_{norm}", None, settings(cfg, d, args, adversarial=adversarial))
+        adversarial = {
+            "norm": norm,
+            "eps": a["eps"],
+            "steps": a["steps"],
+            "step_size": a.get("step_size"),
+            "random_start": True,
+        }
+        teachers[norm] = fit(
+            f"teacher_{norm}", None, settings(cfg, d, args, adversarial=adversarial)
+        )
     rigd = "rigd_linf"
-    fit("rigd", sources.TeacherGradients(teachers[sources.TEACHER_SOURCES[rigd]], cfg["pag"]["grad_of"]),
-        settings(cfg, d, args, lam=source_lam(cfg, d, rigd)))
+    fit(
+        "rigd",
+        sources.TeacherGradients(teachers[sources.TEACHER_SOURCES[rigd]], cfg["pag"]["grad_of"]),
+        settings(cfg, d, args, lam=source_lam(cfg, d, rigd)),
+    )
 
-    m["strategies"], m["precision"] = strategies(cfg, d, args, ds, view, loaded["class_mean"], device, log)
+    m["strategies"], m["precision"] = strategies(
+        cfg, d, args, ds, view, loaded["class_mean"], device, log
+    )
 
     # evaluation: clean and PGD-20 per norm, then the masking checks' sweep (the evaluate and
     # sweep steps), on the first n_eval test images (kept on the CPU, as those steps keep them)
@@ -500,11 +616,23 @@ def check_dataset(d: str, cfg: dict, args, device: torch.device, work: Path, log
     seed = dc["eval"].get("seed", 0)
     attacks = eval_attacks(dc, ds.bounds)
     predict(vanilla.to(device), x[:eval_batch].to(device))  # warm-up of the eval-mode kernels
-    rows, t_eval = timed(lambda: evaluate.evaluate(vanilla, x, y, attacks, eval_batch, seed, str(device)), device)
-    m["evaluate"] = {"seconds": t_eval, "images": n_eval, "accuracy": {f"{r['attack']}:{r['norm']}": r["accuracy"] for r in rows}}
-    log(f"{d}: evaluate (clean + PGD-{attacks[0].steps} x {len(attacks)} norms) on {n_eval} images: {t_eval:.2f}s")
+    rows, t_eval = timed(
+        lambda: evaluate.evaluate(vanilla, x, y, attacks, eval_batch, seed, str(device)), device
+    )
+    m["evaluate"] = {
+        "seconds": t_eval,
+        "images": n_eval,
+        "accuracy": {f"{r['attack']}:{r['norm']}": r["accuracy"] for r in rows},
+    }
+    log(
+        f"{d}: evaluate (clean + PGD-{attacks[0].steps} x {len(attacks)} norms) on {n_eval} images: {t_eval:.2f}s"
+    )
     checks = dc["eval"]["checks"]
-    curve = [dataclasses.replace(a, eps=e, step_size=None) for a in attacks for e in checks["curves"].get(a.norm, [])]
+    curve = [
+        dataclasses.replace(a, eps=e, step_size=None)
+        for a in attacks
+        for e in checks["curves"].get(a.norm, [])
+    ]
     strong = [dataclasses.replace(a, steps=checks["steps"], step_size=None) for a in attacks]
 
     def pgd_steps(curve, strong):
@@ -514,11 +642,22 @@ def check_dataset(d: str, cfg: dict, args, device: torch.device, work: Path, log
         return dataclasses.replace(a, steps=max(1, round(a.steps * args.sweep_scale)))
 
     run_curve, run_strong = [scaled(a) for a in curve], [scaled(a) for a in strong]
-    _, t_sweep = timed(lambda: evaluate.sweep(vanilla, x, y, run_curve, run_strong, checks["restarts"], eval_batch, seed, str(device)), device)
-    m["sweep"] = {"seconds": t_sweep, "images": n_eval, "pgd_steps": pgd_steps(run_curve, run_strong),
-                  "config_pgd_steps": pgd_steps(curve, strong)}
-    log(f"{d}: sweep ({m['sweep']['pgd_steps']} PGD steps per image; the config's {m['sweep']['config_pgd_steps']}) "
-        f"on {n_eval} images: {t_sweep:.2f}s")
+    _, t_sweep = timed(
+        lambda: evaluate.sweep(
+            vanilla, x, y, run_curve, run_strong, checks["restarts"], eval_batch, seed, str(device)
+        ),
+        device,
+    )
+    m["sweep"] = {
+        "seconds": t_sweep,
+        "images": n_eval,
+        "pgd_steps": pgd_steps(run_curve, run_strong),
+        "config_pgd_steps": pgd_steps(curve, strong),
+    }
+    log(
+        f"{d}: sweep ({m['sweep']['pgd_steps']} PGD steps per image; the config's {m['sweep']['config_pgd_steps']}) "
+        f"on {n_eval} images: {t_sweep:.2f}s"
+    )
 
     m["autoattack"] = autoattack_check(dc, args, vanilla, ds, device, work, log)
     m["autoencoder"], ae = autoencoder_check(dc, args, ds, view, device, log)
@@ -539,7 +678,9 @@ def autoencoder_check(dc, args, ds, view, device, log):
     ae = ae_lib.build(cfg["arch"], ds.input_shape, cfg["latent"]).to(device)
     batch = args.batch_size or cfg["batch_size"]
     s = ae_lib.AutoencoderSettings(cfg["arch"], cfg["latent"], 2, batch, cfg["lr"], cfg["seed"])
-    history, _ = timed(lambda: ae_lib.fit(ae, view.x_train.to(device), s, str(device), log.library), device)
+    history, _ = timed(
+        lambda: ae_lib.fit(ae, view.x_train.to(device), s, str(device), log.library), device
+    )
     steps = -(-len(view.x_train) // batch)
     per_step = history[-1]["seconds"] / steps
     log(f"{ds.name}: autoencoder ({cfg['arch']}, latent {cfg['latent']}): {per_step:.4f} s/step")
@@ -557,7 +698,9 @@ def strategies(cfg, d, args, ds, view, source, device, log) -> tuple[dict, dict 
     model.train()
     opt = train.make_optimizer(model, s)
     x_train, y_train = view.x_train.to(device), view.y_train.to(device)
-    draws = train.EpochDraws.draw(s, 1, len(x_train), x_train.shape[1:], NUM_CLASSES, 1, None, device)
+    draws = train.EpochDraws.draw(
+        s, 1, len(x_train), x_train.shape[1:], NUM_CLASSES, 1, None, device
+    )
     batch = draws.batch(0, x_train, y_train)
     out = {}
     for name in ("vanilla",) + pag.STRATEGIES:
@@ -581,20 +724,39 @@ def strategies(cfg, d, args, ds, view, source, device, log) -> tuple[dict, dict 
             sync(device)
             seconds = (time.perf_counter() - t0) / args.repeats
             peak = peak_gib(device)
-            out[name] = {"seconds_per_step": seconds, "max_memory_allocated_gib": peak,
-                         "step_memory_gib": None if peak is None else peak - baseline,
-                         "host_syncs_per_step": None if syncs["syncs"] is None else syncs["syncs"] / args.repeats}
+            out[name] = {
+                "seconds_per_step": seconds,
+                "max_memory_allocated_gib": peak,
+                "step_memory_gib": None if peak is None else peak - baseline,
+                "host_syncs_per_step": None
+                if syncs["syncs"] is None
+                else syncs["syncs"] / args.repeats,
+            }
         except torch.OutOfMemoryError:
-            out[name] = {"seconds_per_step": None, "max_memory_allocated_gib": None, "step_memory_gib": None,
-                         "host_syncs_per_step": None, "error": "out of memory"}
+            out[name] = {
+                "seconds_per_step": None,
+                "max_memory_allocated_gib": None,
+                "step_memory_gib": None,
+                "host_syncs_per_step": None,
+                "error": "out of memory",
+            }
             peak_reset(device)
-        log(f"{d}: strategy {name}: " + (f"{out[name]['seconds_per_step']:.4f} s/step" if out[name]["seconds_per_step"] else "out of memory"))
+        log(
+            f"{d}: strategy {name}: "
+            + (
+                f"{out[name]['seconds_per_step']:.4f} s/step"
+                if out[name]["seconds_per_step"]
+                else "out of memory"
+            )
+        )
 
     precision = None
     if getattr(s, "amp", False) or getattr(s, "channels_last", False):
         precision = deviation(cfg, d, args, ds, model, batch, source, s, device)
-        log(f"{d}: amp={s.amp} channels_last={s.channels_last} vs float32, one PAG step: "
-            + ", ".join(f"{k} {v:.3g}" for k, v in precision.items()))
+        log(
+            f"{d}: amp={s.amp} channels_last={s.channels_last} vs float32, one PAG step: "
+            + ", ".join(f"{k} {v:.3g}" for k, v in precision.items())
+        )
     return out, precision
 
 
@@ -604,22 +766,32 @@ def deviation(cfg, d, args, ds, trained, batch, source, s, device) -> dict:
     strategy = s.strategy if s.strategy in pag.STRATEGIES else pag.DEFAULT_STRATEGY
     state = {k: v.detach().clone() for k, v in trained.state_dict().items()}
     results = {}
-    for label, variant in (("float32", dataclasses.replace(s, amp=False, channels_last=False)), ("flags", s)):
+    for label, variant in (
+        ("float32", dataclasses.replace(s, amp=False, channels_last=False)),
+        ("flags", s),
+    ):
         model = build_model(cfg["datasets"][d]["arch"], ds, args.width, 0)
         model.load_state_dict(state)
         model.to(device).train()
         if variant.channels_last:
             model = model.to(memory_format=torch.channels_last)
-        opt = torch.optim.SGD(model.parameters(), lr=0.0)  # leaves the weights and the gradients as they are
+        opt = torch.optim.SGD(
+            model.parameters(), lr=0.0
+        )  # leaves the weights and the gradients as they are
         out = train.train_step(model, opt, batch, source, variant, None, strategy)
-        grads = torch.cat([p.grad.flatten().double() for p in model.parameters() if p.grad is not None])
+        grads = torch.cat(
+            [p.grad.flatten().double() for p in model.parameters() if p.grad is not None]
+        )
         results[label] = (out.ce.double(), out.pag.double(), grads)
     (ce0, pag0, g0), (ce1, pag1, g1) = results["float32"], results["flags"]
-    values = torch.stack([
-        (ce1 - ce0).abs() / ce0.abs(), (pag1 - pag0).abs() / pag0.abs().clamp(min=1e-30),
-        torch.linalg.vector_norm(g1 - g0) / torch.linalg.vector_norm(g0),
-        torch.nn.functional.cosine_similarity(g1, g0, dim=0),
-    ]).tolist()  # read once
+    values = torch.stack(
+        [
+            (ce1 - ce0).abs() / ce0.abs(),
+            (pag1 - pag0).abs() / pag0.abs().clamp(min=1e-30),
+            torch.linalg.vector_norm(g1 - g0) / torch.linalg.vector_norm(g0),
+            torch.nn.functional.cosine_similarity(g1, g0, dim=0),
+        ]
+    ).tolist()  # read once
     return dict(zip(("ce_rel_dev", "pag_rel_dev", "grad_rel_l2_dev", "grad_cosine"), values))
 
 
@@ -633,30 +805,60 @@ def autoattack_check(dc, args, model, ds, device, work, log) -> dict:
     aa = dc["eval"]["autoattack"]
     aa_batch = args.batch_size or aa["batch_size"]
     n = args.aa_images
-    out = {"batch_size": aa_batch, "version": aa["version"], "images": n, "eps": AA_WORST_EPS, "norms": {}}
+    out = {
+        "batch_size": aa_batch,
+        "version": aa["version"],
+        "images": n,
+        "eps": AA_WORST_EPS,
+        "norms": {},
+    }
     model.eval()
     if n:
         xw = ds.x_test[:n]
         yw = predict(model, xw.to(device)).cpu()  # every image classified correctly
         for norm in dc["eval"]["attacks"]:
             state = work / f"aa_{ds.name}_{norm}.json"
-            result, seconds = timed(lambda: autoattack.run(
-                model, xw, yw, norm, AA_WORST_EPS, state_path=state, fingerprint={"check": "worst case", "norm": norm},
-                version=aa["version"], seed=aa["seed"], batch_size=n, device=str(device), log=log.library,
-            ), device)
+            result, seconds = timed(
+                lambda: autoattack.run(
+                    model,
+                    xw,
+                    yw,
+                    norm,
+                    AA_WORST_EPS,
+                    state_path=state,
+                    fingerprint={"check": "worst case", "norm": norm},
+                    version=aa["version"],
+                    seed=aa["seed"],
+                    batch_size=n,
+                    device=str(device),
+                    log=log.library,
+                ),
+                device,
+            )
             state.unlink(missing_ok=True)
-            out["norms"][norm] = {"seconds": seconds, "clean": result.clean, "robust": result.robust,
-                                  "stages": result.stages, "warnings": result.warnings}
-            log(f"{ds.name}: AutoAttack {aa['version']} {norm}, worst case on {n} images: {seconds:.2f}s "
-                f"(robust {result.robust:.0f}% after {', '.join(result.stages)})")
-    out["passes"] = {b: bare_passes(model, ds.x_test, b, device) for b in sorted({aa_batch, n} - {0})}
+            out["norms"][norm] = {
+                "seconds": seconds,
+                "clean": result.clean,
+                "robust": result.robust,
+                "stages": result.stages,
+                "warnings": result.warnings,
+            }
+            log(
+                f"{ds.name}: AutoAttack {aa['version']} {norm}, worst case on {n} images: {seconds:.2f}s "
+                f"(robust {result.robust:.0f}% after {', '.join(result.stages)})"
+            )
+    out["passes"] = {
+        b: bare_passes(model, ds.x_test, b, device) for b in sorted({aa_batch, n} - {0})
+    }
     return out
 
 
 def bare_passes(model, x_all, b: int, device, repeats: int = 5) -> dict:
     """Seconds of one forward (no grad) and one input-gradient of the CE (params frozen) at batch ``b``."""
     n = len(x_all)
-    x = x_all[torch.arange(b) % n].to(device)  # cpu: host-side row picks of the test set, moved once
+    x = x_all[torch.arange(b) % n].to(
+        device
+    )  # cpu: host-side row picks of the test set, moved once
     y = torch.zeros(b, dtype=torch.long, device=device)
 
     def forward():
@@ -666,7 +868,9 @@ def bare_passes(model, x_all, b: int, device, repeats: int = 5) -> dict:
     def gradient():
         xg = x.clone().requires_grad_(True)
         with torch.enable_grad():
-            torch.autograd.grad(torch.nn.functional.cross_entropy(model(xg), y, reduction="sum"), xg)
+            torch.autograd.grad(
+                torch.nn.functional.cross_entropy(model(xg), y, reduction="sum"), xg
+            )
 
     out = {}
     with frozen_eval(model):
@@ -686,26 +890,44 @@ def pag_scores_check(dc, args, model, teachers, ds, device, log, ae=None) -> dic
     x, y = ds.x_test[:n].to(device), ds.y_test[:n].to(device)
     attack = dataclasses.replace(picture_attack(dc, cfg.get("attack")), bounds=ds.bounds)
     g = torch.Generator().manual_seed(cfg["seed"])  # cpu: attack starts, as the step draws them
-    (x_adv, targets), t_targeted = timed(lambda: pag_scores.targeted_examples(model, x, y, attack, NUM_CLASSES, batch, g), device)
+    (x_adv, targets), t_targeted = timed(
+        lambda: pag_scores.targeted_examples(model, x, y, attack, NUM_CLASSES, batch, g), device
+    )
     t_align = t_agree = 0.0
     values = {}
     for name, reference in teachers.items():
-        values[f"alignment:{name}"], t = timed(lambda: pag_scores.alignment(model, reference, x, batch), device)
+        values[f"alignment:{name}"], t = timed(
+            lambda: pag_scores.alignment(model, reference, x, batch), device
+        )
         t_align += t
-        agree, t = timed(lambda: pag_scores.reference_agreement(reference, x_adv, targets, batch), device)
+        agree, t = timed(
+            lambda: pag_scores.reference_agreement(reference, x_adv, targets, batch), device
+        )
         values[f"targeted_success:{name}"] = agree["targeted_success"]
         t_agree += t
     t_tangent = 0.0
     if ae is not None:
         noise = (dc.get("autoencoder") or {}).get("noise")
-        g = torch.Generator().manual_seed(cfg["seed"])  # cpu: the noise draws, as the step draws them
-        tangent, t_tangent = timed(lambda: pag_scores.gradient_scores(model, x, batch, None, ae, noise, 4, g), device)
+        g = torch.Generator().manual_seed(
+            cfg["seed"]
+        )  # cpu: the noise draws, as the step draws them
+        tangent, t_tangent = timed(
+            lambda: pag_scores.gradient_scores(model, x, batch, None, ae, noise, 4, g), device
+        )
         per_image = tangent[("tangent_fraction", "autoencoder")]
         values["tangent_fraction"] = sum(per_image) / len(per_image)
-    log(f"{ds.name}: PAG scores on {n} images: targeted {t_targeted:.2f}s, alignment {t_align:.2f}s, "
-        f"agreement {t_agree:.2f}s ({len(teachers)} references), tangent space {t_tangent:.2f}s")
-    return {"images": n, "targeted_s": t_targeted, "per_reference_s": (t_align + t_agree) / len(teachers),
-            "references": len(teachers), "tangent_s": t_tangent, "values": values}
+    log(
+        f"{ds.name}: PAG scores on {n} images: targeted {t_targeted:.2f}s, alignment {t_align:.2f}s, "
+        f"agreement {t_agree:.2f}s ({len(teachers)} references), tangent space {t_tangent:.2f}s"
+    )
+    return {
+        "images": n,
+        "targeted_s": t_targeted,
+        "per_reference_s": (t_align + t_agree) / len(teachers),
+        "references": len(teachers),
+        "tangent_s": t_tangent,
+        "values": values,
+    }
 
 
 def figure_check(dc, model, ds, device, work, log) -> dict:
@@ -714,12 +936,18 @@ def figure_check(dc, model, ds, device, work, log) -> dict:
     x = ds.x_test[index].to(device)
     attack = dataclasses.replace(picture_attack(dc), bounds=ds.bounds)
     g = torch.Generator().manual_seed(0)  # cpu: attack starts, as the figure step draws them
-    grid_, t_attack = timed(lambda: figures.targeted_towards_every_class(model, x, NUM_CLASSES, attack, g), device)
+    grid_, t_attack = timed(
+        lambda: figures.targeted_towards_every_class(model, x, NUM_CLASSES, attack, g), device
+    )
     rows = [(f"test #{i}", x[k], grid_[k]) for k, i in enumerate(index)]
     png = work / f"{ds.name}_fig.png"
-    _, t_draw = timed(lambda: figures.attack_grid(rows, ds.classes, "gpu check", png, None), torch.device("cpu"))
+    _, t_draw = timed(
+        lambda: figures.attack_grid(rows, ds.classes, "gpu check", png, None), torch.device("cpu")
+    )
     png.unlink(missing_ok=True)
-    log(f"{ds.name}: figure: targeted attacks of {len(index)} images {t_attack:.2f}s, drawn in {t_draw:.2f}s")
+    log(
+        f"{ds.name}: figure: targeted attacks of {len(index)} images {t_attack:.2f}s, drawn in {t_draw:.2f}s"
+    )
     return {"images": len(index), "attack_s": t_attack, "draw_s": t_draw}
 
 
@@ -745,23 +973,56 @@ def project(d: str, cfg: dict, m: dict, args) -> list[dict]:
         rule, runtime_kind = RULES[kind.split(":")[0] if kind.split(":")[0] in RULES else kind]
         minutes = seconds_per_job / 60
         jobs = g["jobs"].get(kind, 0)
-        rows.append({
-            "dataset": d, "kind": kind, "rule": rule, "runtime_kind": runtime_kind, "measured": measured,
-            "unit": unit, "minutes_per_job": minutes, "limit_minutes": limits[runtime_kind], "jobs": jobs,
-            "device": "gpu" if on_gpu else "cpu", "hours": jobs * minutes / 60,
-            "over_limit": minutes > limits[runtime_kind], "note": note,
-        })
+        rows.append(
+            {
+                "dataset": d,
+                "kind": kind,
+                "rule": rule,
+                "runtime_kind": runtime_kind,
+                "measured": measured,
+                "unit": unit,
+                "minutes_per_job": minutes,
+                "limit_minutes": limits[runtime_kind],
+                "jobs": jobs,
+                "device": "gpu" if on_gpu else "cpu",
+                "hours": jobs * minutes / 60,
+                "over_limit": minutes > limits[runtime_kind],
+                "note": note,
+            }
+        )
 
-    row("data", m["data"]["seconds"], "s (save+load)", m["data"]["seconds"] * (real_train + real_test) / m["data"]["images"],
-        on_gpu=False, note="no download or archive reading")
+    row(
+        "data",
+        m["data"]["seconds"],
+        "s (save+load)",
+        m["data"]["seconds"] * (real_train + real_test) / m["data"]["images"],
+        on_gpu=False,
+        note="no download or archive reading",
+    )
     for source, t in m["targets"].items():
         seconds = t["build_s"] + t["save_s"]
-        row(f"targets:{source}", seconds, "s (build+save)", seconds * real_train / m["train_images"], on_gpu=False)
+        row(
+            f"targets:{source}",
+            seconds,
+            "s (build+save)",
+            seconds * real_train / m["train_images"],
+            on_gpu=False,
+        )
 
     def training(kind, key, epochs):
         t = m["train"][key]
-        per_epoch = steps_real * t["seconds_per_step"] * batch_factor + t["fit_overhead_per_epoch_s"] + t["real_epoch_draws_s"]
-        row(kind, t["seconds_per_step"], "s/step", epochs * per_epoch, note=f"{epochs} x {steps_real} steps")
+        per_epoch = (
+            steps_real * t["seconds_per_step"] * batch_factor
+            + t["fit_overhead_per_epoch_s"]
+            + t["real_epoch_draws_s"]
+        )
+        row(
+            kind,
+            t["seconds_per_step"],
+            "s/step",
+            epochs * per_epoch,
+            note=f"{epochs} x {steps_real} steps",
+        )
 
     for source in ("vanilla",) + sources.REPRESENTATIVES:
         training(f"train:{source}", source, dc["train"]["epochs"])
@@ -776,12 +1037,24 @@ def project(d: str, cfg: dict, m: dict, args) -> list[dict]:
     aa = m["autoattack"]
     for norm in dc["eval"]["attacks"]:
         seconds_batch, note = autoattack_batch(aa, aa["norms"].get(norm))
-        row(f"autoattack:{norm}", seconds_batch / aa["batch_size"], "s/image (worst)",
-            seconds_batch * aa_images / aa["batch_size"], note=note)
+        row(
+            f"autoattack:{norm}",
+            seconds_batch / aa["batch_size"],
+            "s/image (worst)",
+            seconds_batch * aa_images / aa["batch_size"],
+            note=note,
+        )
     s = m["sweep"]
     per_image = s["seconds"] / s["images"] * s["config_pgd_steps"] / s["pgd_steps"]
-    row("sweep", per_image, "s/image", per_image * aa_images,
-        note="" if s["pgd_steps"] == s["config_pgd_steps"] else f"scaled from {s['pgd_steps']} PGD steps")
+    row(
+        "sweep",
+        per_image,
+        "s/image",
+        per_image * aa_images,
+        note=""
+        if s["pgd_steps"] == s["config_pgd_steps"]
+        else f"scaled from {s['pgd_steps']} PGD steps",
+    )
     p = m["pag_scores"]
     images = (dc.get("pag_scores") or {}).get("images", 0)
     refs = g["references"]
@@ -790,8 +1063,13 @@ def project(d: str, cfg: dict, m: dict, args) -> list[dict]:
     if m["autoencoder"]:
         a = m["autoencoder"]
         steps = -(-real_train // a["batch_size"])
-        row("autoencoder", a["seconds_per_step"], "s/step", a["epochs"] * steps * a["seconds_per_step"],
-            note=f"{a['epochs']} x {steps} steps")
+        row(
+            "autoencoder",
+            a["seconds_per_step"],
+            "s/step",
+            a["epochs"] * steps * a["seconds_per_step"],
+            note=f"{a['epochs']} x {steps} steps",
+        )
     base = ((1 + refs) * p["targeted_s"] + 2 * refs * p["per_reference_s"]) / p["images"]
     row("pag_baselines", base, "s/image", base * images, note="floor + ceilings")
     f = m["figure"]
@@ -808,8 +1086,12 @@ def autoattack_batch(aa: dict, worst: dict | None) -> tuple[float, str]:
     passes timed at that batch, plus AutoAttack's per-batch overhead from the worst-case run.
     (Model calls counted in a worst-case run with pyautoattack 0.2.0: 1,910 with an input
     gradient and 5,984 without per batch, against the 1,900 and 5,900 counted here.)"""
-    grads = autoattack.STAGE_STEPS["apgd-ce"] + AA_TARGET_CLASSES * (autoattack.STAGE_STEPS["apgd-t"] + autoattack.STAGE_STEPS["fab-t"])
-    forwards = AA_TARGET_CLASSES * autoattack.STAGE_STEPS["fab-t"] + autoattack.STAGE_STEPS["square"]
+    grads = autoattack.STAGE_STEPS["apgd-ce"] + AA_TARGET_CLASSES * (
+        autoattack.STAGE_STEPS["apgd-t"] + autoattack.STAGE_STEPS["fab-t"]
+    )
+    forwards = (
+        AA_TARGET_CLASSES * autoattack.STAGE_STEPS["fab-t"] + autoattack.STAGE_STEPS["square"]
+    )
 
     def bare(b):
         p = aa["passes"][b]
@@ -822,7 +1104,10 @@ def autoattack_batch(aa: dict, worst: dict | None) -> tuple[float, str]:
     if worst is None:
         return bare(aa["batch_size"]), (note or "bare passes only: AutoAttack not run")
     overhead = max(0.0, worst["seconds"] - bare(aa["images"]))
-    note = note or f"run {worst['seconds'] / bare(aa['images']):.2f} x its bare passes; +{overhead:.1f}s/batch"
+    note = (
+        note
+        or f"run {worst['seconds'] / bare(aa['images']):.2f} x its bare passes; +{overhead:.1f}s/batch"
+    )
     if worst["robust"] < 100:  # an attack succeeded at eps 1e-6: some stages ran on fewer images
         note += f"; {worst['robust']:.0f}% stood: an underestimate"
     return bare(aa["batch_size"]) + overhead, note
@@ -834,33 +1119,62 @@ def autoattack_batch(aa: dict, worst: dict | None) -> tuple[float, str]:
 def print_strategies(d: str, m: dict) -> None:
     st = m["strategies"]
     base = (st.get("vanilla") or {}).get("seconds_per_step")
-    print(f"\nPAG strategies, {d} (batch {m['batch_size']}, {'x'.join(map(str, m['shape']))}): one training step each")
-    print(f"{'strategy':12} {'s/step':>10} {'x vanilla':>10} {'max alloc GiB':>14} {'of it the step':>15} {'host syncs/step':>16}")
+    print(
+        f"\nPAG strategies, {d} (batch {m['batch_size']}, {'x'.join(map(str, m['shape']))}): one training step each"
+    )
+    print(
+        f"{'strategy':12} {'s/step':>10} {'x vanilla':>10} {'max alloc GiB':>14} {'of it the step':>15} {'host syncs/step':>16}"
+    )
     for name, r in st.items():
         sec = r["seconds_per_step"]
         ratio = f"{sec / base:10.2f}" if sec and base else f"{'-':>10}"
-        mem = f"{r['max_memory_allocated_gib']:14.2f}" if r["max_memory_allocated_gib"] is not None else f"{'-':>14}"
-        mem += f" {r['step_memory_gib']:15.2f}" if r["step_memory_gib"] is not None else f" {'-':>15}"
-        syncs = f"{r['host_syncs_per_step']:16g}" if r["host_syncs_per_step"] is not None else f"{'-':>16}"
+        mem = (
+            f"{r['max_memory_allocated_gib']:14.2f}"
+            if r["max_memory_allocated_gib"] is not None
+            else f"{'-':>14}"
+        )
+        mem += (
+            f" {r['step_memory_gib']:15.2f}" if r["step_memory_gib"] is not None else f" {'-':>15}"
+        )
+        syncs = (
+            f"{r['host_syncs_per_step']:16g}"
+            if r["host_syncs_per_step"] is not None
+            else f"{'-':>16}"
+        )
         shown = f"{sec:10.4f}" if sec else f"{r.get('error', '-'):>10}"
         print(f"{name:12} {shown} {ratio} {mem} {syncs}")
     if m["precision"]:
-        print("  deviation from float32, one PAG step: " + ", ".join(f"{k} {v:.3g}" for k, v in m["precision"].items()))
+        print(
+            "  deviation from float32, one PAG step: "
+            + ", ".join(f"{k} {v:.3g}" for k, v in m["precision"].items())
+        )
 
 
 def print_table(rows: list[dict], totals: dict, tiny: bool) -> None:
-    print("\nProjection per job (" + ("TINY: not a projection of the real run" if tiny else "the real datasets' sizes, the config's epochs") + ")")
+    print(
+        "\nProjection per job ("
+        + (
+            "TINY: not a projection of the real run"
+            if tiny
+            else "the real datasets' sizes, the config's epochs"
+        )
+        + ")"
+    )
     head = f"{'dataset':8} {'job kind':26} {'measured':>12} {'unit':16} {'min/job':>9} {'limit':>6} {'jobs':>5} {'where':5} {'hours':>8}  flag / note"
     print(head)
     print("-" * len(head))
     for r in rows:
         flag = "OVER LIMIT" if r["over_limit"] else ""
         note = "; ".join(x for x in (flag, r["note"]) if x)
-        print(f"{r['dataset']:8} {r['kind']:26} {r['measured']:12.4g} {r['unit']:16} {r['minutes_per_job']:9.1f} "
-              f"{r['limit_minutes']:6d} {r['jobs']:5d} {r['device']:5} {r['hours']:8.2f}  {note}")
+        print(
+            f"{r['dataset']:8} {r['kind']:26} {r['measured']:12.4g} {r['unit']:16} {r['minutes_per_job']:9.1f} "
+            f"{r['limit_minutes']:6d} {r['jobs']:5d} {r['device']:5} {r['hours']:8.2f}  {note}"
+        )
     print("-" * len(head))
-    print(f"grid total: {totals['gpu_hours']:.1f} GPU-hours over {totals['gpu_jobs']} GPU jobs; "
-          f"{totals['cpu_hours']:.2f} CPU-hours over {totals['cpu_jobs']} CPU jobs")
+    print(
+        f"grid total: {totals['gpu_hours']:.1f} GPU-hours over {totals['gpu_jobs']} GPU jobs; "
+        f"{totals['cpu_hours']:.2f} CPU-hours over {totals['cpu_jobs']} CPU jobs"
+    )
     over = totals["over_limit"]
     print("over their runtime limit: " + (", ".join(over) if over else "none"))
 
@@ -869,10 +1183,15 @@ def totals(rows: list[dict]) -> dict:
     gpu = [r for r in rows if r["device"] == "gpu"]
     cpu = [r for r in rows if r["device"] == "cpu"]
     return {
-        "gpu_hours": sum(r["hours"] for r in gpu), "gpu_jobs": sum(r["jobs"] for r in gpu),
-        "cpu_hours": sum(r["hours"] for r in cpu), "cpu_jobs": sum(r["jobs"] for r in cpu),
-        "over_limit": [f"{r['dataset']} {r['kind']} ({r['minutes_per_job']:.0f} > {r['limit_minutes']} min)"
-                       for r in rows if r["over_limit"] and r["jobs"]],
+        "gpu_hours": sum(r["hours"] for r in gpu),
+        "gpu_jobs": sum(r["jobs"] for r in gpu),
+        "cpu_hours": sum(r["hours"] for r in cpu),
+        "cpu_jobs": sum(r["jobs"] for r in cpu),
+        "over_limit": [
+            f"{r['dataset']} {r['kind']} ({r['minutes_per_job']:.0f} > {r['limit_minutes']} min)"
+            for r in rows
+            if r["over_limit"] and r["jobs"]
+        ],
     }
 
 
@@ -880,30 +1199,96 @@ def totals(rows: list[dict]) -> dict:
 
 
 def parse_args(argv=None):
-    p = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
-    p.add_argument("--config", default=str(ROOT / "config.yaml"), help="the grid's config (default: config.yaml)")
+    p = argparse.ArgumentParser(
+        description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter
+    )
+    p.add_argument(
+        "--config",
+        default=str(ROOT / "config.yaml"),
+        help="the grid's config (default: config.yaml)",
+    )
     p.add_argument("--device", help="cuda (default), cuda:N, or cpu (the default with --tiny)")
-    p.add_argument("--tiny", action="store_true", help="the same code on the CPU in about a minute: " + ", ".join(f"--{k.replace('_', '-')} {v}" for k, v in TINY.items() if v is not None))
-    p.add_argument("--datasets", help="comma-separated (default: the image datasets of the config's experiments)")
-    p.add_argument("--steps", type=int, default=10, help="training steps per epoch of each run (a warm-up epoch, then a timed one)")
+    p.add_argument(
+        "--tiny",
+        action="store_true",
+        help="the same code on the CPU in about a minute: "
+        + ", ".join(f"--{k.replace('_', '-')} {v}" for k, v in TINY.items() if v is not None),
+    )
+    p.add_argument(
+        "--datasets",
+        help="comma-separated (default: the image datasets of the config's experiments)",
+    )
+    p.add_argument(
+        "--steps",
+        type=int,
+        default=10,
+        help="training steps per epoch of each run (a warm-up epoch, then a timed one)",
+    )
     p.add_argument("--warmup", type=int, default=2, help="strategy timing: warm-up steps")
     p.add_argument("--repeats", type=int, default=5, help="strategy timing: timed steps")
-    p.add_argument("--eval-images", type=int, default=0, help="test images for PGD-20 and the sweep (0: one evaluation batch of the config)")
+    p.add_argument(
+        "--eval-images",
+        type=int,
+        default=0,
+        help="test images for PGD-20 and the sweep (0: one evaluation batch of the config)",
+    )
     p.add_argument("--pag-images", type=int, default=100, help="test images for the PAG scores")
-    p.add_argument("--aa-images", type=int, default=16, help="images of the worst-case AutoAttack run per norm (0: not run; the projection then counts the bare model passes)")
-    p.add_argument("--sweep-scale", type=float, default=1.0, help="run the masking checks' PGD with its steps times this (projected back; quick runs only)")
-    p.add_argument("--train-images", type=int, default=10_000, help="synthetic training images, at most the real dataset's (0: the real dataset's; -1: the fewest the targets and steps need); targets and data are projected linearly from them")
-    p.add_argument("--shrink", type=int, default=1, help="divide the images' sides by this (quick runs only)")
-    p.add_argument("--width", type=int, default=None, help="ResNet-18 base width (default: the paper's 64; quick runs only)")
-    p.add_argument("--batch-size", type=int, default=0, help="every batch size (0: the config's; quick runs only)")
-    p.add_argument("--threads", type=int, default=0, help="CPU threads (0: the config's resources.threads, at most the cores)")
-    p.add_argument("--amp", action="store_true", help="bfloat16 autocast in training (TrainSettings.amp; CUDA)")
-    p.add_argument("--channels-last", action="store_true", help="channels-last training (TrainSettings.channels_last)")
+    p.add_argument(
+        "--aa-images",
+        type=int,
+        default=16,
+        help="images of the worst-case AutoAttack run per norm (0: not run; the projection then counts the bare model passes)",
+    )
+    p.add_argument(
+        "--sweep-scale",
+        type=float,
+        default=1.0,
+        help="run the masking checks' PGD with its steps times this (projected back; quick runs only)",
+    )
+    p.add_argument(
+        "--train-images",
+        type=int,
+        default=10_000,
+        help="synthetic training images, at most the real dataset's (0: the real dataset's; -1: the fewest the targets and steps need); targets and data are projected linearly from them",
+    )
+    p.add_argument(
+        "--shrink", type=int, default=1, help="divide the images' sides by this (quick runs only)"
+    )
+    p.add_argument(
+        "--width",
+        type=int,
+        default=None,
+        help="ResNet-18 base width (default: the paper's 64; quick runs only)",
+    )
+    p.add_argument(
+        "--batch-size",
+        type=int,
+        default=0,
+        help="every batch size (0: the config's; quick runs only)",
+    )
+    p.add_argument(
+        "--threads",
+        type=int,
+        default=0,
+        help="CPU threads (0: the config's resources.threads, at most the cores)",
+    )
+    p.add_argument(
+        "--amp", action="store_true", help="bfloat16 autocast in training (TrainSettings.amp; CUDA)"
+    )
+    p.add_argument(
+        "--channels-last",
+        action="store_true",
+        help="channels-last training (TrainSettings.channels_last)",
+    )
     p.add_argument("--out", help="write every measured figure and the table as JSON here")
     p.add_argument("--verbose", action="store_true", help="show the library's own log lines")
     args = p.parse_args(argv)
     if args.tiny:
-        given = {a.lstrip("-").split("=")[0].replace("-", "_") for a in (argv if argv is not None else sys.argv[1:]) if a.startswith("--")}
+        given = {
+            a.lstrip("-").split("=")[0].replace("-", "_")
+            for a in (argv if argv is not None else sys.argv[1:])
+            if a.startswith("--")
+        }
         for key, value in TINY.items():
             if key not in given and value is not None:
                 setattr(args, key, value)
@@ -916,17 +1301,26 @@ def main(argv=None) -> int:
     args = parse_args(argv)
     device = torch.device(args.device)
     if device.type == "cuda" and not torch.cuda.is_available():
-        print(f"error: --device {args.device}, but torch {torch.__version__} sees no CUDA device "
-              f"(built with CUDA {torch.version.cuda}). Run this on the GPU machine, or run "
-              f"`--tiny` for the CPU form of the check.", file=sys.stderr)
+        print(
+            f"error: --device {args.device}, but torch {torch.__version__} sees no CUDA device "
+            f"(built with CUDA {torch.version.cuda}). Run this on the GPU machine, or run "
+            f"`--tiny` for the CPU form of the check.",
+            file=sys.stderr,
+        )
         return 2
     fields = {f.name for f in dataclasses.fields(train.TrainSettings)}
     for flag in ("amp", "channels_last"):
         if getattr(args, flag) and flag not in fields:
-            print(f"error: --{flag.replace('_', '-')}: this library's TrainSettings has no '{flag}'", file=sys.stderr)
+            print(
+                f"error: --{flag.replace('_', '-')}: this library's TrainSettings has no '{flag}'",
+                file=sys.stderr,
+            )
             return 2
     if args.amp and device.type != "cuda":
-        print("error: --amp (bfloat16 autocast) is for CUDA runs; train.fit refuses it on the CPU", file=sys.stderr)
+        print(
+            "error: --amp (bfloat16 autocast) is for CUDA runs; train.fit refuses it on the CPU",
+            file=sys.stderr,
+        )
         return 2
     cfg = load_config(Path(args.config))
     names = args.datasets.split(",") if args.datasets else image_datasets(cfg)
@@ -936,19 +1330,36 @@ def main(argv=None) -> int:
         return 2
     for d in names:
         side = datasets.SHAPES[d][-1] // args.shrink
-        if args.aa_images and "l2" in cfg["datasets"][d]["eval"]["attacks"] and not square_l2_fits(side):
-            print(f"error: --shrink {args.shrink} makes {d}'s images {side} px, where pyautoattack's L2 "
-                  "Square attack fails (its initial squares overrun the image); give --aa-images 0 "
-                  "with this --shrink", file=sys.stderr)
+        if (
+            args.aa_images
+            and "l2" in cfg["datasets"][d]["eval"]["attacks"]
+            and not square_l2_fits(side)
+        ):
+            print(
+                f"error: --shrink {args.shrink} makes {d}'s images {side} px, where pyautoattack's L2 "
+                "Square attack fails (its initial squares overrun the image); give --aa-images 0 "
+                "with this --shrink",
+                file=sys.stderr,
+            )
             return 2
     if device.type != "cuda" and any(cfg["datasets"][d]["train"].get("amp") for d in names):
         print("note: the config's train.amp is left off on the CPU (train.fit refuses it there)")
-    threads = args.threads or min(max(cfg["datasets"][d]["resources"]["threads"] for d in names), os.cpu_count() or 1)
+    threads = args.threads or min(
+        max(cfg["datasets"][d]["resources"]["threads"] for d in names), os.cpu_count() or 1
+    )
     torch.set_num_threads(threads)
     log = Log(args.verbose)
-    where = torch.cuda.get_device_name(device) if device.type == "cuda" else platform.processor() or "cpu"
-    log(f"GPU check on {device} ({where}), torch {torch.__version__}, {threads} threads, config {args.config}"
-        + (", TINY" if args.tiny else "") + (", amp" if args.amp else "") + (", channels-last" if args.channels_last else ""))
+    where = (
+        torch.cuda.get_device_name(device)
+        if device.type == "cuda"
+        else platform.processor() or "cpu"
+    )
+    log(
+        f"GPU check on {device} ({where}), torch {torch.__version__}, {threads} threads, config {args.config}"
+        + (", TINY" if args.tiny else "")
+        + (", amp" if args.amp else "")
+        + (", channels-last" if args.channels_last else "")
+    )
 
     measured, rows = {}, []
     with tempfile.TemporaryDirectory(prefix="gpu_check_") as tmp:
@@ -960,14 +1371,27 @@ def main(argv=None) -> int:
         print_strategies(d, measured[d])
     tot = totals(rows)
     print_table(rows, tot, args.tiny)
-    print(f"\ncheck wall time {wall:.0f}s" + ("" if args.tiny or device.type != "cuda" else f" (budget {BUDGET_S}s)"))
+    print(
+        f"\ncheck wall time {wall:.0f}s"
+        + ("" if args.tiny or device.type != "cuda" else f" (budget {BUDGET_S}s)")
+    )
     if not args.tiny and device.type == "cuda" and wall > BUDGET_S:
-        print(f"WARNING: the check took longer than its {BUDGET_S}s budget: lower --steps, --aa-images, --eval-images")
+        print(
+            f"WARNING: the check took longer than its {BUDGET_S}s budget: lower --steps, --aa-images, --eval-images"
+        )
     if args.out:
         record = {
-            "device": str(device), "device_name": where, "torch": torch.__version__, "cuda": torch.version.cuda,
-            "tiny": args.tiny, "options": vars(args), "threads": threads, "wall_seconds": wall,
-            "datasets": measured, "rows": rows, "grid": {**tot, "rule_counts": rule_counts(cfg, names)},
+            "device": str(device),
+            "device_name": where,
+            "torch": torch.__version__,
+            "cuda": torch.version.cuda,
+            "tiny": args.tiny,
+            "options": vars(args),
+            "threads": threads,
+            "wall_seconds": wall,
+            "datasets": measured,
+            "rows": rows,
+            "grid": {**tot, "rule_counts": rule_counts(cfg, names)},
         }
         io.write_text(json.dumps(record, indent=1, default=str) + "\n", args.out)
         log(f"wrote {args.out}")

@@ -43,16 +43,28 @@ def train(out: Path, pinned: bool, results: Path) -> float:
     env["PYTHONPATH"] = f"{ROOT / 'src'}{os.pathsep}{env.get('PYTHONPATH', '')}"
     if pinned:
         env.update(PIN)
-    cmd = [sys.executable, "-m", "pagrob.steps.train", "--data", str(results / "digits/data.pt"),
-           "--targets", str(results / "digits/targets/class_mean.pt"), *TRAIN, "--overwrite",
-           "--out", str(out)]
+    cmd = [
+        sys.executable,
+        "-m",
+        "pagrob.steps.train",
+        "--data",
+        str(results / "digits/data.pt"),
+        "--targets",
+        str(results / "digits/targets/class_mean.pt"),
+        *TRAIN,
+        "--overwrite",
+        "--out",
+        str(out),
+    ]
     t0 = time.perf_counter()
     subprocess.run(cmd, env=env, check=True, capture_output=True)
     return time.perf_counter() - t0
 
 
 def main() -> None:
-    p = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    p = argparse.ArgumentParser(
+        description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter
+    )
     p.add_argument("--pairs", type=int, default=3, help="pinned/unpinned runs, alternating")
     p.add_argument("--results", default=str(ROOT / "results"), help="make demo's results folder")
     args = p.parse_args()
@@ -70,21 +82,30 @@ def main() -> None:
         for i in range(args.pairs):
             for pinned in (True, False):
                 times[pinned].append(train(out[pinned], pinned, results))
-                print(f"pair {i + 1}: {'pinned' if pinned else 'unpinned'} {times[pinned][-1]:.2f} s", flush=True)
+                print(
+                    f"pair {i + 1}: {'pinned' if pinned else 'unpinned'} {times[pinned][-1]:.2f} s",
+                    flush=True,
+                )
         ratio = statistics.median(a / b for a, b in zip(times[True], times[False]))
         ds = data.load_prepared(results / "digits/data.pt")
         attack = Attack("linf", 0.1, 20, bounds=ds.bounds)
         loaded = {k: models.load_model(v) for k, v in out.items()}
         diff = max(
             (a - b).abs().max().item()
-            for a, b in zip(loaded[True][0].state_dict().values(), loaded[False][0].state_dict().values())
+            for a, b in zip(
+                loaded[True][0].state_dict().values(), loaded[False][0].state_dict().values()
+            )
         )
         for pinned, (model, meta) in loaded.items():
             acc = robust_accuracy(model, ds.x_test, ds.y_test, attack, 600, 0)
-            print(f"{'pinned' if pinned else 'unpinned'}: {meta['environment']['cpu_capability']}, "
-                  f"median {statistics.median(times[pinned]):.2f} s, PGD-20 L-inf {acc:.2f}%")
+            print(
+                f"{'pinned' if pinned else 'unpinned'}: {meta['environment']['cpu_capability']}, "
+                f"median {statistics.median(times[pinned]):.2f} s, PGD-20 L-inf {acc:.2f}%"
+            )
         print(f"wall time pinned / unpinned (median of {args.pairs} pairs): {ratio:.3f}")
-        print(f"largest weight difference: {diff:.3g} ({'identical' if diff == 0 else 'different'})")
+        print(
+            f"largest weight difference: {diff:.3g} ({'identical' if diff == 0 else 'different'})"
+        )
 
 
 if __name__ == "__main__":

@@ -32,7 +32,13 @@ def one(args) -> dict:
     dev, dtype = torch.device(args.device), getattr(torch, args.dtype)
     torch.manual_seed(0)
     shape = (args.channels, args.size, args.size)
-    model = models.build_model(args.model, shape, args.classes, torch.full((args.channels,), 0.5), torch.full((args.channels,), 0.25))
+    model = models.build_model(
+        args.model,
+        shape,
+        args.classes,
+        torch.full((args.channels,), 0.5),
+        torch.full((args.channels,), 0.25),
+    )
     model = model.to(dev, dtype).train()
     x = torch.rand(args.batch, *shape, device=dev, dtype=dtype)
     if args.channels_last:
@@ -46,8 +52,13 @@ def one(args) -> dict:
     def step():
         model.zero_grad(set_to_none=True)
         pag_backward(
-            model, x, y, None if vanilla else (lambda c: targets[c]), 0.0 if vanilla else 0.5,
-            strategy="loop" if vanilla else args.strategy, autocast=torch.bfloat16 if args.amp else None,
+            model,
+            x,
+            y,
+            None if vanilla else (lambda c: targets[c]),
+            0.0 if vanilla else 0.5,
+            strategy="loop" if vanilla else args.strategy,
+            autocast=torch.bfloat16 if args.amp else None,
         )
         sync()
 
@@ -67,7 +78,9 @@ def one(args) -> dict:
 
 
 def main() -> None:
-    p = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    p = argparse.ArgumentParser(
+        description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter
+    )
     p.add_argument("--model", default="resnet18", choices=models.ARCHITECTURES)
     p.add_argument("--size", type=int, default=32, help="image side")
     p.add_argument("--channels", type=int, default=3)
@@ -77,9 +90,13 @@ def main() -> None:
     p.add_argument("--dtype", default="float32", choices=["float32", "float64", "bfloat16"])
     p.add_argument("--threads", type=int, default=2)
     p.add_argument("--repeats", type=int, default=1)
-    p.add_argument("--amp", action="store_true", help="bfloat16 autocast (as the train setting amp)")
+    p.add_argument(
+        "--amp", action="store_true", help="bfloat16 autocast (as the train setting amp)"
+    )
     p.add_argument("--channels-last", action="store_true", help="channels-last memory format")
-    p.add_argument("--strategies", default="vanilla," + ",".join(STRATEGIES), help="comma-separated")
+    p.add_argument(
+        "--strategies", default="vanilla," + ",".join(STRATEGIES), help="comma-separated"
+    )
     p.add_argument("--strategy", help=argparse.SUPPRESS)  # internal: time one in this process
     args = p.parse_args()
     if args.strategy:
@@ -97,14 +114,20 @@ def main() -> None:
         print(f"  {name}: {rows[-1]['seconds']:.2f} s", file=sys.stderr, flush=True)
     base = {r["strategy"]: r for r in rows}
     memory = "CUDA max allocated" if args.device.startswith("cuda") else "peak RSS"
-    print(f"\n{args.model}, batch {args.batch}, {args.channels}x{args.size}x{args.size}, {args.classes} classes, "
-          f"{args.device}, {args.dtype}{', bf16 autocast' if args.amp else ''}{', channels-last' if args.channels_last else ''}, "
-          f"{args.threads} threads, median of {args.repeats} step(s)")
+    print(
+        f"\n{args.model}, batch {args.batch}, {args.channels}x{args.size}x{args.size}, {args.classes} classes, "
+        f"{args.device}, {args.dtype}{', bf16 autocast' if args.amp else ''}{', channels-last' if args.channels_last else ''}, "
+        f"{args.threads} threads, median of {args.repeats} step(s)"
+    )
     print(f"{'strategy':12} {'s/step':>8} {'x vanilla':>10} {'x loop':>8} {memory + ' GiB':>22}")
     for r in rows:
-        vs_vanilla = r["seconds"] / base["vanilla"]["seconds"] if "vanilla" in base else float("nan")
+        vs_vanilla = (
+            r["seconds"] / base["vanilla"]["seconds"] if "vanilla" in base else float("nan")
+        )
         vs_loop = r["seconds"] / base["loop"]["seconds"] if "loop" in base else float("nan")
-        print(f"{r['strategy']:12} {r['seconds']:8.2f} {vs_vanilla:10.2f} {vs_loop:8.2f} {r['peak_gib']:22.2f}")
+        print(
+            f"{r['strategy']:12} {r['seconds']:8.2f} {vs_vanilla:10.2f} {vs_loop:8.2f} {r['peak_gib']:22.2f}"
+        )
 
 
 if __name__ == "__main__":

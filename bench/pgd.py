@@ -34,7 +34,9 @@ def backward_pgd(model, x, y, attack: Attack, generator) -> torch.Tensor:
 
 
 def main() -> None:
-    p = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    p = argparse.ArgumentParser(
+        description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter
+    )
     p.add_argument("--model", default="resnet18", choices=models.ARCHITECTURES)
     p.add_argument("--size", type=int, default=32)
     p.add_argument("--batch", type=int, default=128)
@@ -45,7 +47,9 @@ def main() -> None:
     args = p.parse_args()
     torch.set_num_threads(args.threads)
     torch.manual_seed(0)
-    model = models.build_model(args.model, (3, args.size, args.size), 10, torch.full((3,), 0.5), torch.full((3,), 0.25))
+    model = models.build_model(
+        args.model, (3, args.size, args.size), 10, torch.full((3,), 0.5), torch.full((3,), 0.25)
+    )
     model = model.to(args.device)
     x = torch.rand(args.batch, 3, args.size, args.size, device=args.device)
     y = torch.randint(10, (args.batch,), device=args.device)
@@ -65,8 +69,10 @@ def main() -> None:
             sync()
             times[name].append(time.perf_counter() - t0)
     same = torch.equal(*outputs.values())
-    print(f"{args.model}, batch {args.batch}, PGD-{args.steps} L-inf, {args.device}, {args.threads} threads, "
-          f"median of {args.repeats}")
+    print(
+        f"{args.model}, batch {args.batch}, PGD-{args.steps} L-inf, {args.device}, {args.threads} threads, "
+        f"median of {args.repeats}"
+    )
     base = statistics.median(times[".backward() baseline"][1:])
     for name in variants:
         t = statistics.median(times[name][1:])

@@ -35,7 +35,9 @@ def timed(fn, repeats: int) -> float:
 
 
 def main() -> None:
-    p = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    p = argparse.ArgumentParser(
+        description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter
+    )
     p.add_argument("--arch", default="resnet18")
     p.add_argument("--size", type=int, default=32, help="image side (32: CIFAR-10, 96: STL-10)")
     p.add_argument("--batch", type=int, default=64)
@@ -49,8 +51,12 @@ def main() -> None:
     dev = args.device
     shape = (3, args.size, args.size)
     torch.manual_seed(0)
-    teacher = models.build_model(args.arch, shape, args.classes, torch.full((3,), 0.5), torch.full((3,), 0.25)).to(dev)
-    student = models.build_model(args.arch, shape, args.classes, torch.full((3,), 0.5), torch.full((3,), 0.25)).to(dev)
+    teacher = models.build_model(
+        args.arch, shape, args.classes, torch.full((3,), 0.5), torch.full((3,), 0.25)
+    ).to(dev)
+    student = models.build_model(
+        args.arch, shape, args.classes, torch.full((3,), 0.5), torch.full((3,), 0.25)
+    ).to(dev)
     x = torch.rand(args.batch, *shape, device=dev)
     y = torch.randint(args.classes, (args.batch,), device=dev)
     sync = torch.cuda.synchronize if dev.startswith("cuda") else (lambda: None)
@@ -62,9 +68,15 @@ def main() -> None:
     with tempfile.TemporaryDirectory() as tmp:
         path = Path(tmp) / "targets.f16"
         n = args.stored_images
-        mm = np.lib.format.open_memmap(path, mode="w+", dtype=np.float16, shape=(n, args.classes, *shape))
+        mm = np.lib.format.open_memmap(
+            path, mode="w+", dtype=np.float16, shape=(n, args.classes, *shape)
+        )
         for start in range(0, n, 256):
-            mm[start : start + 256] = np.random.default_rng(start).standard_normal(mm[start : start + 256].shape).astype(np.float16)
+            mm[start : start + 256] = (
+                np.random.default_rng(start)
+                .standard_normal(mm[start : start + 256].shape)
+                .astype(np.float16)
+            )
         mm.flush()
         del mm
         stored = np.load(path, mmap_mode="r")
@@ -87,9 +99,13 @@ def main() -> None:
         full_gb = 50000 * args.classes * int(np.prod(shape)) * 2 / 1e9
     print(f"device {dev}, {args.arch}, batch {args.batch}, images {shape}, {args.threads} threads")
     print(f"teacher gradients on the fly   {t_fly * 1e3:9.1f} ms/batch")
-    print(f"float16 memmap gather          {t_mm * 1e3:9.1f} ms/batch  ({t_fly / t_mm:.0f}x faster than on the fly; "
-          f"file for 50,000 images: {full_gb:.1f} GB)")
-    print(f"whole RIGD step (on the fly)   {t_step * 1e3:9.1f} ms/batch  (teacher share {100 * t_fly / t_step:.0f}%)")
+    print(
+        f"float16 memmap gather          {t_mm * 1e3:9.1f} ms/batch  ({t_fly / t_mm:.0f}x faster than on the fly; "
+        f"file for 50,000 images: {full_gb:.1f} GB)"
+    )
+    print(
+        f"whole RIGD step (on the fly)   {t_step * 1e3:9.1f} ms/batch  (teacher share {100 * t_fly / t_step:.0f}%)"
+    )
 
 
 if __name__ == "__main__":

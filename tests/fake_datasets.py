@@ -28,14 +28,29 @@ def make_cifar10(folder: Path, per_batch: int = 20, n_test: int = 30, seed: int 
         labels = [int(v) for v in rng.integers(0, 10, n)]
         labels[:10] = list(range(10))  # every class present
         with open(folder / name, "wb") as f:
-            pickle.dump({"batch_label": name, "labels": labels, "data": data, "filenames": []}, f, protocol=2)
+            pickle.dump(
+                {"batch_label": name, "labels": labels, "data": data, "filenames": []},
+                f,
+                protocol=2,
+            )
         sums[name] = md5(folder / name)
         images[name] = (data, labels)
 
     for i in range(1, 6):
         batch(f"data_batch_{i}", per_batch)
     batch("test_batch", n_test)
-    names = ["airplane", "automobile", "bird", "cat", "deer", "dog", "frog", "horse", "ship", "truck"]
+    names = [
+        "airplane",
+        "automobile",
+        "bird",
+        "cat",
+        "deer",
+        "dog",
+        "frog",
+        "horse",
+        "ship",
+        "truck",
+    ]
     with open(folder / "batches.meta", "wb") as f:
         pickle.dump({"label_names": names, "num_cases_per_batch": per_batch}, f, protocol=2)
     sums["batches.meta"] = md5(folder / "batches.meta")
@@ -59,7 +74,9 @@ def make_stl10(folder: Path, n_train: int = 20, n_test: int = 30, seed: int = 0)
         sums[name] = md5(folder / name)
     classes = ["airplane", "bird", "car", "cat", "deer", "dog", "horse", "monkey", "ship", "truck"]
     (folder / "class_names.txt").write_text("\n".join(classes) + "\n")
-    (folder / "fold_indices.txt").write_text("\n".join(" ".join(map(str, range(n_train))) for _ in range(10)))
+    (folder / "fold_indices.txt").write_text(
+        "\n".join(" ".join(map(str, range(n_train))) for _ in range(10))
+    )
     return {"sums": sums, "images": images}
 
 
@@ -69,16 +86,32 @@ def tar_gz(folder: Path, archive: Path) -> str:
     return md5(archive)
 
 
-def accept_cifar10(monkeypatch: pytest.MonkeyPatch, sums: dict, archive_md5: str | None = None) -> None:
-    monkeypatch.setattr(tv.CIFAR10, "train_list", [[f"data_batch_{i}", sums[f"data_batch_{i}"]] for i in range(1, 6)])
+def accept_cifar10(
+    monkeypatch: pytest.MonkeyPatch, sums: dict, archive_md5: str | None = None
+) -> None:
+    monkeypatch.setattr(
+        tv.CIFAR10,
+        "train_list",
+        [[f"data_batch_{i}", sums[f"data_batch_{i}"]] for i in range(1, 6)],
+    )
     monkeypatch.setattr(tv.CIFAR10, "test_list", [["test_batch", sums["test_batch"]]])
-    monkeypatch.setattr(tv.CIFAR10, "meta", {"filename": "batches.meta", "key": "label_names", "md5": sums["batches.meta"]})
+    monkeypatch.setattr(
+        tv.CIFAR10,
+        "meta",
+        {"filename": "batches.meta", "key": "label_names", "md5": sums["batches.meta"]},
+    )
     if archive_md5:
         monkeypatch.setattr(tv.CIFAR10, "tgz_md5", archive_md5)
 
 
-def accept_stl10(monkeypatch: pytest.MonkeyPatch, sums: dict, archive_md5: str | None = None) -> None:
-    monkeypatch.setattr(tv.STL10, "train_list", [[n, sums[n]] for n in ("train_X.bin", "train_y.bin", "unlabeled_X.bin")])
+def accept_stl10(
+    monkeypatch: pytest.MonkeyPatch, sums: dict, archive_md5: str | None = None
+) -> None:
+    monkeypatch.setattr(
+        tv.STL10,
+        "train_list",
+        [[n, sums[n]] for n in ("train_X.bin", "train_y.bin", "unlabeled_X.bin")],
+    )
     monkeypatch.setattr(tv.STL10, "test_list", [[n, sums[n]] for n in ("test_X.bin", "test_y.bin")])
     if archive_md5:
         monkeypatch.setattr(tv.STL10, "tgz_md5", archive_md5)

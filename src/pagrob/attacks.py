@@ -90,7 +90,9 @@ def draw_start(shape, attack: Attack, generator: torch.Generator | None) -> Tens
         return (2 * torch.rand(shape, generator=generator, device=dev) - 1) * eps
     d = torch.randn(shape, generator=generator, device=dev)
     r = torch.rand(shape[0], generator=generator, device=dev) ** (1 / math.prod(shape[1:]))
-    return d / _per_sample_norm(d).clamp(min=1e-12) * (eps * r).view((-1,) + (1,) * (len(shape) - 1))
+    return (
+        d / _per_sample_norm(d).clamp(min=1e-12) * (eps * r).view((-1,) + (1,) * (len(shape) - 1))
+    )
 
 
 def random_start(x: Tensor, attack: Attack, generator: torch.Generator | None) -> Tensor:
@@ -141,7 +143,9 @@ def pgd(
                     step = grad.sign()
                 else:
                     step = grad / _per_sample_norm(grad).clamp(min=1e-12)
-                delta = project(delta + attack.alpha * step, x, attack.norm, attack.eps, attack.bounds)
+                delta = project(
+                    delta + attack.alpha * step, x, attack.norm, attack.eps, attack.bounds
+                )
     return (x + delta).detach()
 
 
@@ -154,4 +158,6 @@ def _forward(model: nn.Module, x: Tensor, autocast: torch.dtype | None) -> Tenso
 
 def predict(model: nn.Module, x: Tensor, batch_size: int = 1000) -> Tensor:
     with frozen_eval(model), torch.no_grad():
-        return torch.cat([model(x[i : i + batch_size]).argmax(1) for i in range(0, len(x), batch_size)])
+        return torch.cat(
+            [model(x[i : i + batch_size]).argmax(1) for i in range(0, len(x), batch_size)]
+        )

@@ -27,9 +27,9 @@ import json
 import logging
 import math
 import time
+from collections.abc import Callable
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Callable
 
 import torch
 from torch import Tensor, nn
@@ -45,7 +45,14 @@ STAGES = {
 VERSIONS = tuple(STAGES)
 NORM_NAMES = {"linf": "Linf", "l2": "L2"}
 #: iterations (APGD, FAB) or queries (Square) of each stage in the standard settings
-STAGE_STEPS = {"apgd-ce": 100, "apgd-dlr": 100, "apgd-t": 100, "fab": 100, "fab-t": 100, "square": 5000}
+STAGE_STEPS = {
+    "apgd-ce": 100,
+    "apgd-dlr": 100,
+    "apgd-t": 100,
+    "fab": 100,
+    "fab-t": 100,
+    "square": 5000,
+}
 
 
 @dataclass
@@ -110,9 +117,14 @@ def run(
         if state is None:
             robust = (predict(model, x.to(device), batch_size) == y.to(device)).cpu()
             state = {
-                "fingerprint": fingerprint, "clean": 100.0 * robust.sum().item() / n,
-                "robust": robust.tolist(), "stage": 0, "batch": 0, "standing": None,
-                "stages": {}, "warnings": [],
+                "fingerprint": fingerprint,
+                "clean": 100.0 * robust.sum().item() / n,
+                "robust": robust.tolist(),
+                "stage": 0,
+                "batch": 0,
+                "standing": None,
+                "stages": {},
+                "warnings": [],
             }
             io.write_text(json.dumps(state), state_path)
         aa_logger = logging.getLogger("auto-attack")
@@ -120,8 +132,12 @@ def run(
         handler = _Warnings(state["warnings"], log)
         aa_logger.addHandler(handler)
         try:
-            attack = AutoAttack(model, norm=NORM_NAMES[norm], eps=eps, version=version, seed=seed, device=device)
-            _run_stages(attack, model, x, y, state, state_path, STAGES[version], batch_size, device, log)
+            attack = AutoAttack(
+                model, norm=NORM_NAMES[norm], eps=eps, version=version, seed=seed, device=device
+            )
+            _run_stages(
+                attack, model, x, y, state, state_path, STAGES[version], batch_size, device, log
+            )
         finally:
             aa_logger.removeHandler(handler)
     robust = torch.tensor(state["robust"])  # cpu: the saved per-image flags, counted on the host
@@ -157,11 +173,15 @@ def _run_stages(attack, model, x, y, state, state_path, stages, batch_size, devi
             robust[index[fooled]] = False
             state["robust"], state["batch"] = robust.tolist(), b + 1
             io.write_text(json.dumps(state), state_path)
-            log(f"{stage}: batch {b + 1}/{batches}, {fooled.sum().item()} of {len(index)} images fooled")
+            log(
+                f"{stage}: batch {b + 1}/{batches}, {fooled.sum().item()} of {len(index)} images fooled"
+            )
         state["stages"][stage] = 100.0 * robust.sum().item() / n
         state["stage"], state["batch"], state["standing"] = state["stage"] + 1, 0, None
         io.write_text(json.dumps(state), state_path)
-        log(f"robust accuracy after {stage}: {state['stages'][stage]:.2f}% ({time.perf_counter() - t0:.1f}s)")
+        log(
+            f"robust accuracy after {stage}: {state['stages'][stage]:.2f}% ({time.perf_counter() - t0:.1f}s)"
+        )
 
 
 def _resume(state_path: Path, fp: dict, log) -> dict | None:
@@ -171,7 +191,16 @@ def _resume(state_path: Path, fp: dict, log) -> dict | None:
         return None
     try:
         state = json.loads(state_path.read_text())
-        keys = {"fingerprint", "clean", "robust", "stage", "batch", "standing", "stages", "warnings"}
+        keys = {
+            "fingerprint",
+            "clean",
+            "robust",
+            "stage",
+            "batch",
+            "standing",
+            "stages",
+            "warnings",
+        }
         if not isinstance(state, dict) or keys - set(state):
             raise ValueError(f"keys missing: {sorted(keys - set(state or {}))}")
     except (OSError, ValueError) as e:
@@ -179,13 +208,19 @@ def _resume(state_path: Path, fp: dict, log) -> dict | None:
         state_path.unlink()
         return None
     if state["fingerprint"] != fp:
-        changed = sorted(k for k in set(fp) | set(state["fingerprint"]) if state["fingerprint"].get(k) != fp.get(k))
+        changed = sorted(
+            k
+            for k in set(fp) | set(state["fingerprint"])
+            if state["fingerprint"].get(k) != fp.get(k)
+        )
         log(
             f"starting AutoAttack over: the state {state_path} was made for other inputs or "
             f"settings (changed: {', '.join(changed)})"
         )
         state_path.unlink()
         return None
-    log(f"resuming AutoAttack from {state_path}: finished stages {list(state['stages']) or 'none'}, "
-        f"then batch {state['batch'] + 1} of the next")
+    log(
+        f"resuming AutoAttack from {state_path}: finished stages {list(state['stages']) or 'none'}, "
+        f"then batch {state['batch'] + 1} of the next"
+    )
     return state

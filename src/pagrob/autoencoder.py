@@ -19,10 +19,10 @@ from __future__ import annotations
 import json
 import math
 import time
+from collections.abc import Callable
 from contextlib import contextmanager
 from dataclasses import asdict, dataclass
 from pathlib import Path
-from typing import Callable
 
 import torch
 import torch.nn.functional as F
@@ -100,15 +100,21 @@ class ConvAutoencoder(nn.Module):
         self.code_shape = (w3, h // 8, w // 8)
         flat = math.prod(self.code_shape)
         self.encoder = nn.Sequential(
-            nn.Conv2d(c, w1, 3, 2, 1), nn.ReLU(),
-            nn.Conv2d(w1, w2, 3, 2, 1), nn.ReLU(),
-            nn.Conv2d(w2, w3, 3, 2, 1), nn.ReLU(),
-            nn.Flatten(), nn.Linear(flat, self.latent),
+            nn.Conv2d(c, w1, 3, 2, 1),
+            nn.ReLU(),
+            nn.Conv2d(w1, w2, 3, 2, 1),
+            nn.ReLU(),
+            nn.Conv2d(w2, w3, 3, 2, 1),
+            nn.ReLU(),
+            nn.Flatten(),
+            nn.Linear(flat, self.latent),
         )
         self.fc = nn.Linear(self.latent, flat)
         self.decoder = nn.Sequential(
-            nn.ConvTranspose2d(w3, w2, 3, 2, 1, output_padding=1), nn.ReLU(),
-            nn.ConvTranspose2d(w2, w1, 3, 2, 1, output_padding=1), nn.ReLU(),
+            nn.ConvTranspose2d(w3, w2, 3, 2, 1, output_padding=1),
+            nn.ReLU(),
+            nn.ConvTranspose2d(w2, w1, 3, 2, 1, output_padding=1),
+            nn.ReLU(),
             nn.ConvTranspose2d(w1, c, 3, 2, 1, output_padding=1),
         )
 
@@ -165,7 +171,10 @@ def epoch_generator(seed: int, epoch: int) -> torch.Generator:
 
 
 def fit(
-    ae: nn.Module, x_train: Tensor, settings: AutoencoderSettings, device="cpu",
+    ae: nn.Module,
+    x_train: Tensor,
+    settings: AutoencoderSettings,
+    device="cpu",
     log: Callable[[str], None] = print,
 ) -> list[dict]:
     """Train ``ae`` (initialised by the caller under ``torch.manual_seed(settings.seed)``) to
@@ -237,8 +246,9 @@ def tangent_basis(ae: nn.Module, x: Tensor) -> Tensor:
     with _evaluating(ae), torch.no_grad():
         z = ae.encode(x)
         jac = vmap(jacfwd(decode_one))(z)  # [B, d, k]
-    q, _ = torch.linalg.qr(jac.float() if jac.dtype in (torch.float16, torch.bfloat16) else jac,
-                           mode="reduced")
+    q, _ = torch.linalg.qr(
+        jac.float() if jac.dtype in (torch.float16, torch.bfloat16) else jac, mode="reduced"
+    )
     return q
 
 
@@ -278,7 +288,11 @@ def random_baseline(k: int, d: int) -> float:
 
 
 def manifold_noise_change(
-    model: nn.Module, x: Tensor, basis: Tensor, sigma: float, draws: int,
+    model: nn.Module,
+    x: Tensor,
+    basis: Tensor,
+    sigma: float,
+    draws: int,
     generator: torch.Generator,
 ) -> tuple[Tensor, Tensor]:
     """On- and off-manifold robustness of ``model`` at the images ``x`` [B, *shape]: each a
@@ -352,11 +366,10 @@ def load(path, device="cpu") -> tuple[nn.Module, dict]:
     meta = io.load(path, "autoencoder file", FILE_KEYS)
     sd = meta.pop("state_dict")
     try:
-        ae = build(meta["arch"], tuple(meta["input_shape"]), meta["latent"],
-                   **meta.get("options", {}))
+        ae = build(
+            meta["arch"], tuple(meta["input_shape"]), meta["latent"], **meta.get("options", {})
+        )
     except (TypeError, ValueError) as e:
-        raise io.BadFileError(
-            f"autoencoder file {path} describes no valid autoencoder: {e}"
-        ) from e
+        raise io.BadFileError(f"autoencoder file {path} describes no valid autoencoder: {e}") from e
     models.load_state_dict_checked(ae, sd, f"autoencoder file {path}", meta["arch"])
     return ae.to(device).eval(), meta

@@ -105,15 +105,16 @@ def toy_points(
     xs, ys = [], []
     for label, class_centers in enumerate(centers):
         for c in class_centers:
-            x1 = c + torch.randn(n_per_mode, generator=generator, dtype=torch.float64)  # cpu: dataset preparation
+            x1 = c + torch.randn(
+                n_per_mode, generator=generator, dtype=torch.float64
+            )  # cpu: dataset preparation
             xs.append(torch.stack([d * x1 for d in TOY_DIRECTION], dim=1))
-            ys.append(torch.full((n_per_mode,), label, dtype=torch.long))  # cpu: dataset preparation
+            labels = torch.full((n_per_mode,), label, dtype=torch.long)  # cpu: dataset preparation
+            ys.append(labels)
     return torch.cat(xs).float(), torch.cat(ys)
 
 
-def make_toy(
-    centers: list[list[float]], n_per_mode: int, n_test: int, seed: int
-) -> Dataset:
+def make_toy(centers: list[list[float]], n_per_mode: int, n_test: int, seed: int) -> Dataset:
     """The paper's 2-D, two-class dataset: ``n_per_mode`` training points per mode and ``n_test``
     test points drawn from the same distribution (equally many per mode)."""
     g = torch.Generator().manual_seed(seed)
@@ -161,18 +162,24 @@ class CropFlip:
     padding: int
 
     @staticmethod
-    def sample(n: int, padding: int, flip: bool, generator: torch.Generator, device="cpu") -> "CropFlip":
+    def sample(
+        n: int, padding: int, flip: bool, generator: torch.Generator, device="cpu"
+    ) -> CropFlip:
         """``n`` draws from the seeded CPU ``generator`` (the same on any device), moved to
         ``device`` once: one per image of an epoch, or one per step (each shared by the step's
         images, see above)."""
-        dy = torch.randint(0, 2 * padding + 1, (n,), generator=generator)  # cpu: seeded draw, moved once below
-        dx = torch.randint(0, 2 * padding + 1, (n,), generator=generator)  # cpu: seeded draw, moved once below
+        dy = torch.randint(
+            0, 2 * padding + 1, (n,), generator=generator
+        )  # cpu: seeded draw, moved once below
+        dx = torch.randint(
+            0, 2 * padding + 1, (n,), generator=generator
+        )  # cpu: seeded draw, moved once below
         flips = torch.rand(n, generator=generator) < 0.5  # cpu: seeded draw, moved once below
         if not flip:
             flips = torch.zeros_like(flips)
         return CropFlip(dy.to(device), dx.to(device), flips.to(device), padding)
 
-    def __getitem__(self, rows: slice) -> "CropFlip":
+    def __getitem__(self, rows: slice) -> CropFlip:
         """The draws of ``rows`` (views on the same device)."""
         return CropFlip(self.dy[rows], self.dx[rows], self.flip[rows], self.padding)
 

@@ -51,7 +51,11 @@ class Archive:
 
     def damaged(self, root: Path) -> list[str]:
         """Names of the extracted files that are missing or fail their MD5 sum."""
-        return [name for name, md5 in self.files() if not check_integrity(str(root / self.folder / name), md5)]
+        return [
+            name
+            for name, md5 in self.files()
+            if not check_integrity(str(root / self.folder / name), md5)
+        ]
 
 
 ARCHIVES = {"cifar10": Archive("CIFAR-10", tv.CIFAR10), "stl10": Archive("STL-10", tv.STL10)}
@@ -167,8 +171,15 @@ def load_cifar10(root, download: bool = False) -> Dataset:
         train = tv.CIFAR10(str(root), train=True, download=False)
         test = tv.CIFAR10(str(root), train=False, download=False)
     except ValueError as e:  # e.g. batches whose size is not a whole number of images
-        raise DatasetUnavailable(f"CIFAR-10 in {root} cannot be read ({e}); delete it and download it again") from e
-    arrays = (train.data.transpose(0, 3, 1, 2), train.targets, test.data.transpose(0, 3, 1, 2), test.targets)
+        raise DatasetUnavailable(
+            f"CIFAR-10 in {root} cannot be read ({e}); delete it and download it again"
+        ) from e
+    arrays = (
+        train.data.transpose(0, 3, 1, 2),
+        train.targets,
+        test.data.transpose(0, 3, 1, 2),
+        test.targets,
+    )
     check_arrays("cifar10", root, *arrays, train.classes)
     return _from_uint8("cifar10", *arrays, train.classes)
 
@@ -180,7 +191,9 @@ def load_stl10(root, download: bool = False) -> Dataset:
         train = tv.STL10(str(root), split="train", download=False)
         test = tv.STL10(str(root), split="test", download=False)
     except ValueError as e:  # e.g. a file whose size is not a whole number of 96x96 images
-        raise DatasetUnavailable(f"STL-10 in {root} cannot be read ({e}); delete it and download it again") from e
+        raise DatasetUnavailable(
+            f"STL-10 in {root} cannot be read ({e}); delete it and download it again"
+        ) from e
     arrays = (train.data, train.labels, test.data, test.labels)
     check_arrays("stl10", root, *arrays, train.classes)
     return _from_uint8("stl10", *arrays, train.classes)

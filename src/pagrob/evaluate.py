@@ -65,11 +65,19 @@ def sweep(
     rows = []
     for a in curve:
         acc = robust_accuracy(model, x, y, a, batch_size, seed, device)
-        rows.append({"attack": "curve", "norm": a.norm, "eps": a.eps, "steps": a.steps, "accuracy": acc})
+        rows.append(
+            {"attack": "curve", "norm": a.norm, "eps": a.eps, "steps": a.steps, "accuracy": acc}
+        )
     for a in strong:
         acc = robust_accuracy(model, x, y, a, batch_size, seed, device, restarts)
         rows.append(
-            {"attack": f"pgd-{a.steps}x{restarts}", "norm": a.norm, "eps": a.eps, "steps": a.steps, "accuracy": acc}
+            {
+                "attack": f"pgd-{a.steps}x{restarts}",
+                "norm": a.norm,
+                "eps": a.eps,
+                "steps": a.steps,
+                "accuracy": acc,
+            }
         )
     return rows
 
@@ -89,7 +97,9 @@ def evaluate(
     rows = [{"attack": "clean", "norm": "none", "eps": 0.0, "steps": 0, "flags": clean}]
     for a in attacks:
         flags = robust_flags(model, x, y, a, batch_size, seed, device).cpu()
-        rows.append({"attack": "pgd", "norm": a.norm, "eps": a.eps, "steps": a.steps, "flags": flags})
+        rows.append(
+            {"attack": "pgd", "norm": a.norm, "eps": a.eps, "steps": a.steps, "flags": flags}
+        )
     for r in rows:
         r["accuracy"] = 100.0 * r["flags"].sum().item() / len(x)
     return rows

@@ -9,8 +9,8 @@ import matplotlib.pyplot as plt  # noqa: E402
 import torch  # noqa: E402
 from matplotlib.colors import ListedColormap  # noqa: E402
 
-from pagrob.plots import lam_axis, save  # noqa: E402
 from pagrob.attacks import predict  # noqa: E402
+from pagrob.plots import lam_axis, save  # noqa: E402
 
 REGION_COLORS = ListedColormap(["#c6dbef", "#fdd0a2"])
 POINT_COLORS = ["#08519c", "#a63603"]
@@ -26,8 +26,12 @@ def decision_regions(panels, x_test, y_test, png, pdf, resolution: int = 400, ar
     its length is drawn as a fraction of the panel's width (1: a 20th)."""
     lo, hi = x_test.min(0).values, x_test.max(0).values
     pad = 0.15 * (hi - lo)
-    g1 = torch.linspace(lo[0] - pad[0], hi[0] + pad[0], resolution)  # cpu: a plot of CPU models and points
-    g2 = torch.linspace(lo[1] - pad[1], hi[1] + pad[1], resolution)  # cpu: a plot of CPU models and points
+    g1 = torch.linspace(
+        lo[0] - pad[0], hi[0] + pad[0], resolution
+    )  # cpu: a plot of CPU models and points
+    g2 = torch.linspace(
+        lo[1] - pad[1], hi[1] + pad[1], resolution
+    )  # cpu: a plot of CPU models and points
     grid = torch.cartesian_prod(g1, g2)
     rows, cols = len(panels), max(len(r) for r in panels)
     fig, axes = plt.subplots(rows, cols, figsize=(4.2 * cols, 4 * rows), squeeze=False)
@@ -35,15 +39,25 @@ def decision_regions(panels, x_test, y_test, png, pdf, resolution: int = 400, ar
         for j, (title, model) in enumerate(row):
             ax = axes[i][j]
             pred = predict(model, grid, batch_size=20000).view(resolution, resolution)
-            ax.pcolormesh(g1, g2, pred.T, cmap=REGION_COLORS, shading="auto", vmin=0, vmax=1, rasterized=True)
+            ax.pcolormesh(
+                g1, g2, pred.T, cmap=REGION_COLORS, shading="auto", vmin=0, vmax=1, rasterized=True
+            )
             for c in (0, 1):
                 pts = x_test[y_test == c]
                 ax.scatter(pts[:, 0], pts[:, 1], s=4, color=POINT_COLORS[c], label=f"class {c}")
             if arrows is not None:
                 at, direction = (t.detach().cpu().numpy() for t in arrows(model))
                 ax.quiver(
-                    at[:, 0], at[:, 1], direction[:, 0], direction[:, 1], color="black",
-                    angles="xy", scale_units="width", scale=20, width=0.004, zorder=3,
+                    at[:, 0],
+                    at[:, 1],
+                    direction[:, 0],
+                    direction[:, 1],
+                    color="black",
+                    angles="xy",
+                    scale_units="width",
+                    scale=20,
+                    width=0.004,
+                    zorder=3,
                 )
             ax.set_title(title, fontsize=10)
             ax.set_xlabel("$x_1$")
@@ -53,7 +67,9 @@ def decision_regions(panels, x_test, y_test, png, pdf, resolution: int = 400, ar
     save(fig, png, pdf)
 
 
-def targeted_towards_every_class(model, x, num_classes: int, attack, generator=None) -> torch.Tensor:
+def targeted_towards_every_class(
+    model, x, num_classes: int, attack, generator=None
+) -> torch.Tensor:
     """[n, C, ...]: for every image, a targeted PGD towards each class (large eps: what the
     model's gradients point at)."""
     from pagrob.attacks import pgd
@@ -91,7 +107,9 @@ def draw_attack_grid(fig_or_subfig, rows, classes: list[str]) -> None:
 
 
 def attack_grid(rows, classes: list[str], title: str, png, pdf) -> None:
-    fig = plt.figure(figsize=(0.85 * (len(classes) + 1) + 1.5, 0.85 * len(rows) + 0.6), layout="constrained")
+    fig = plt.figure(
+        figsize=(0.85 * (len(classes) + 1) + 1.5, 0.85 * len(rows) + 0.6), layout="constrained"
+    )
     draw_attack_grid(fig, rows, classes)
     fig.suptitle(title, fontsize=9)
     save(fig, png, pdf)
@@ -108,9 +126,23 @@ def lambda_ablation(table, rows, classes: list[str], title: str, png, pdf) -> No
     names = {"clean": "clean", "linf": "PGD L∞", "l2": "PGD L2"}
     for metric, g in table.groupby("metric", sort=False):
         g = g.sort_values("lam")
-        ax.errorbar(g["lam"], g["mean"], yerr=g["half"].fillna(0), marker="o", color=colors.get(metric), label=f"{names.get(metric, metric)} (ours)")
+        ax.errorbar(
+            g["lam"],
+            g["mean"],
+            yerr=g["half"].fillna(0),
+            marker="o",
+            color=colors.get(metric),
+            label=f"{names.get(metric, metric)} (ours)",
+        )
         if g["paper"].notna().any():
-            ax.plot(g["lam"], g["paper"], "--", marker="x", color=colors.get(metric), label=f"{names.get(metric, metric)} (paper)")
+            ax.plot(
+                g["lam"],
+                g["paper"],
+                "--",
+                marker="x",
+                color=colors.get(metric),
+                label=f"{names.get(metric, metric)} (paper)",
+            )
     lam_axis(ax, table["lam"])
     ax.set_ylabel("accuracy (%)")
     ax.legend(fontsize=8, ncol=2)

@@ -18,8 +18,8 @@ from __future__ import annotations
 import fcntl
 import os
 import time
+from collections.abc import Callable
 from pathlib import Path
-from typing import Callable
 
 LOCK_DIR = Path(os.environ.get("PAGROB_GPU_LOCKS", "/tmp/pagrob-gpu-locks"))
 _held: list[int] = []  # file descriptors of the locks held: kept for the life of the process
@@ -45,7 +45,10 @@ def _open_lock(path: Path) -> int:
 
 
 def claim(
-    ids: list[str], lock_dir: Path | None = None, poll_s: float = 2.0, log: Callable[[str], None] = print
+    ids: list[str],
+    lock_dir: Path | None = None,
+    poll_s: float = 2.0,
+    log: Callable[[str], None] = print,
 ) -> int:
     """Index into ``ids`` of the first device whose lock this process gets; waits while all
     are held (that happens only when something outside Snakemake's limit uses them).

@@ -104,9 +104,15 @@ def markdown_to_html(text: str) -> str:
         else:  # a paragraph: this line (whatever it is: never stuck on it) and plain ones after it
             para = [line.strip()]
             i += 1
-            while i < len(lines) and lines[i].strip() and not (
-                _TABLE_ROW.match(lines[i]) or _HEADING.match(lines[i])
-                or _BULLET.match(lines[i]) or _NUMBERED.match(lines[i])
+            while (
+                i < len(lines)
+                and lines[i].strip()
+                and not (
+                    _TABLE_ROW.match(lines[i])
+                    or _HEADING.match(lines[i])
+                    or _BULLET.match(lines[i])
+                    or _NUMBERED.match(lines[i])
+                )
             ):
                 para.append(lines[i].strip())
                 i += 1
@@ -121,7 +127,7 @@ def page(text: str, title: str | None = None) -> str:
     heading = "" if first or not title else f"<h1>{inline(title)}</h1>\n"
     name = html.escape(first or title or "Table")
     return (
-        "<!doctype html>\n<html lang=\"en\">\n<head>\n<meta charset=\"utf-8\">\n"
+        '<!doctype html>\n<html lang="en">\n<head>\n<meta charset="utf-8">\n'
         f"<title>{name}</title>\n<style>{STYLE}</style>\n</head>\n<body>\n"
         f"{heading}{markdown_to_html(text)}\n</body>\n</html>\n"
     )

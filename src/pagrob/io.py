@@ -9,8 +9,9 @@ import os
 import platform
 import re
 import secrets
+from collections.abc import Callable
 from pathlib import Path
-from typing import Any, Callable
+from typing import Any
 
 
 class BadFileError(ValueError):
@@ -79,7 +80,9 @@ def write_text(text: str, path: str | Path) -> Path:
     return atomic_write(path, lambda tmp: tmp.write_text(text))
 
 
-def load(path: str | Path, what: str, required: tuple[str, ...] = (), foreign: bool = False) -> dict:
+def load(
+    path: str | Path, what: str, required: tuple[str, ...] = (), foreign: bool = False
+) -> dict:
     """Load a dict saved by :func:`save` with ``weights_only=True`` (never runs pickled code).
 
     ``what`` names the kind of file in error messages; ``required`` lists keys it must have.
@@ -102,7 +105,11 @@ def load(path: str | Path, what: str, required: tuple[str, ...] = (), foreign: b
         raise BadFileError(
             f"{what} {path} cannot be read safely ({type(e).__name__}: {reason}). "
             "It is truncated, corrupt, or not a plain tensors file. "
-            + ("Download it again (and compare its checksum with the publisher's)." if foreign else "Delete it and rebuild it.")
+            + (
+                "Download it again (and compare its checksum with the publisher's)."
+                if foreign
+                else "Delete it and rebuild it."
+            )
         ) from e
     if not isinstance(obj, dict):
         raise BadFileError(f"{what} {path} holds a {type(obj).__name__}, not a dict; rebuild it.")
@@ -155,4 +162,3 @@ def environment() -> dict:
         "deterministic": torch.are_deterministic_algorithms_enabled(),
         "git_commit": os.environ.get("PAGROB_GIT_COMMIT", "unknown (not run by the workflow)"),
     }
-

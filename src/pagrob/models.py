@@ -7,7 +7,6 @@ import math
 
 import torch
 from torch import Tensor, nn
-import torch.nn.functional as F
 
 ARCHITECTURES = ("mlp", "small_cnn", "resnet18", "resnet50")
 
@@ -53,7 +52,9 @@ def avg_pool2(x: Tensor) -> Tensor:
     ``F.avg_pool2d``'s, keeps no edge to the input (same reason as :func:`relu`). (A mean over
     a reshaped view gives the same values but reduces over strided dimensions, 8x slower on a
     CPU; it was a third of the digits CNN's forward time.)"""
-    return (x[:, :, 0::2, 0::2] + x[:, :, 1::2, 0::2] + x[:, :, 0::2, 1::2] + x[:, :, 1::2, 1::2]) * 0.25
+    return (
+        x[:, :, 0::2, 0::2] + x[:, :, 1::2, 0::2] + x[:, :, 0::2, 1::2] + x[:, :, 1::2, 1::2]
+    ) * 0.25
 
 
 class Normalize(nn.Module):
@@ -100,7 +101,9 @@ class SmallCNN(nn.Module):
     templates), and BatchNorm's double backward is the costliest part of a PAG step on a CPU.
     """
 
-    def __init__(self, in_channels: int, num_classes: int, width: int = 16, size: int = 8, hidden: int = 128):
+    def __init__(
+        self, in_channels: int, num_classes: int, width: int = 16, size: int = 8, hidden: int = 128
+    ):
         super().__init__()
         self.conv1 = nn.Conv2d(in_channels, width, 3, padding=1)
         self.conv2 = nn.Conv2d(width, 2 * width, 3, padding=1)
@@ -150,7 +153,9 @@ class Bottleneck(nn.Module):
         self.bn3 = nn.BatchNorm2d(cout)
         self.shortcut = nn.Sequential()
         if stride != 1 or cin != cout:
-            self.shortcut = nn.Sequential(nn.Conv2d(cin, cout, 1, stride, bias=False), nn.BatchNorm2d(cout))
+            self.shortcut = nn.Sequential(
+                nn.Conv2d(cin, cout, 1, stride, bias=False), nn.BatchNorm2d(cout)
+            )
 
     def forward(self, x: Tensor) -> Tensor:
         out = relu(self.bn1(self.conv1(x)))
@@ -164,7 +169,14 @@ class ResNet(nn.Module):
     same network runs on 32 px CIFAR-10 and 96 px STL-10 images). ``widths``: the four stages'
     (the paper's by default; narrower ones make small test networks of the same form)."""
 
-    def __init__(self, block, num_blocks: list[int], in_channels: int, num_classes: int, widths=(64, 128, 256, 512)):
+    def __init__(
+        self,
+        block,
+        num_blocks: list[int],
+        in_channels: int,
+        num_classes: int,
+        widths=(64, 128, 256, 512),
+    ):
         super().__init__()
         self.conv1 = nn.Conv2d(in_channels, widths[0], 3, 1, 1, bias=False)
         self.bn1 = nn.BatchNorm2d(widths[0])
@@ -222,7 +234,9 @@ def save_model(path, model: Classifier, arch: str, input_shape, num_classes: int
         "environment": io.environment(),
         **meta,
     }
-    io.save({"state_dict": {k: v.detach().cpu() for k, v in model.state_dict().items()}, **info}, path)
+    io.save(
+        {"state_dict": {k: v.detach().cpu() for k, v in model.state_dict().items()}, **info}, path
+    )
     io.write_text(json.dumps(info, indent=1, default=str) + "\n", Path(path).with_suffix(".json"))
 
 
@@ -235,8 +249,11 @@ def load_model(path, device="cpu") -> tuple[Classifier, dict]:
     if not isinstance(sd, dict) or "normalize.mean" not in sd or "normalize.std" not in sd:
         raise ValueError(f"model file {path} has no normalisation statistics in its state dict")
     model = build_model(
-        meta["arch"], tuple(meta["input_shape"]), meta["num_classes"],
-        sd["normalize.mean"], sd["normalize.std"],
+        meta["arch"],
+        tuple(meta["input_shape"]),
+        meta["num_classes"],
+        sd["normalize.mean"],
+        sd["normalize.std"],
     )
     load_state_dict_checked(model, sd, f"model file {path}", meta["arch"])
     return model.to(device).eval(), meta
@@ -251,6 +268,7 @@ def load_state_dict_checked(model: nn.Module, sd: dict, what: str, arch: str) ->
     unexpected = sorted(set(sd) - set(own))
     shapes = sorted(k for k in set(own) & set(sd) if own[k].shape != sd[k].shape)
     if missing or unexpected or shapes:
+
         def head(keys):
             return ", ".join(keys[:5]) + (f" (+{len(keys) - 5} more)" if len(keys) > 5 else "")
 
@@ -282,7 +300,11 @@ def import_state_dict(
         if isinstance(sd, dict) and isinstance(sd.get(key), dict):
             sd = sd[key]
             break
-    if not isinstance(sd, dict) or not sd or not all(isinstance(v, torch.Tensor) for v in sd.values()):
+    if (
+        not isinstance(sd, dict)
+        or not sd
+        or not all(isinstance(v, torch.Tensor) for v in sd.values())
+    ):
         raise ValueError(
             f"{what} is not a state dict (a dict of tensors, possibly under 'model' or "
             "'state_dict'); save model.state_dict() instead"
@@ -302,7 +324,10 @@ def import_state_dict(
     stored_mean = norm.get("new_mean", norm.get("mean"))
     stored_std = norm.get("new_std", norm.get("std"))
     for name, stored, declared in (("mean", stored_mean, mean), ("std", stored_std, std)):
-        if stored is not None and (stored.shape != declared.shape or not torch.allclose(stored.float(), declared.float(), atol=1e-4)):
+        if stored is not None and (
+            stored.shape != declared.shape
+            or not torch.allclose(stored.float(), declared.float(), atol=1e-4)
+        ):
             raise ValueError(
                 f"{what} normalises with {name} {stored.tolist()}, but the config declares "
                 f"{declared.tolist()}; declare the checkpoint's own normalisation"

@@ -14,7 +14,7 @@ dependence on every image. ``s`` is the raw logit f(x)_c (the paper's formula, `
 g(x, c) - (1/C) sum_k g(x, k) (``grad_of = "centred"``: only the part of both that the
 predictions depend on; a function added to every logit changes neither).
 
-All strategies compute exactly the same loss and parameter gradients (tests/test_pag.py checks
+All strategies compute exactly the same loss and parameter gradients (tests/unit/test_pag.py checks
 them against a plain per-class ``autograd.grad`` in float64, in train and eval mode); they differ
 in speed and memory. Each is one short function, dispatched from ``_STRATEGIES``:
 
@@ -46,8 +46,8 @@ precision); the logits are taken in float32 and the cosine is computed in float3
 from __future__ import annotations
 
 import contextlib
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass
-from typing import Callable, Sequence
 
 import torch
 import torch.nn.functional as F
@@ -101,9 +101,7 @@ def class_scores(logits: Tensor, grad_of: str) -> Tensor:
 
 def input_gradient(scores: Tensor, x: Tensor, c: int, create_graph: bool) -> Tensor:
     """grad_x of sum_i scores[i, c]: the batch's input-gradients of class c."""
-    (g,) = torch.autograd.grad(
-        scores[:, c].sum(), x, create_graph=create_graph, retain_graph=True
-    )
+    (g,) = torch.autograd.grad(scores[:, c].sum(), x, create_graph=create_graph, retain_graph=True)
     return g
 
 
@@ -164,7 +162,9 @@ class _Step:
         if self.grad_of != "centred":
             return self.targets(c)
         if self._target_mean is None:
-            self._target_mean = sum(self.targets(k) for k in range(self.num_classes)) / self.num_classes
+            self._target_mean = (
+                sum(self.targets(k) for k in range(self.num_classes)) / self.num_classes
+            )
         return self.targets(c) - self._target_mean
 
     def cross_entropy(self, logits: Tensor) -> tuple[Tensor, Tensor]:
@@ -173,7 +173,9 @@ class _Step:
         return ce_logits, F.cross_entropy(ce_logits, self.y)
 
     def pag_sum(self, grads: Sequence[Tensor], classes: list[int], scale: float) -> Tensor:
-        return scale * sum(cosine_loss(g, self.target(c), self.eps).mean() for g, c in zip(grads, classes))
+        return scale * sum(
+            cosine_loss(g, self.target(c), self.eps).mean() for g, c in zip(grads, classes)
+        )
 
 
 #: the one default of the project: TrainSettings, the train step's --strategy and pag_backward
@@ -220,8 +222,17 @@ def pag_backward(
     if strategy not in _STRATEGIES:
         raise ValueError(f"strategy must be one of {STRATEGIES}, not {strategy!r}")
     step = _Step(
-        model, x.detach().requires_grad_(True), y, targets, lam, grad_of, eps,
-        None if classes is None else list(classes), ce_input, autocast, view,
+        model,
+        x.detach().requires_grad_(True),
+        y,
+        targets,
+        lam,
+        grad_of,
+        eps,
+        None if classes is None else list(classes),
+        ce_input,
+        autocast,
+        view,
     )
     return _STRATEGIES[strategy](step)
 
@@ -242,7 +253,9 @@ def _batched(s: _Step) -> StepLosses:
     classes, scale = s.resolve(logits.shape[1])
     scores = class_scores(logits, s.grad_of)
     onehots = _onehots(classes, scores)[:, None, :].expand(len(classes), *scores.shape)
-    (stacked,) = torch.autograd.grad(scores, s.x, grad_outputs=onehots, is_grads_batched=True, create_graph=True)
+    (stacked,) = torch.autograd.grad(
+        scores, s.x, grad_outputs=onehots, is_grads_batched=True, create_graph=True
+    )
     return _one_backward(s, logits, list(stacked), classes, scale)
 
 
@@ -390,7 +403,9 @@ def _num_classes(model: nn.Module) -> int:
     if n is None:
         linears = [m for m in model.modules() if isinstance(m, nn.Linear)]
         if not linears:
-            raise ValueError("strategy 'replicated' needs classes=... or a model with a num_classes attribute")
+            raise ValueError(
+                "strategy 'replicated' needs classes=... or a model with a num_classes attribute"
+            )
         n = linears[-1].out_features
     return n
 
@@ -407,7 +422,9 @@ def _replicated(s: _Step) -> StepLosses:
     with _grouped_batchnorm(s.model, k):
         logits = s.forward(stacked)  # [k * B, C]
     if logits.shape[1] != num_classes:
-        raise ValueError(f"the model has {logits.shape[1]} outputs, not the {num_classes} its last linear layer says")
+        raise ValueError(
+            f"the model has {logits.shape[1]} outputs, not the {num_classes} its last linear layer says"
+        )
     scores = class_scores(logits, s.grad_of).unflatten(0, (k, b))
     onehot = _onehots(classes, scores)  # copy j: class classes[j]
     (g,) = torch.autograd.grad((scores * onehot[:, None, :]).sum(), stacked, create_graph=True)
@@ -425,7 +442,7 @@ _STRATEGIES: dict[str, Callable[[_Step], StepLosses]] = {
     "segmented": _segmented,
     "replicated": _replicated,
 }
-#: the exact strategies: every one computes the same loss and gradients (tests/test_pag.py)
+#: the exact strategies: every one computes the same loss and gradients (tests/unit/test_pag.py)
 STRATEGIES = tuple(_STRATEGIES)
 #: what a run may ask for: one of them, or ``auto``
 STRATEGY_CHOICES = STRATEGIES + (AUTO,)

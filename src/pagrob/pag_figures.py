@@ -16,8 +16,8 @@ import matplotlib.pyplot as plt  # noqa: E402
 import pandas as pd  # noqa: E402
 
 from pagrob import report  # noqa: E402
-from pagrob.plots import lam_axis, save  # noqa: E402
 from pagrob.pag_report import SCORE_NAMES, method, references, robustness_points, spearman  # noqa: E402
+from pagrob.plots import lam_axis, save  # noqa: E402
 
 NORM_NAMES = {"linf": "ℓ∞", "l2": "ℓ2"}
 
@@ -48,15 +48,20 @@ def _rho_text(points: pd.DataFrame) -> str:
 
 
 SHORT_NAMES = {
-    "vanilla": "V", "one_image": "OI", "class_mean": "CM", "nearest_neighbor": "NN",
-    "clustered_nn": "CNN", "rigd_linf": "R∞", "rigd_l2": "R2", "teacher_linf": "T∞",
-    "teacher_l2": "T2", "file": "F",
+    "vanilla": "V",
+    "one_image": "OI",
+    "class_mean": "CM",
+    "nearest_neighbor": "NN",
+    "clustered_nn": "CNN",
+    "rigd_linf": "R∞",
+    "rigd_l2": "R2",
+    "teacher_linf": "T∞",
+    "teacher_l2": "T2",
+    "file": "F",
 }
 
 
-def pag_vs_robustness(
-    scores: pd.DataFrame, metrics: pd.DataFrame, score, png, pdf
-) -> pd.DataFrame:
+def pag_vs_robustness(scores: pd.DataFrame, metrics: pd.DataFrame, score, png, pdf) -> pd.DataFrame:
     """One row of panels per score of ``score`` (a name or a list: the instruments), one panel per
     threat model (norm, ε) of the metrics' AutoAttack rows: each model's score (against the
     reference of that threat model, where the score has references) on x, its AutoAttack
@@ -90,7 +95,10 @@ def pag_vs_robustness(
             for source, s in g.groupby("source", sort=False):
                 hollow = s["relation"] != "independent"
                 ax.scatter(
-                    s["value"], s["accuracy"], s=36, label=method(source),
+                    s["value"],
+                    s["accuracy"],
+                    s=36,
+                    label=method(source),
                     edgecolors=colors[source],
                     facecolors=["none" if h else colors[source] for h in hollow],
                 )
@@ -100,8 +108,13 @@ def pag_vs_robustness(
                         label += f" λ={r['lam']:g}"
                     if s["seed"].nunique() > 1:
                         label += f" s{r['seed']}"
-                    ax.annotate(label, (r["value"], r["accuracy"]), fontsize=8,
-                                xytext=(3, 3), textcoords="offset points")
+                    ax.annotate(
+                        label,
+                        (r["value"], r["accuracy"]),
+                        fontsize=8,
+                        xytext=(3, 3),
+                        textcoords="offset points",
+                    )
             ref = g["reference"].iloc[0]
             xlabel = SCORE_NAMES.get(name, name)
             ax.set_xlabel(xlabel if not ref.startswith("teacher_") else f"{xlabel} vs {ref}")
@@ -138,17 +151,30 @@ def pag_vs_lambda(scores: pd.DataFrame, source: str, png, pdf, score: str = "ali
         # vanilla as lambda = 0, then the source's lambdas: one line, mean +- std over seeds
         s = g[g["source"].isin([source, "vanilla"])].groupby("lam")["value"].agg(["mean", "std"])
         s = s.reset_index()
-        ax.errorbar(s["lam"], s["mean"], yerr=s["std"].fillna(0), marker="o", color=color,
-                    label=f"{method(source)} vs {ref} (λ = 0: vanilla)")
+        ax.errorbar(
+            s["lam"],
+            s["mean"],
+            yerr=s["std"].fillna(0),
+            marker="o",
+            color=color,
+            label=f"{method(source)} vs {ref} (λ = 0: vanilla)",
+        )
         v = g[g["source"] == "floor"]["value"]
         if len(v):
-            ax.axhline(v.mean(), linestyle=":", color=color, linewidth=1, label=f"{method('floor')} vs {ref}")
+            ax.axhline(
+                v.mean(),
+                linestyle=":",
+                color=color,
+                linewidth=1,
+                label=f"{method('floor')} vs {ref}",
+            )
     lam_axis(ax, sel[sel["source"].isin([source, "vanilla"])]["lam"])
     ax.set_ylabel(SCORE_NAMES.get(score, score))
     ax.legend(fontsize=8)
     ax.set_title(
         f"{method(source)}: {SCORE_NAMES.get(score, score)} against λ\n"
-        f"Spearman {', '.join(rhos)} (vanilla as λ = 0)", fontsize=8,
+        f"Spearman {', '.join(rhos)} (vanilla as λ = 0)",
+        fontsize=8,
     )
     fig.tight_layout()
     save(fig, png, pdf)
@@ -163,14 +189,18 @@ def grad_of_figure(table: pd.DataFrame, png, pdf) -> None:
     aligned = [c for c in table.columns if c.startswith("alignment vs ")]
     panels = [(m, "metric") for m in metrics] + [(c, "score") for c in aligned]
     fig, axes = plt.subplots(1, len(panels), figsize=(4.2 * len(panels), 3.8), squeeze=False)
-    bases = list(dict.fromkeys(table["base"] if "base" in table else table["source"].str.split(".").str[0]))
+    bases = list(
+        dict.fromkeys(table["base"] if "base" in table else table["source"].str.split(".").str[0])
+    )
     scores = [s for s in CLASS_SCORE_NAMES if (table["class_score"] == s).any()]
     width = 0.8 / max(1, len(scores))
     for ax, (what, kind) in zip(axes[0], panels):
         for j, score in enumerate(scores):
             xs, ys, err = [], [], []
             for i, b in enumerate(bases):
-                sel = table[(table["source"].str.split(".").str[0] == b) & (table["class_score"] == score)]
+                sel = table[
+                    (table["source"].str.split(".").str[0] == b) & (table["class_score"] == score)
+                ]
                 if kind == "metric":
                     sel = sel[sel["metric"] == what]
                     value = sel["mean"] if len(sel) else []
@@ -182,9 +212,16 @@ def grad_of_figure(table: pd.DataFrame, png, pdf) -> None:
                     xs.append(i + (j - (len(scores) - 1) / 2) * width)
                     ys.append(float(list(value)[0]))
                     err.append(float(list(e)[0]))
-            ax.bar(xs, ys, width, yerr=err, capsize=3, color=f"C{j}", label=CLASS_SCORE_NAMES[score])
+            ax.bar(
+                xs, ys, width, yerr=err, capsize=3, color=f"C{j}", label=CLASS_SCORE_NAMES[score]
+            )
         ax.set_xticks(range(len(bases)), [METHOD_NAMES.get(b, b) for b in bases], fontsize=8)
-        names = {"aa_linf": "AutoAttack L∞", "aa_l2": "AutoAttack L2", "linf": "PGD L∞", "l2": "PGD L2"}
+        names = {
+            "aa_linf": "AutoAttack L∞",
+            "aa_l2": "AutoAttack L2",
+            "linf": "PGD L∞",
+            "l2": "PGD L2",
+        }
         ax.set_ylabel("accuracy (%)" if kind == "metric" else what)
         ax.set_title(names.get(what, what), fontsize=9)
         ax.legend(fontsize=8, title="class score", title_fontsize=8)

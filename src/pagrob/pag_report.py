@@ -33,12 +33,27 @@ import pandas as pd
 from pagrob import report
 
 COLUMNS = [
-    "dataset", "source", "lam", "seed", "score", "reference", "value", "relation", "per_image",
+    "dataset",
+    "source",
+    "lam",
+    "seed",
+    "score",
+    "reference",
+    "value",
+    "relation",
+    "per_image",
 ]
 #: the scores in the tables' order; the first is the default (Fig. 5's, the plot's)
 SCORES = (
-    "alignment", "alignment_log_softmax", "alignment_logit", "common_mode", "tangent_fraction",
-    "on_manifold_change", "off_manifold_change", "targeted_success", "targeted_prob",
+    "alignment",
+    "alignment_log_softmax",
+    "alignment_logit",
+    "common_mode",
+    "tangent_fraction",
+    "on_manifold_change",
+    "off_manifold_change",
+    "targeted_success",
+    "targeted_prob",
     "reconstruction_mse",
 )
 BASELINES = ("floor", "ceiling", "random", "autoencoder")
@@ -56,7 +71,11 @@ SCORE_NAMES = {
 }
 #: the instruments whose rank correlation with robustness the plot shows (score, reference):
 #: reference None is the reference of the panel's threat model
-INSTRUMENTS = (("alignment", None), ("alignment_log_softmax", None), ("tangent_fraction", "autoencoder"))
+INSTRUMENTS = (
+    ("alignment", None),
+    ("alignment_log_softmax", None),
+    ("tangent_fraction", "autoencoder"),
+)
 EXTRA_NAMES = {
     "floor": "Floor (untrained model)",
     "ceiling": "Self-ceiling (the reference itself)",
@@ -153,18 +172,15 @@ def pag_scores_table(scores: pd.DataFrame) -> tuple[pd.DataFrame, str]:
         raise ValueError("no PAG scores to tabulate")
     refs = references(scores["reference"])
     present = set(zip(scores["score"], scores["reference"]))
-    pairs = [
-        (s, r)
-        for s in SCORES
-        for r in [*refs, "none", "autoencoder"]
-        if (s, r) in present
-    ]
+    pairs = [(s, r) for s in SCORES for r in [*refs, "none", "autoencoder"] if (s, r) in present]
     rows, cells = [], []
     per_model = scores[~scores["source"].isin(["random", "autoencoder"])]
     for (source, lam, seed), g in _order(per_model).groupby(KEYS, sort=False):
         row = {
             "dataset": ";".join(sorted(g["dataset"].astype(str).unique())),
-            "source": source, "lam": lam, "seed": seed,
+            "source": source,
+            "lam": lam,
+            "seed": seed,
         }
         cell = {"model": method(source), "λ": f"{lam:g}", "seed": seed}
         for score, ref in pairs:
@@ -197,8 +213,7 @@ def pag_scores_table(scores: pd.DataFrame) -> tuple[pd.DataFrame, str]:
     singles = scores[scores["source"].isin(["random", "autoencoder"])]
     if len(singles):
         text += "\n" + "".join(
-            f"- {method(r['source'])}: {SCORE_NAMES.get(r['score'], r['score'])} "
-            f"{r['value']:.4g}\n"
+            f"- {method(r['source'])}: {SCORE_NAMES.get(r['score'], r['score'])} {r['value']:.4g}\n"
             for _, r in singles.iterrows()
         )
     note = (
@@ -222,7 +237,9 @@ def pag_scores_table(scores: pd.DataFrame) -> tuple[pd.DataFrame, str]:
     return full, text + note + "\n"
 
 
-def lambda_table(scores: pd.DataFrame, source: str, score: str = "alignment") -> tuple[pd.DataFrame, str]:
+def lambda_table(
+    scores: pd.DataFrame, source: str, score: str = "alignment"
+) -> tuple[pd.DataFrame, str]:
     """Fig. 5 as a measured statement: ``score`` of ``source``'s models against λ (mean ± std
     over seeds), with the vanilla model as λ = 0 and the floor for scale, and per reference the
     Spearman correlation between λ and the seeds' mean score (vanilla included as λ = 0).
@@ -230,7 +247,9 @@ def lambda_table(scores: pd.DataFrame, source: str, score: str = "alignment") ->
     Returns the full frame (one row per λ: mean, std, seeds per reference) and markdown."""
     sel = scores[(scores["score"] == score) & scores["source"].isin([source, "vanilla", "floor"])]
     if not (sel["source"] == source).any():
-        raise ValueError(f"no {score} scores for source {source!r}; score its λ ablation models first")
+        raise ValueError(
+            f"no {score} scores for source {source!r}; score its λ ablation models first"
+        )
     refs = references(sel["reference"]) or sorted(set(sel["reference"]))
     rows, cells, rhos = [], [], []
     for (src, lam), g in _order(sel).groupby(["source", "lam"], sort=False):
@@ -241,9 +260,7 @@ def lambda_table(scores: pd.DataFrame, source: str, score: str = "alignment") ->
             row[f"{ref} mean"] = v.mean() if len(v) else float("nan")
             row[f"{ref} std"] = v.std(ddof=1) if len(v) > 1 else float("nan")
             row[f"{ref} seeds"] = len(v)
-            cell[_column(score, ref)] = report.fmt(
-                row[f"{ref} mean"], row[f"{ref} std"], 3
-            )
+            cell[_column(score, ref)] = report.fmt(row[f"{ref} mean"], row[f"{ref} std"], 3)
         rows.append(row)
         cells.append(cell)
     full = pd.DataFrame(rows)
@@ -281,6 +298,16 @@ def robustness_points(scores: pd.DataFrame, metrics: pd.DataFrame, score: str) -
         out = sel.drop(columns="lam").merge(aa, on=[*keys, "norm"])
     else:
         out = sel.drop(columns="lam").merge(aa, on=keys)
-    cols = ["dataset", "source", "lam", "seed", "norm", "eps", "reference", "value", "accuracy",
-            "relation"]
+    cols = [
+        "dataset",
+        "source",
+        "lam",
+        "seed",
+        "norm",
+        "eps",
+        "reference",
+        "value",
+        "accuracy",
+        "relation",
+    ]
     return out[cols].reset_index(drop=True)

@@ -35,7 +35,11 @@ from pagrob.pag import cosine_loss
 from pagrob.sources import TEACHER_SOURCES
 
 #: the gradients compared, and the name of each one's alignment score; the first is the default
-GRADIENTS = {"centred": "alignment", "log_softmax": "alignment_log_softmax", "logit": "alignment_logit"}
+GRADIENTS = {
+    "centred": "alignment",
+    "log_softmax": "alignment_log_softmax",
+    "logit": "alignment_logit",
+}
 #: cosine's denominator floor: a zero gradient has cosine 0 with anything
 COS_EPS = 1e-30
 
@@ -129,7 +133,7 @@ def gradient_scores(
         xb = x[start : start + batch_size]
         logits, grads = class_gradients(model, xb)
         values = []
-        for name, reference in references.items():
+        for reference in references.values():
             ref_logits, ref_grads = class_gradients(reference, xb)
             for kind in GRADIENTS:
                 g = shift_invariant(grads, logits, kind)
@@ -143,7 +147,9 @@ def gradient_scores(
             centred = shift_invariant(grads, logits, "centred")
             values.append(ae_lib.tangent_fraction(centred, basis).double().mean(0))
             if noise:
-                on, off = ae_lib.manifold_noise_change(model, xb, basis, noise, noise_draws, generator)
+                on, off = ae_lib.manifold_noise_change(
+                    model, xb, basis, noise, noise_draws, generator
+                )
                 values += [on.double(), off.double()]
         batches.append(torch.stack(values))  # [keys, B]
     return dict(zip(keys, torch.cat(batches, 1).tolist()))

@@ -16,7 +16,9 @@ def save(fig, png, pdf) -> None:
         if path:
             io.atomic_write(
                 path,
-                lambda tmp, p=path: fig.savefig(tmp, format=str(p).rsplit(".", 1)[1], dpi=150, bbox_inches="tight"),
+                lambda tmp, p=path: fig.savefig(
+                    tmp, format=str(p).rsplit(".", 1)[1], dpi=150, bbox_inches="tight"
+                ),
             )
     plt.close(fig)
 

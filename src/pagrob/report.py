@@ -17,8 +17,20 @@ import pandas as pd
 #: Clopper-Pearson (exact) 95% interval of the accuracy over those images; correct: which of them
 #: the model got right (pagrob.stats.pack's hex string; empty where not recorded).
 COLUMNS = [
-    "dataset", "source", "lam", "seed", "attack", "norm", "eps", "steps", "accuracy",
-    "classes_per_step", "images", "ci_low", "ci_high", "correct",
+    "dataset",
+    "source",
+    "lam",
+    "seed",
+    "attack",
+    "norm",
+    "eps",
+    "steps",
+    "accuracy",
+    "classes_per_step",
+    "images",
+    "ci_low",
+    "ci_high",
+    "correct",
 ]
 
 METHOD_NAMES = {
@@ -116,7 +128,9 @@ def summarize(metrics: pd.DataFrame) -> pd.DataFrame:
     return pd.DataFrame(rows)
 
 
-def attach_paper(summary: pd.DataFrame, paper: pd.DataFrame, table: str, dataset: str) -> pd.DataFrame:
+def attach_paper(
+    summary: pd.DataFrame, paper: pd.DataFrame, table: str, dataset: str
+) -> pd.DataFrame:
     """Add the paper's value (and std) and ours minus the paper's."""
     ref = paper[(paper["table"] == table) & (paper["dataset"] == dataset)]
     values, stds = [], []
@@ -206,7 +220,8 @@ def metric_labels(metrics: pd.DataFrame) -> dict[str, str]:
         seeds = sorted(students[students["metric"] == m]["seed"].unique())
         where = f"{images} images" + (
             f", seed{'s' if len(seeds) > 1 else ''} {', '.join(map(str, seeds))}"
-            if seeds != all_seeds else ""
+            if seeds != all_seeds
+            else ""
         )
         if m == "clean":
             labels[m] = f"Clean ({where})"
@@ -245,7 +260,11 @@ def _ordered(full: pd.DataFrame) -> pd.DataFrame:
     mord = {m: i for i, m in enumerate(METRIC_ORDER)}
     return full.sort_values(
         ["source", "lam", "metric"],
-        key=lambda col: col.map(source_rank) if col.name == "source" else (col.map(mord) if col.name == "metric" else col),
+        key=lambda col: (
+            col.map(source_rank)
+            if col.name == "source"
+            else (col.map(mord) if col.name == "metric" else col)
+        ),
         kind="stable",
     )
 
@@ -257,7 +276,8 @@ def per_seed_table(metrics: pd.DataFrame) -> str:
     t = metrics.pivot_table(index=["source", "lam", "seed"], columns="metric", values="accuracy")
     order = {s: i for i, s in enumerate(SOURCE_ORDER)}
     t = t.reset_index().sort_values(
-        ["source", "lam", "seed"], key=lambda c: c.map(order) if c.name == "source" else c,
+        ["source", "lam", "seed"],
+        key=lambda c: c.map(order) if c.name == "source" else c,
         kind="stable",
     )
     rows = []
@@ -284,7 +304,9 @@ def note(shown: pd.DataFrame) -> str:
     return text
 
 
-def mark_flagged(shown: pd.DataFrame, full: pd.DataFrame, flags: dict | None) -> tuple[pd.DataFrame, str]:
+def mark_flagged(
+    shown: pd.DataFrame, full: pd.DataFrame, flags: dict | None
+) -> tuple[pd.DataFrame, str]:
     """Mark the Method of every model that failed a gradient-masking check with a numbered
     footnote naming the checks; ``flags`` maps (source, lam, seed) to the failed checks."""
     if not flags:
@@ -296,7 +318,9 @@ def mark_flagged(shown: pd.DataFrame, full: pd.DataFrame, flags: dict | None) ->
         seeds = [int(p.split(":")[0]) for p in g["per_seed"].iloc[0].split(";")]
         failed = sorted({c for seed in seeds for c in flags.get((source, float(lam), seed), [])})
         if failed:
-            notes.append(f"{len(notes) + 1}. {method(source)} (λ {float(lam):g}): {', '.join(failed)}")
+            notes.append(
+                f"{len(notes) + 1}. {method(source)} (λ {float(lam):g}): {', '.join(failed)}"
+            )
             shown.loc[i, shown.columns[0]] = f"{shown.loc[i, shown.columns[0]]} ⚠{len(notes)}"
     if not notes:
         return shown, ""
@@ -318,10 +342,16 @@ def toy_table(metrics: pd.DataFrame, paper: pd.DataFrame) -> tuple[pd.DataFrame,
             "Seeds": int(g["seeds"].iloc[0]),
         }
 
-    shown = wide(full, ["source", "lam", "classes_per_step"], first, metric_labels(table_rows(metrics)))
+    shown = wide(
+        full, ["source", "lam", "classes_per_step"], first, metric_labels(table_rows(metrics))
+    )
     text = (
-        "# Toy experiment (Section 5.1, Fig. 3)\n\n" + note(shown) + "\n\n" + markdown(shown)
-        + "\n## Per seed\n\n" + per_seed_table(metrics)
+        "# Toy experiment (Section 5.1, Fig. 3)\n\n"
+        + note(shown)
+        + "\n\n"
+        + markdown(shown)
+        + "\n## Per seed\n\n"
+        + per_seed_table(metrics)
     )
     return full, text
 
@@ -340,10 +370,16 @@ def main_table(
             row["Seeds"] = int(g["seeds"].max())
         return row
 
-    shown = wide(full, ["source", "lam", "classes_per_step"], first, metric_labels(table_rows(metrics)))
+    shown = wide(
+        full, ["source", "lam", "classes_per_step"], first, metric_labels(table_rows(metrics))
+    )
     shown, footnotes = mark_flagged(shown, full, flags)
     number = name.removeprefix("table")
-    text = f"# Table {number}: accuracy on {dataset}\n\n{note(shown)}\n\n" + markdown(shown) + footnotes
+    text = (
+        f"# Table {number}: accuracy on {dataset}\n\n{note(shown)}\n\n"
+        + markdown(shown)
+        + footnotes
+    )
     if several:
         text += "\n## Per seed\n\n" + per_seed_table(metrics)
     return full, text
@@ -354,13 +390,20 @@ def seeds_table(metrics: pd.DataFrame, paper: pd.DataFrame) -> tuple[pd.DataFram
     dataset = metrics["dataset"].iloc[0]
     full = _ordered(attach_paper(summarize(metrics), paper, "seeds", dataset))
     shown = wide(
-        full, ["source", "lam", "classes_per_step"],
-        lambda g: {"Method": _method_of(g), "λ": f"{g['lam'].iloc[0]:g}", "Seeds": int(g["seeds"].iloc[0])},
+        full,
+        ["source", "lam", "classes_per_step"],
+        lambda g: {
+            "Method": _method_of(g),
+            "λ": f"{g['lam'].iloc[0]:g}",
+            "Seeds": int(g["seeds"].iloc[0]),
+        },
         metric_labels(table_rows(metrics)),
     )
     text = (
-        f"# Table 4: error bars over seeds on {dataset}\n\n{note(shown)}\n\n" + markdown(shown)
-        + "\n## Per seed\n\n" + per_seed_table(metrics)
+        f"# Table 4: error bars over seeds on {dataset}\n\n{note(shown)}\n\n"
+        + markdown(shown)
+        + "\n## Per seed\n\n"
+        + per_seed_table(metrics)
     )
     return full, text
 
@@ -372,15 +415,27 @@ def ablation_table(metrics: pd.DataFrame, paper: pd.DataFrame) -> tuple[pd.DataF
     full = attach_paper(summarize(metrics), paper, "ablation", dataset)
     full = full.sort_values("lam", kind="stable")
     shown = wide(
-        full, ["lam", "classes_per_step"],
-        lambda g: {"λ": (f"{g['lam'].iloc[0]:g}" if g["source"].iloc[0] != "vanilla" else "0 (vanilla)") + (f" ({int(g['classes_per_step'].iloc[0])} classes/step)" if g["classes_per_step"].iloc[0] else "")},
+        full,
+        ["lam", "classes_per_step"],
+        lambda g: {
+            "λ": (f"{g['lam'].iloc[0]:g}" if g["source"].iloc[0] != "vanilla" else "0 (vanilla)")
+            + (
+                f" ({int(g['classes_per_step'].iloc[0])} classes/step)"
+                if g["classes_per_step"].iloc[0]
+                else ""
+            )
+        },
         metric_labels(table_rows(metrics)),
     )
-    text = f"# Fig. 5: {method(source)} on {dataset} for several λ\n\n{note(shown)}\n\n" + markdown(shown)
+    text = f"# Fig. 5: {method(source)} on {dataset} for several λ\n\n{note(shown)}\n\n" + markdown(
+        shown
+    )
     return full, text
 
 
-def lambda_table(lams: dict[str, dict[str, float]], paper: pd.DataFrame) -> tuple[pd.DataFrame, str]:
+def lambda_table(
+    lams: dict[str, dict[str, float]], paper: pd.DataFrame
+) -> tuple[pd.DataFrame, str]:
     """Table 3: the lambda of every source per dataset, ours (the config's) beside the paper's."""
     ref = paper[paper["table"] == "lambda"]
     rows, shown = [], []
@@ -404,7 +459,10 @@ def lambda_table(lams: dict[str, dict[str, float]], paper: pd.DataFrame) -> tupl
 
 
 def external_table(
-    metrics: pd.DataFrame, paper: pd.DataFrame, dataset: str, externals: dict[str, dict],
+    metrics: pd.DataFrame,
+    paper: pd.DataFrame,
+    dataset: str,
+    externals: dict[str, dict],
     flags: dict | None = None,
 ) -> tuple[pd.DataFrame, str]:
     """Imported models (``externals``: name -> {claims, lam}) each beside our model of the source
@@ -430,12 +488,28 @@ def external_table(
             line = {"Model": label, "Claims": method(claims), "λ": lam}
             for m, column in labels.items():
                 v = g[g["metric"] == m]["accuracy"]
-                line[column] = fmt(v.mean(), v.std(ddof=1) if len(v) > 1 else float("nan")) if len(v) else ""
+                line[column] = (
+                    fmt(v.mean(), v.std(ddof=1) if len(v) > 1 else float("nan")) if len(v) else ""
+                )
                 if len(v):
-                    rows.append({"external": name, "claims": claims, "row": who, "lam": lam, "metric": m,
-                                 "value": v.mean(), "seeds": len(v)})
-            failed = sorted({c for (src, lam_, seed) in set(map(tuple, g[["source", "lam", "seed"]].values))
-                             for c in (flags or {}).get((src, float(lam_), int(seed)), [])})
+                    rows.append(
+                        {
+                            "external": name,
+                            "claims": claims,
+                            "row": who,
+                            "lam": lam,
+                            "metric": m,
+                            "value": v.mean(),
+                            "seeds": len(v),
+                        }
+                    )
+            failed = sorted(
+                {
+                    c
+                    for (src, lam_, seed) in set(map(tuple, g[["source", "lam", "seed"]].values))
+                    for c in (flags or {}).get((src, float(lam_), int(seed)), [])
+                }
+            )
             if failed:
                 notes.append(f"{len(notes) + 1}. {label}: {', '.join(failed)}")
                 line["Model"] += f" ⚠{len(notes)}"
@@ -447,8 +521,17 @@ def external_table(
             line[column] = fmt(v["value"].iloc[0], v["std"].iloc[0]) if len(v) else ""
             if len(v):
                 line["λ"] = "" if pd.isna(v["lam"].iloc[0]) else f"{float(v['lam'].iloc[0]):g}"
-                rows.append({"external": name, "claims": claims, "row": "paper", "lam": line["λ"], "metric": m,
-                             "value": v["value"].iloc[0], "seeds": None})
+                rows.append(
+                    {
+                        "external": name,
+                        "claims": claims,
+                        "row": "paper",
+                        "lam": line["λ"],
+                        "metric": m,
+                        "value": v["value"].iloc[0],
+                        "seeds": None,
+                    }
+                )
         shown.append(line)
     text = (
         f"# External models on {dataset}, beside ours and the paper's\n\n"
@@ -461,10 +544,10 @@ def external_table(
     if notes:
         text += (
             "\n⚠ Failed a gradient-masking check (results/tables/masking_<dataset>.md):\n\n"
-            + "\n".join(notes) + "\n"
+            + "\n".join(notes)
+            + "\n"
         )
     return pd.DataFrame(rows), text
-
 
 
 def grad_of_table(
@@ -496,12 +579,17 @@ def grad_of_table(
     rows = []
     order = {s: i for i, s in enumerate(CLASS_SCORE_NAMES)}
     summary = summary.sort_values(
-        ["base", "class_score"], key=lambda c: c.map(source_rank) if c.name == "base" else c.map(order),
+        ["base", "class_score"],
+        key=lambda c: c.map(source_rank) if c.name == "base" else c.map(order),
         kind="stable",
     )
     for (b, score), g in summary.groupby(["base", "class_score"], sort=False):
-        row = {"Method": METHOD_NAMES.get(b, b), "class score": CLASS_SCORE_NAMES[score],
-               "λ": f"{g['lam'].iloc[0]:g}", "Seeds": int(g["seeds"].max())}
+        row = {
+            "Method": METHOD_NAMES.get(b, b),
+            "class score": CLASS_SCORE_NAMES[score],
+            "λ": f"{g['lam'].iloc[0]:g}",
+            "Seeds": int(g["seeds"].max()),
+        }
         for m, label in labels.items():
             r = g[g["metric"] == m]
             row[label] = fmt(r["mean"].iloc[0], r["half"].iloc[0]) if len(r) else ""
@@ -515,7 +603,6 @@ def grad_of_table(
         + note(shown)
         + " Class scores: logit, the paper's Eq. 1 (∇ₓ f_c against g_c); log-softmax, the authors' "
         "code; centred logit, f_c − mean_k f_k against g_c − mean_k g_k (only what the "
-        "predictions depend on). PAG scores: the mean over seeds.\n\n"
-        + markdown(shown)
+        "predictions depend on). PAG scores: the mean over seeds.\n\n" + markdown(shown)
     )
     return summary.drop(columns=["base"]), text

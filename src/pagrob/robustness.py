@@ -39,7 +39,18 @@ CHECKS = (
     "large_eps_accuracy",
     "autoattack_warnings",
 )
-CHECK_COLUMNS = ["dataset", "source", "lam", "seed", "norm", "check", "value", "threshold", "flagged", "detail"]
+CHECK_COLUMNS = [
+    "dataset",
+    "source",
+    "lam",
+    "seed",
+    "norm",
+    "check",
+    "value",
+    "threshold",
+    "flagged",
+    "detail",
+]
 MODEL_KEYS = ["dataset", "source", "lam", "seed"]
 NORM_LABELS = {"linf": "L∞", "l2": "L2"}
 
@@ -51,10 +62,24 @@ def read_records(paths) -> list[dict]:
         try:
             record = json.loads(Path(path).read_text())
         except (OSError, ValueError) as e:
-            raise ValueError(f"AutoAttack record {path} cannot be read ({e}); delete it and rerun its job") from e
-        missing = {"dataset", "source", "lam", "seed", "norm", "clean", "stages", "warnings", "pgd_same_images"} - set(record)
+            raise ValueError(
+                f"AutoAttack record {path} cannot be read ({e}); delete it and rerun its job"
+            ) from e
+        missing = {
+            "dataset",
+            "source",
+            "lam",
+            "seed",
+            "norm",
+            "clean",
+            "stages",
+            "warnings",
+            "pgd_same_images",
+        } - set(record)
         if missing:
-            raise ValueError(f"AutoAttack record {path} lacks {sorted(missing)}; delete it and rerun its job")
+            raise ValueError(
+                f"AutoAttack record {path} lacks {sorted(missing)}; delete it and rerun its job"
+            )
         records.append(record)
     return records
 
@@ -79,8 +104,16 @@ def model_checks(
 
     def add(check, value, threshold, detail=""):
         flagged = bool(value > threshold) if not math.isnan(value) else False
-        out.append({"norm": norm, "check": check, "value": value, "threshold": threshold,
-                    "flagged": flagged, "detail": detail})
+        out.append(
+            {
+                "norm": norm,
+                "check": check,
+                "value": value,
+                "threshold": threshold,
+                "flagged": flagged,
+                "detail": detail,
+            }
+        )
 
     clean_all = _one(rows, "clean", "none")
     robust_subset = [pgd_same, aa, *strong["accuracy"], *curve["accuracy"]]
@@ -88,19 +121,44 @@ def model_checks(
         _one(rows, "pgd", norm) - clean_all,
         max(robust_subset) - float(record["clean"]),
     )
-    add("robust_above_clean", excess, tolerance, f"clean {clean_all:.2f} (all images), {record['clean']:.2f} (AutoAttack's)")
-    add("autoattack_gap", pgd_same - aa, max_gap, f"PGD {pgd_same:.2f} vs AutoAttack {aa:.2f} on {record['images']} images")
+    add(
+        "robust_above_clean",
+        excess,
+        tolerance,
+        f"clean {clean_all:.2f} (all images), {record['clean']:.2f} (AutoAttack's)",
+    )
+    add(
+        "autoattack_gap",
+        pgd_same - aa,
+        max_gap,
+        f"PGD {pgd_same:.2f} vs AutoAttack {aa:.2f} on {record['images']} images",
+    )
     if len(strong):
         s = strong.iloc[0]
-        add("more_steps_gap", pgd_same - float(s["accuracy"]), max_gap, f"PGD {pgd_same:.2f} vs {s['attack']} {s['accuracy']:.2f}")
+        add(
+            "more_steps_gap",
+            pgd_same - float(s["accuracy"]),
+            max_gap,
+            f"PGD {pgd_same:.2f} vs {s['attack']} {s['accuracy']:.2f}",
+        )
     white_box = [a for a in stages if a != "square"]
     if "square" in stages and white_box:
         last = float(stages[white_box[-1]])
-        add("square_gain", last - float(stages["square"]), 0.0, f"after {white_box[-1]} {last:.2f}, after square {stages['square']:.2f}")
+        add(
+            "square_gain",
+            last - float(stages["square"]),
+            0.0,
+            f"after {white_box[-1]} {last:.2f}, after square {stages['square']:.2f}",
+        )
     if len(curve) > 1:
         acc = curve["accuracy"].tolist()
         rise = max(b - a for a, b in zip(acc, acc[1:]))
-        add("monotone_in_eps", rise, tolerance, "; ".join(f"{e:g}: {a:.1f}" for e, a in zip(curve["eps"], acc)))
+        add(
+            "monotone_in_eps",
+            rise,
+            tolerance,
+            "; ".join(f"{e:g}: {a:.1f}" for e, a in zip(curve["eps"], acc)),
+        )
     if len(curve):
         last = curve.iloc[-1]
         add("large_eps_accuracy", float(last["accuracy"]), zero_at, f"PGD at eps {last['eps']:g}")
@@ -118,10 +176,18 @@ def masking_checks(
         key = {k: record[k] for k in MODEL_KEYS}
         mine = metrics
         for k, v in key.items():
-            mine = mine[mine[k].astype(str) == str(v)] if k != "lam" else mine[mine[k].astype(float) == float(v)]
+            mine = (
+                mine[mine[k].astype(str) == str(v)]
+                if k != "lam"
+                else mine[mine[k].astype(float) == float(v)]
+            )
         if mine.empty:
-            raise ValueError(f"no metrics for the model of AutoAttack record {key}; rebuild its metrics")
-        for check in model_checks(mine, record, tolerance=tolerance, max_gap=max_gap, zero_at=zero_at):
+            raise ValueError(
+                f"no metrics for the model of AutoAttack record {key}; rebuild its metrics"
+            )
+        for check in model_checks(
+            mine, record, tolerance=tolerance, max_gap=max_gap, zero_at=zero_at
+        ):
             rows.append(key | check)
     return pd.DataFrame(rows, columns=CHECK_COLUMNS)
 
@@ -139,8 +205,15 @@ def flags_by_model(checks: pd.DataFrame) -> dict[tuple, list[str]]:
 def masking_table(checks: pd.DataFrame, method_name) -> str:
     """Markdown: one row per model and norm, each check's number (⚠ when flagged) and a verdict."""
     lines = []
-    for (source, lam, seed, norm), g in checks.groupby(["source", "lam", "seed", "norm"], sort=False):
-        row = {"Method": method_name(source), "λ": f"{float(lam):g}", "Seed": int(seed), "Norm": NORM_LABELS.get(norm, norm)}
+    for (source, lam, seed, norm), g in checks.groupby(
+        ["source", "lam", "seed", "norm"], sort=False
+    ):
+        row = {
+            "Method": method_name(source),
+            "λ": f"{float(lam):g}",
+            "Seed": int(seed),
+            "Norm": NORM_LABELS.get(norm, norm),
+        }
         for check in CHECKS:
             c = g[g["check"] == check]
             if c.empty:
@@ -162,14 +235,20 @@ def masking_table(checks: pd.DataFrame, method_name) -> str:
         "warnings: count).\n\n" + markdown(df)
     )
     if len(warnings):
-        text += "\n## AutoAttack's warnings\n\n" + "\n".join(
-            f"- {method_name(r['source'])} (λ {float(r['lam']):g}, seed {int(r['seed'])}, {NORM_LABELS.get(r['norm'], r['norm'])}): {r['detail']}"
-            for _, r in warnings.iterrows()
-        ) + "\n"
+        text += (
+            "\n## AutoAttack's warnings\n\n"
+            + "\n".join(
+                f"- {method_name(r['source'])} (λ {float(r['lam']):g}, seed {int(r['seed'])}, {NORM_LABELS.get(r['norm'], r['norm'])}): {r['detail']}"
+                for _, r in warnings.iterrows()
+            )
+            + "\n"
+        )
     return text
 
 
-def curves_figure(metrics: pd.DataFrame, method_name, order: list[str], title: str, png, pdf) -> None:
+def curves_figure(
+    metrics: pd.DataFrame, method_name, order: list[str], title: str, png, pdf
+) -> None:
     """Robust accuracy against eps, one panel per norm, one line per model (PGD at every eps of
     the curve) with AutoAttack at the table's eps as a star of the same colour."""
     import matplotlib
@@ -182,19 +261,31 @@ def curves_figure(metrics: pd.DataFrame, method_name, order: list[str], title: s
     curve = metrics[metrics["attack"] == "curve"]
     norms = [n for n in ("linf", "l2") if (curve["norm"] == n).any()]
     if not norms:
-        raise ValueError("no accuracy-against-eps rows (attack 'curve') in the metrics; run the sweep jobs")
+        raise ValueError(
+            "no accuracy-against-eps rows (attack 'curve') in the metrics; run the sweep jobs"
+        )
     fig, axes = plt.subplots(1, len(norms), figsize=(5.2 * len(norms), 4), squeeze=False)
     rank = {s: i for i, s in enumerate(order)}
     models = curve.drop_duplicates(["source", "lam", "seed"])
-    models = models.sort_values("source", key=lambda s: s.map(lambda v: rank.get(v, 99)), kind="stable")
+    models = models.sort_values(
+        "source", key=lambda s: s.map(lambda v: rank.get(v, 99)), kind="stable"
+    )
     for ax, norm in zip(axes[0], norms):
         for i, (_, m) in enumerate(models.iterrows()):
-            sel = (metrics["source"] == m["source"]) & (metrics["lam"] == m["lam"]) & (metrics["seed"] == m["seed"])
+            sel = (
+                (metrics["source"] == m["source"])
+                & (metrics["lam"] == m["lam"])
+                & (metrics["seed"] == m["seed"])
+            )
             c = curve[sel[curve.index] & (curve["norm"] == norm)].sort_values("eps")
             if c.empty:
                 continue
             color = f"C{i % 10}"
-            label = f"{method_name(m['source'])} (λ {m['lam']:g})" if m["lam"] else method_name(m["source"])
+            label = (
+                f"{method_name(m['source'])} (λ {m['lam']:g})"
+                if m["lam"]
+                else method_name(m["source"])
+            )
             ax.plot(c["eps"], c["accuracy"], marker="o", ms=3, color=color, label=label)
             aa = metrics[sel & (metrics["attack"] == "autoattack") & (metrics["norm"] == norm)]
             if len(aa):

@@ -232,7 +232,9 @@ def build(
     elif source == "clustered_nn":
         out = clustered_nn(x, y, c, clusters, g)
     else:
-        raise ValueError(f"{source!r} is not a representative source; choose one of {REPRESENTATIVES}")
+        raise ValueError(
+            f"{source!r} is not a representative source; choose one of {REPRESENTATIVES}"
+        )
     out.update(source=source, dataset=ds.name, seed=seed, num_train=len(x))
     return out
 
@@ -324,4 +326,3 @@ def load_representatives(path, ds: Dataset, source: str, device="cpu") -> Target
     if source == "clustered_nn":
         return nearest_centroids(d["centroids"], d["centroid_index"], device)
     return GlobalRepresentatives(d["representatives"].to(device))
-

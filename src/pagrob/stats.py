@@ -60,11 +60,15 @@ def unpack(text: str, n: int) -> np.ndarray:
         raise ValueError("no per-image correctness recorded for this row; rebuild its metrics")
     bits = np.unpackbits(np.frombuffer(bytes.fromhex(text[1:]), dtype=np.uint8))
     if len(bits) < n or bits[n:].any():
-        raise ValueError(f"per-image correctness of {len(text)} hex digits does not hold {n} images")
+        raise ValueError(
+            f"per-image correctness of {len(text)} hex digits does not hold {n} images"
+        )
     return bits[:n].astype(bool)
 
 
-def paired_difference(a, b, level: float = LEVEL, resamples: int = RESAMPLES, seed: int = SEED) -> dict:
+def paired_difference(
+    a, b, level: float = LEVEL, resamples: int = RESAMPLES, seed: int = SEED
+) -> dict:
     """Accuracy of ``a`` minus that of ``b`` (per-image booleans of the same images), in points,
     with a paired bootstrap interval over the images (percentile) and the exact McNemar test
     (binomial test of the discordant pairs). Identical predictions give 0 and [0, 0]."""
@@ -81,18 +85,30 @@ def paired_difference(a, b, level: float = LEVEL, resamples: int = RESAMPLES, se
         p = 1.0
     else:
         res = stats.bootstrap(
-            (d,), np.mean, confidence_level=level, n_resamples=resamples, method="percentile",
+            (d,),
+            np.mean,
+            confidence_level=level,
+            n_resamples=resamples,
+            method="percentile",
             rng=np.random.default_rng(seed),
         )
         low = float(100.0 * res.confidence_interval.low)
         high = float(100.0 * res.confidence_interval.high)
         p = stats.binomtest(only_a, only_a + only_b, 0.5).pvalue
-    return {"diff": diff, "ci_low": low, "ci_high": high, "mcnemar_p": float(p), "n": len(a),
-            "only_a": only_a, "only_b": only_b}
+    return {
+        "diff": diff,
+        "ci_low": low,
+        "ci_high": high,
+        "mcnemar_p": float(p),
+        "n": len(a),
+        "only_a": only_a,
+        "only_b": only_b,
+    }
 
 
-def paired_mean_difference(a, b, level: float = LEVEL, resamples: int = RESAMPLES,
-                           seed: int = SEED) -> dict:
+def paired_mean_difference(
+    a, b, level: float = LEVEL, resamples: int = RESAMPLES, seed: int = SEED
+) -> dict:
     """mean(a) - mean(b) for per-image values of the same images, with a paired bootstrap
     interval over the images (percentile)."""
     from scipy import stats
@@ -104,17 +120,25 @@ def paired_mean_difference(a, b, level: float = LEVEL, resamples: int = RESAMPLE
     if np.all(d == d[0]):
         return {"diff": float(d[0]), "ci_low": float(d[0]), "ci_high": float(d[0]), "n": len(d)}
     res = stats.bootstrap(
-        (d,), np.mean, confidence_level=level, n_resamples=resamples, method="percentile",
+        (d,),
+        np.mean,
+        confidence_level=level,
+        n_resamples=resamples,
+        method="percentile",
         rng=np.random.default_rng(seed),
     )
-    return {"diff": float(d.mean()), "ci_low": float(res.confidence_interval.low),
-            "ci_high": float(res.confidence_interval.high), "n": len(d)}
+    return {
+        "diff": float(d.mean()),
+        "ci_low": float(res.confidence_interval.low),
+        "ci_high": float(res.confidence_interval.high),
+        "n": len(d),
+    }
 
 
 def _spearman(x, y, axis: int = -1):
     """Spearman's rho along ``axis`` (vectorised for the resamples: ranks with ties averaged,
     then Pearson's correlation of the ranks); NaN where a side is constant. Equal to
-    ``scipy.stats.spearmanr`` (tests/test_stats.py)."""
+    ``scipy.stats.spearmanr`` (tests/unit/test_stats.py)."""
     from scipy import stats
 
     rx = stats.rankdata(x, axis=axis)
@@ -126,7 +150,9 @@ def _spearman(x, y, axis: int = -1):
         return np.where(den > 0, (rx * ry).sum(axis=axis) / np.where(den > 0, den, 1), np.nan)
 
 
-def rank_correlation(x, y, level: float = LEVEL, resamples: int = RESAMPLES, seed: int = SEED) -> dict:
+def rank_correlation(
+    x, y, level: float = LEVEL, resamples: int = RESAMPLES, seed: int = SEED
+) -> dict:
     """Spearman's rho of the points (x, y), with a bootstrap interval that resamples the points
     with replacement (percentile; a resample in which one side is constant has no rank
     correlation and is left out) and the permutation p-value of no association (two-sided;
@@ -141,14 +167,23 @@ def rank_correlation(x, y, level: float = LEVEL, resamples: int = RESAMPLES, see
     with warnings.catch_warnings():  # resamples of a constant side: NaN, left out below
         warnings.simplefilter("ignore")
         res = stats.bootstrap(
-            (x, y), _spearman, paired=True, vectorized=True, n_resamples=resamples,
-            method="percentile", rng=np.random.default_rng(seed),
+            (x, y),
+            _spearman,
+            paired=True,
+            vectorized=True,
+            n_resamples=resamples,
+            method="percentile",
+            rng=np.random.default_rng(seed),
         )
     dist = np.asarray(res.bootstrap_distribution, dtype=float)
     tail = 100 * (1 - level) / 2
     out["ci_low"], out["ci_high"] = (float(np.nanpercentile(dist, q)) for q in (tail, 100 - tail))
     perm = stats.permutation_test(
-        (x, y), _spearman, permutation_type="pairings", n_resamples=resamples, vectorized=True,
+        (x, y),
+        _spearman,
+        permutation_type="pairings",
+        n_resamples=resamples,
+        vectorized=True,
         rng=np.random.default_rng(seed),
     )
     out["p"] = float(perm.pvalue)
@@ -162,8 +197,13 @@ RULE = (
 )
 
 
-def verdict(low: float, high: float, higher: str = "higher", lower: str = "lower",
-            none: str = "no detectable difference") -> str:
+def verdict(
+    low: float,
+    high: float,
+    higher: str = "higher",
+    lower: str = "lower",
+    none: str = "no detectable difference",
+) -> str:
     """``higher`` if the interval [low, high] lies above 0, ``lower`` if below, else ``none``."""
     if math.isnan(low) or math.isnan(high):
         return "not measured"

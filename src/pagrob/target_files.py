@@ -69,8 +69,17 @@ PIXEL_SCALE = {UNIT: 1.0, SYMMETRIC: 2.0}
 CHUNK = 1024
 #: what a record must hold
 RECORD_KEYS = (
-    "source", "dataset", "num_train", "num_classes", "input_shape", "order", "layout", "range",
-    "path", "digest", "file_rows",
+    "source",
+    "dataset",
+    "num_train",
+    "num_classes",
+    "input_shape",
+    "order",
+    "layout",
+    "range",
+    "path",
+    "digest",
+    "file_rows",
 )
 
 
@@ -166,7 +175,9 @@ def read(
         f"training image, in training-set order), for this dataset's {num_classes} classes"
     )
     if not data.is_floating_point():
-        raise io.BadFileError(f"targets file {path} holds {data.dtype} values, not floating-point ones.")
+        raise io.BadFileError(
+            f"targets file {path} holds {data.dtype} values, not floating-point ones."
+        )
     if data.dim() != 2 + len(image_shape):
         raise io.BadFileError(
             f"targets file {path} is a {data.dim()}-dimensional tensor ({shape_text(data.shape)}); "
@@ -256,7 +267,11 @@ def _match_images(file: TargetFile, ds: Dataset, found: str) -> tuple[Tensor, li
     if file_labels is not None:  # first the rows of the same image and label
         for i, key in enumerate(keys):
             rows = rows_of.get(key)
-            same = next((j for j, r in enumerate(rows) if file_labels[r] == y[i]), None) if rows else None
+            same = (
+                next((j for j, r in enumerate(rows) if file_labels[r] == y[i]), None)
+                if rows
+                else None
+            )
             if same is not None:
                 order[i] = rows.pop(same)
     missing, relabelled = [], []
@@ -412,8 +427,13 @@ def load(record_path: str | Path, ds: Dataset, device="cpu") -> FileTargets:
     ``device`` copied there once (module docstring: the memory it takes)."""
     record_path = Path(record_path)
     rec = io.load(record_path, "file targets record", RECORD_KEYS)
-    want = {"source": FILE, "dataset": ds.name, "num_train": len(ds.x_train),
-            "num_classes": ds.num_classes, "input_shape": list(ds.input_shape)}
+    want = {
+        "source": FILE,
+        "dataset": ds.name,
+        "num_train": len(ds.x_train),
+        "num_classes": ds.num_classes,
+        "input_shape": list(ds.input_shape),
+    }
     differ = {k: (rec[k], v) for k, v in want.items() if rec[k] != v}
     if differ:
         raise io.BadFileError(
@@ -422,7 +442,9 @@ def load(record_path: str | Path, ds: Dataset, device="cpu") -> FileTargets:
         )
     path = Path(rec["path"])
     if not path.is_file():
-        raise io.BadFileError(f"targets file {path}, which record {record_path} was built from, does not exist.")
+        raise io.BadFileError(
+            f"targets file {path}, which record {record_path} was built from, does not exist."
+        )
     digest = io.file_digest(path)
     if digest != rec["digest"]:
         raise io.BadFileError(
@@ -432,7 +454,9 @@ def load(record_path: str | Path, ds: Dataset, device="cpu") -> FileTargets:
         )
     file = read(path, image_shape=ds.input_shape, num_classes=ds.num_classes)
     if file.layout != rec["layout"] or file.rows != rec["file_rows"]:  # same bytes: cannot happen
-        raise io.BadFileError(f"targets file {path} no longer reads as the record {record_path} says; rebuild it.")
+        raise io.BadFileError(
+            f"targets file {path} no longer reads as the record {record_path} says; rebuild it."
+        )
     gradients = file.gradients
     if torch.device(device).type != "cpu":
         gradients = to_device(gradients, device)

@@ -30,12 +30,11 @@ How the PAG term meets the augmentation (``TrainSettings.pag_variant``, ``PAG_VA
 from __future__ import annotations
 
 import copy
-import math
 import statistics
 import time
+from collections.abc import Callable
 from dataclasses import MISSING, asdict, dataclass, field, fields
 from pathlib import Path
-from typing import Callable
 
 import torch
 from torch import Tensor, nn
@@ -43,7 +42,14 @@ from torch import Tensor, nn
 from pagrob import io
 from pagrob.attacks import Attack, draw_start, pgd
 from pagrob.data import CropFlip, Dataset
-from pagrob.pag import AUTO, DEFAULT_STRATEGY, STRATEGIES, STRATEGY_CHOICES, StepLosses, pag_backward
+from pagrob.pag import (
+    AUTO,
+    DEFAULT_STRATEGY,
+    STRATEGIES,
+    STRATEGY_CHOICES,
+    StepLosses,
+    pag_backward,
+)
 from pagrob.sources import TargetSource
 
 #: ``amp``: the autocast dtype (bfloat16 needs no loss scaling)
@@ -174,8 +180,17 @@ def train_step(
     targets = source.for_batch(x, batch.index, batch.aug) if source is not None and s.lam else None
     opt.zero_grad(set_to_none=True)
     out = pag_backward(
-        model, x, batch.y, targets, s.lam, grad_of=s.grad_of, strategy=strategy, eps=s.pag_eps,
-        classes=batch.classes, ce_input=ce_input, autocast=amp,
+        model,
+        x,
+        batch.y,
+        targets,
+        s.lam,
+        grad_of=s.grad_of,
+        strategy=strategy,
+        eps=s.pag_eps,
+        classes=batch.classes,
+        ce_input=ce_input,
+        autocast=amp,
     )
     opt.step()
     return out
@@ -194,7 +209,11 @@ def _authors_step(
     forwards aug2 of what it differentiates), against the un-augmented targets."""
 
     def layout(t: Tensor) -> Tensor:
-        return t.contiguous(memory_format=torch.channels_last) if s.channels_last and t.dim() == 4 else t
+        return (
+            t.contiguous(memory_format=torch.channels_last)
+            if s.channels_last and t.dim() == 4
+            else t
+        )
 
     x0 = layout(batch.x)
     ce_input = layout(batch.aug(x0)) if batch.aug is not None else x0
@@ -203,8 +222,18 @@ def _authors_step(
     targets = source.for_batch(x0, batch.index, None) if source is not None and s.lam else None
     opt.zero_grad(set_to_none=True)
     out = pag_backward(
-        model, x0, batch.y, targets, s.lam, grad_of=s.grad_of, strategy=strategy, eps=s.pag_eps,
-        classes=batch.classes, ce_input=ce_input, autocast=AMP_DTYPE if s.amp else None, view=view,
+        model,
+        x0,
+        batch.y,
+        targets,
+        s.lam,
+        grad_of=s.grad_of,
+        strategy=strategy,
+        eps=s.pag_eps,
+        classes=batch.classes,
+        ce_input=ce_input,
+        autocast=AMP_DTYPE if s.amp else None,
+        view=view,
     )
     opt.step()
     return out
@@ -236,19 +265,36 @@ class EpochDraws:
 
     @classmethod
     def draw(
-        cls, s: TrainSettings, epoch: int, n_train: int, input_shape, num_classes: int,
-        steps: int, attack: Attack | None, device,
-    ) -> "EpochDraws":
+        cls,
+        s: TrainSettings,
+        epoch: int,
+        n_train: int,
+        input_shape,
+        num_classes: int,
+        steps: int,
+        attack: Attack | None,
+        device,
+    ) -> EpochDraws:
         g = epoch_generator(s.seed, epoch)
         n = steps * s.batch_size
         order = torch.randperm(n_train, generator=g)[:n].to(device)  # cpu: seeded draw, moved once
         augment, per_step = bool(s.crop_padding or s.flip), s.pag_variant == AUTHORS
         # authors: one draw per step and view, shared by the batch (torchvision on a batch tensor)
-        aug = CropFlip.sample(steps if per_step else n, s.crop_padding, s.flip, g, device) if augment else None
-        view = CropFlip.sample(steps, s.crop_padding, s.flip, g, device) if augment and per_step else None
+        aug = (
+            CropFlip.sample(steps if per_step else n, s.crop_padding, s.flip, g, device)
+            if augment
+            else None
+        )
+        view = (
+            CropFlip.sample(steps, s.crop_padding, s.flip, g, device)
+            if augment and per_step
+            else None
+        )
         classes = None
         if s.classes_per_step:  # a random permutation per step (argsort of iid keys), its first k
-            keys = torch.rand(steps, num_classes, generator=g)  # cpu: seeded draw, read as host ints
+            keys = torch.rand(
+                steps, num_classes, generator=g
+            )  # cpu: seeded draw, read as host ints
             classes = keys.argsort(1)[:, : s.classes_per_step].tolist()
         starts = None
         if attack is not None and attack.random_start and attack.eps > 0:
@@ -260,7 +306,9 @@ class EpochDraws:
         aug_rows = slice(b, b + 1) if self.per_step else rows
         index = self.order[rows]
         return Batch(
-            x_train[index], y_train[index], index,
+            x_train[index],
+            y_train[index],
+            index,
             self.aug[aug_rows] if self.aug is not None else None,
             self.classes[b] if self.classes is not None else None,
             self.starts[rows] if self.starts is not None else None,
@@ -324,13 +372,21 @@ class Run:
 
     def draws(self, epoch: int) -> EpochDraws:
         return EpochDraws.draw(
-            self.s, epoch, len(self.x_train), self.x_train.shape[1:], self.num_classes,
-            self.steps, self.attack, self.device,
+            self.s,
+            epoch,
+            len(self.x_train),
+            self.x_train.shape[1:],
+            self.num_classes,
+            self.steps,
+            self.attack,
+            self.device,
         )
 
     def step(self, draws: EpochDraws, b: int, strategy: str) -> tuple[Batch, StepLosses]:
         batch = draws.batch(b, self.x_train, self.y_train)
-        return batch, train_step(self.model, self.opt, batch, self.source, self.s, self.attack, strategy)
+        return batch, train_step(
+            self.model, self.opt, batch, self.source, self.s, self.attack, strategy
+        )
 
     def epoch(self, epoch: int, strategy: str, checkpoint: Path) -> dict:
         """Train one epoch; its statistics (read from the device once)."""
@@ -360,7 +416,6 @@ class Run:
             "seconds": seconds,
             "strategy": strategy if self.has_pag else None,
         }
-
 
     def check_time(self, epoch: int, per_step: float, timed: int) -> None:
         """Refuse to go on when the rest of the run, projected from the first steps of this
@@ -412,9 +467,13 @@ def choose_strategy(run: Run, epoch: int, log: Callable[[str], None]) -> tuple[s
     run.opt.zero_grad(set_to_none=True)
     fit_in_memory = {k: v for k, v in timings.items() if v is not None}
     if not fit_in_memory:
-        raise RuntimeError("strategy auto: every PAG strategy ran out of memory; lower the batch size")
+        raise RuntimeError(
+            "strategy auto: every PAG strategy ran out of memory; lower the batch size"
+        )
     chosen = min(fit_in_memory, key=fit_in_memory.get)
-    shown = ", ".join(f"{k} {'out of memory' if v is None else f'{v:.3f}s'}" for k, v in timings.items())
+    shown = ", ".join(
+        f"{k} {'out of memory' if v is None else f'{v:.3f}s'}" for k, v in timings.items()
+    )
     log(f"strategy auto: seconds per step {shown}; chose {chosen}")
     return chosen, timings
 
@@ -432,9 +491,15 @@ def _resume(
         return 0, [], {}
     state = io.load(checkpoint, "training checkpoint", ("model", "optimizer", "epoch", "settings"))
     if "inputs" not in state:  # written before checkpoints recorded their inputs
-        log(f"checkpoint {checkpoint} predates input fingerprints: resuming without checking its inputs")
+        log(
+            f"checkpoint {checkpoint} predates input fingerprints: resuming without checking its inputs"
+        )
     saved_inputs = state.get("inputs", inputs)
-    changed = [name for name in sorted(set(inputs) | set(saved_inputs)) if saved_inputs.get(name) != inputs.get(name)]
+    changed = [
+        name
+        for name in sorted(set(inputs) | set(saved_inputs))
+        if saved_inputs.get(name) != inputs.get(name)
+    ]
     if changed:
         raise ValueError(
             f"checkpoint {checkpoint} was trained from other input files: {', '.join(changed)} "
@@ -493,8 +558,17 @@ def fit(
         raise ValueError(f"batch_size {s.batch_size} exceeds the {len(x_train)} training examples")
     attack = Attack(**s.adversarial, bounds=ds.bounds) if s.adversarial else None
     run = Run(
-        model, make_optimizer(model, s), x_train, y_train, source, s, attack, steps, ds.num_classes,
-        device, time_limit_s,
+        model,
+        make_optimizer(model, s),
+        x_train,
+        y_train,
+        source,
+        s,
+        attack,
+        steps,
+        ds.num_classes,
+        device,
+        time_limit_s,
     )
     start, history, record = _resume(checkpoint, run, inputs, log)
     strategy = record.get("chosen") or (s.strategy if s.strategy != AUTO else None)
@@ -503,8 +577,12 @@ def fit(
         if strategy is None:  # auto, at the start of the run
             if run.has_pag:
                 strategy, timings = choose_strategy(run, epoch, log)
-                record = {"requested": AUTO, "chosen": strategy, "seconds_per_step": timings,
-                          "note": AUTO_NOTE.format(strategy=strategy)}
+                record = {
+                    "requested": AUTO,
+                    "chosen": strategy,
+                    "seconds_per_step": timings,
+                    "note": AUTO_NOTE.format(strategy=strategy),
+                }
                 log(record["note"])
             else:
                 strategy = DEFAULT_STRATEGY  # no PAG term: no strategy is ever used

@@ -7,8 +7,8 @@ import os
 import sys
 import tempfile
 import time
+from collections.abc import Callable
 from pathlib import Path
-from typing import Callable
 
 from pagrob.io import BadFileError
 
@@ -18,9 +18,13 @@ _T0 = time.perf_counter()
 def parser(description: str) -> argparse.ArgumentParser:
     p = argparse.ArgumentParser(description=description)
     p.add_argument("--device", default="auto", help="auto (cuda if available), cpu, cuda, cuda:N")
-    p.add_argument("--threads", type=int, default=0, help="CPU threads for torch (0: torch's default)")
     p.add_argument(
-        "--config-threads", type=int, default=0,
+        "--threads", type=int, default=0, help="CPU threads for torch (0: torch's default)"
+    )
+    p.add_argument(
+        "--config-threads",
+        type=int,
+        default=0,
         help="the threads the config gives this job: refused if --threads differs (the workflow "
         "passes both; a result depends on its thread count)",
     )
@@ -88,7 +92,9 @@ def check_writable(folder: Path) -> None:
         with tempfile.TemporaryFile(dir=folder):
             pass
     except OSError as e:
-        raise OSError(f"cannot write into {folder}: {e.strerror or e}. Make it writable (or free space).") from e
+        raise OSError(
+            f"cannot write into {folder}: {e.strerror or e}. Make it writable (or free space)."
+        ) from e
 
 
 def log(message: str) -> None:
@@ -105,7 +111,14 @@ def run(main: Callable[[], None]) -> None:
     stderr and, where the workflow gives one, to the console (``CONSOLE_FD``)."""
     try:
         main()
-    except (BadFileError, ValueError, FileExistsError, FileNotFoundError, OSError, FloatingPointError) as e:
+    except (
+        BadFileError,
+        ValueError,
+        FileExistsError,
+        FileNotFoundError,
+        OSError,
+        FloatingPointError,
+    ) as e:
         print(f"error: {e}", file=sys.stderr, flush=True)
         spec = getattr(sys.modules["__main__"], "__spec__", None)
         to_console(f"error in {spec.name if spec else sys.argv[0]}: {e}")

@@ -13,7 +13,9 @@ from pagrob.steps.pag_figure import add_picture_options, attack_rows
 def main() -> None:
     p = _cli.parser(__doc__)
     add_picture_options(p)
-    p.add_argument("--table", required=True, help="the ablation table CSV (pagrob.steps.table ablation)")
+    p.add_argument(
+        "--table", required=True, help="the ablation table CSV (pagrob.steps.table ablation)"
+    )
     args = p.parse_args()
     device = _cli.setup(args, [args.out_png, args.out_pdf])
     table = pd.read_csv(args.table)
@@ -21,7 +23,9 @@ def main() -> None:
     ds, rows = attack_rows(args, device, lambda meta: f"λ={meta['lam']:g}")
     rows.sort(key=lambda r: float(r[0].split("=")[1].split("\n")[0]))
     source = report.method(next(s for s in table["source"] if s != "vanilla"))  # vanilla: λ = 0
-    title = f"{source} on {ds.name}: accuracy against λ, and targeted L2 PGD (ε={args.attack.eps:g})"
+    title = (
+        f"{source} on {ds.name}: accuracy against λ, and targeted L2 PGD (ε={args.attack.eps:g})"
+    )
     figures.lambda_ablation(table, rows, ds.classes, title, args.out_png, args.out_pdf)
     _cli.log(f"-> {args.out_png}, {args.out_pdf}")
 

@@ -16,7 +16,9 @@ from pagrob.steps import _cli
 
 
 def main() -> None:
-    p = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    p = argparse.ArgumentParser(
+        description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter
+    )
     p.add_argument("what", choices=["images", "toy"])
     p.add_argument("--dataset", help="images: the dataset")
     p.add_argument("--metrics", nargs="+", required=True, help="tidy metrics CSVs")

@@ -28,7 +28,9 @@ def main() -> None:
     p.add_argument("--version", default="standard", choices=autoattack.VERSIONS)
     p.add_argument("--aa-seed", type=int, default=0, help="AutoAttack's seed (every stage)")
     p.add_argument(
-        "--pgd", type=attack_spec, required=True,
+        "--pgd",
+        type=attack_spec,
+        required=True,
         help="the table's PGD (norm:eps:steps[:step_size][:nostart]), run on the same images "
         "with --seed",
     )
@@ -37,7 +39,9 @@ def main() -> None:
     p.add_argument("--out-json", required=True, help="settings, warnings, PGD on the same images")
     args = p.parse_args()
     if args.pgd.norm != args.norm or args.pgd.eps != args.eps:
-        raise ValueError(f"--pgd {args.pgd.norm} eps {args.pgd.eps} must match --norm {args.norm} --eps {args.eps}")
+        raise ValueError(
+            f"--pgd {args.pgd.norm} eps {args.pgd.eps} must match --norm {args.norm} --eps {args.eps}"
+        )
     device = _cli.setup(args, [args.out, args.out_json])
     out = Path(args.out)
     state = Path(args.state) if args.state else out.with_name(f"{out.stem}.state.json")
@@ -48,14 +52,26 @@ def main() -> None:
             f"{ds.bounds} and {ds.num_classes} classes. Leave eval.autoattack out for this dataset."
         )
     settings = {
-        "version": args.version, "norm": args.norm, "eps": args.eps, "seed": args.aa_seed,
-        "batch_size": args.batch_size, "images": len(x),
+        "version": args.version,
+        "norm": args.norm,
+        "eps": args.eps,
+        "seed": args.aa_seed,
+        "batch_size": args.batch_size,
+        "images": len(x),
     }
     t0 = time.perf_counter()
     result = autoattack.run(
-        model, x, y, args.norm, args.eps, state_path=state,
+        model,
+        x,
+        y,
+        args.norm,
+        args.eps,
+        state_path=state,
         fingerprint=autoattack.fingerprint(args.model, args.data, **settings),
-        version=args.version, seed=args.aa_seed, batch_size=args.batch_size, device=device,
+        version=args.version,
+        seed=args.aa_seed,
+        batch_size=args.batch_size,
+        device=device,
         log=_cli.log,
     )
     seconds = time.perf_counter() - t0
@@ -65,7 +81,9 @@ def main() -> None:
 
     common = {"norm": args.norm, "eps": args.eps}
     flags = torch.tensor(result.robust_flags)  # cpu: AutoAttack's per-image result, on the host
-    rows = [common | {"attack": "autoattack", "steps": 0, "accuracy": result.robust, "flags": flags}]
+    rows = [
+        common | {"attack": "autoattack", "steps": 0, "accuracy": result.robust, "flags": flags}
+    ]
     for stage, acc in result.stages.items():
         steps = autoattack.STAGE_STEPS[stage]
         rows.append(common | {"attack": f"autoattack:{stage}", "steps": steps, "accuracy": acc})
@@ -79,8 +97,11 @@ def main() -> None:
         "robust": result.robust,
         "stages": result.stages,
         "warnings": result.warnings,
-        "pgd_same_images": {"steps": pgd_attack.steps, "accuracy": pgd_same,
-                            "correct": stats.pack(pgd_flags.tolist())},
+        "pgd_same_images": {
+            "steps": pgd_attack.steps,
+            "accuracy": pgd_same,
+            "correct": stats.pack(pgd_flags.tolist()),
+        },
         "resumed": result.resumed,
         "seconds": seconds,
         "device": device,

@@ -52,8 +52,12 @@ def main() -> None:
     ds = data.load_prepared(args.data)
     check_inputs(args.arch, ds, args.latent)
     settings = autoencoder.AutoencoderSettings(
-        arch=args.arch, latent=args.latent, epochs=args.epochs, batch_size=args.batch_size,
-        lr=args.lr, seed=args.seed,
+        arch=args.arch,
+        latent=args.latent,
+        epochs=args.epochs,
+        batch_size=args.batch_size,
+        lr=args.lr,
+        seed=args.seed,
     )
     x_train = ds.x_train.to(device)  # once
     torch.manual_seed(args.seed)
@@ -69,12 +73,19 @@ def main() -> None:
     train_mse = autoencoder.reconstruction_error(ae, x_train)
     baseline = autoencoder.random_baseline(k, d)
     _cli.log(
-        f"test MSE {test_mse:.6f}, train MSE {train_mse:.6f}, "
-        f"baseline sqrt(k/d) {baseline:.4f}"
+        f"test MSE {test_mse:.6f}, train MSE {train_mse:.6f}, baseline sqrt(k/d) {baseline:.4f}"
     )
     autoencoder.save(
-        args.out, ae, settings, dataset=ds.name, history=history, test_mse=test_mse,
-        train_mse=train_mse, d=d, k=k, baseline=baseline,
+        args.out,
+        ae,
+        settings,
+        dataset=ds.name,
+        history=history,
+        test_mse=test_mse,
+        train_mse=train_mse,
+        d=d,
+        k=k,
+        baseline=baseline,
     )
     _cli.log(f"saved {args.out}")
 

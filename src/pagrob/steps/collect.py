@@ -22,7 +22,9 @@ def main() -> None:
     for path in args.inputs:
         df = pd.read_csv(path)
         if list(df.columns) != columns:
-            raise ValueError(f"{path} has columns {list(df.columns)}, expected {columns}; rebuild it")
+            raise ValueError(
+                f"{path} has columns {list(df.columns)}, expected {columns}; rebuild it"
+            )
         frames.append(df)
     io.write_text(pd.concat(frames).to_csv(index=False), args.out)
     _cli.log(f"{len(args.inputs)} files -> {args.out}")

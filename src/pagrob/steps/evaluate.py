@@ -28,14 +28,18 @@ def attack_spec(text: str) -> Attack:
         step_size = float(rest[0]) if rest and rest[0] != "auto" else None
         return Attack(norm, eps, steps, step_size, random_start)
     except (IndexError, ValueError) as e:
-        raise argparse.ArgumentTypeError(f"bad attack {text!r} ({e}); expected norm:eps:steps[:step_size][:nostart]")
+        raise argparse.ArgumentTypeError(
+            f"bad attack {text!r} ({e}); expected norm:eps:steps[:step_size][:nostart]"
+        ) from None
 
 
 def add_model_options(p: argparse.ArgumentParser) -> None:
     p.add_argument("--data", required=True)
     p.add_argument("--model", required=True)
     p.add_argument("--batch-size", type=int, default=500)
-    p.add_argument("--max-images", type=int, default=0, help="evaluate the first N test images (0: all)")
+    p.add_argument(
+        "--max-images", type=int, default=0, help="evaluate the first N test images (0: all)"
+    )
     p.add_argument("--seed", type=int, default=0, help="seed of the attacks' random starts")
 
 
@@ -44,7 +48,9 @@ def load_test_set(args, device: str):
     ds = data.load_prepared(args.data)
     model, meta = models.load_model(args.model, device)
     if meta.get("dataset") != ds.name:
-        raise ValueError(f"model {args.model} was trained on {meta.get('dataset')!r}, not {ds.name!r}")
+        raise ValueError(
+            f"model {args.model} was trained on {meta.get('dataset')!r}, not {ds.name!r}"
+        )
     x, y = ds.x_test, ds.y_test
     if args.max_images:
         x, y = x[: args.max_images], y[: args.max_images]
@@ -69,7 +75,9 @@ def write_rows(meta: dict, rows: list[dict], images: int, out) -> None:
         table.append(ids | r)
     io.write_text(pd.DataFrame(table, columns=COLUMNS).to_csv(index=False), out)
     for r in rows:
-        _cli.log(f"{r['attack']} {r['norm']} eps={r['eps']:g} steps={r['steps']}: {r['accuracy']:.2f}%")
+        _cli.log(
+            f"{r['attack']} {r['norm']} eps={r['eps']:g} steps={r['steps']}: {r['accuracy']:.2f}%"
+        )
 
 
 def main() -> None:

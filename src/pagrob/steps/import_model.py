@@ -23,15 +23,31 @@ EXTERNAL_PREFIX = "external:"
 
 def parser():
     p = _cli.parser(__doc__)
-    p.add_argument("--data", required=True, help="prepared dataset file (its input shape and classes)")
+    p.add_argument(
+        "--data", required=True, help="prepared dataset file (its input shape and classes)"
+    )
     p.add_argument("--checkpoint", required=True, help="the published state dict")
     p.add_argument("--arch", required=True, choices=models.ARCHITECTURES)
-    p.add_argument("--mean", required=True, type=_cli.float_list, help="normalisation mean per channel, e.g. '0.5 0.5 0.5'")
-    p.add_argument("--std", required=True, type=_cli.float_list, help="normalisation std per channel")
+    p.add_argument(
+        "--mean",
+        required=True,
+        type=_cli.float_list,
+        help="normalisation mean per channel, e.g. '0.5 0.5 0.5'",
+    )
+    p.add_argument(
+        "--std", required=True, type=_cli.float_list, help="normalisation std per channel"
+    )
     p.add_argument("--name", required=True, help="the model's name (experiments.external.<name>)")
-    p.add_argument("--claims", required=True, choices=sources.SOURCES, help="the gradient source it was trained with")
+    p.add_argument(
+        "--claims",
+        required=True,
+        choices=sources.SOURCES,
+        help="the gradient source it was trained with",
+    )
     p.add_argument("--lam", type=float, help="its PAG weight, where the publisher states it")
-    p.add_argument("--seed", type=int, default=0, help="its training seed, where stated (an identifier only)")
+    p.add_argument(
+        "--seed", type=int, default=0, help="its training seed, where stated (an identifier only)"
+    )
     p.add_argument("--out", required=True)
     return p
 
@@ -40,7 +56,9 @@ def main() -> None:
     args = parser().parse_args()
     _cli.setup(args, [args.out])
     ds = data.load_prepared(args.data)
-    mean, std = torch.tensor(args.mean), torch.tensor(args.std)  # cpu: the import is built and saved on the CPU
+    # the import is built and saved on the CPU
+    mean = torch.tensor(args.mean)  # cpu: see above
+    std = torch.tensor(args.std)  # cpu: see above
     if len(mean) != ds.input_shape[0] or len(std) != ds.input_shape[0]:
         raise ValueError(
             f"--mean and --std need one value per channel of {ds.name} ({ds.input_shape[0]}), "
@@ -50,13 +68,22 @@ def main() -> None:
         args.checkpoint, args.arch, ds.input_shape, ds.num_classes, mean, std, "checkpoint"
     )
     models.save_model(
-        args.out, model, args.arch, ds.input_shape, ds.num_classes,
-        dataset=ds.name, classes=ds.classes, seed=args.seed,
+        args.out,
+        model,
+        args.arch,
+        ds.input_shape,
+        ds.num_classes,
+        dataset=ds.name,
+        classes=ds.classes,
+        seed=args.seed,
         # a number in every CSV's lam column (NaN keys vanish from pandas groupbys); the tables
         # show whether it was stated
-        lam=args.lam if args.lam is not None else 0.0, lam_stated=args.lam is not None,
-        source=f"{EXTERNAL_PREFIX}{args.name}", claims=args.claims,
-        imported_from=str(args.checkpoint), checkpoint_sha256=io.file_digest(args.checkpoint),
+        lam=args.lam if args.lam is not None else 0.0,
+        lam_stated=args.lam is not None,
+        source=f"{EXTERNAL_PREFIX}{args.name}",
+        claims=args.claims,
+        imported_from=str(args.checkpoint),
+        checkpoint_sha256=io.file_digest(args.checkpoint),
     )
     _cli.log(f"imported {args.checkpoint} ({args.arch}, claims {args.claims}) -> {args.out}")
 

@@ -16,17 +16,24 @@ def main() -> None:
     p.add_argument("--data", required=True, help="prepared dataset file")
     p.add_argument("--source", required=True, choices=sources.REPRESENTATIVES + (sources.FILE,))
     p.add_argument("--seed", type=int, default=0, help="seed of the random choices")
-    p.add_argument("--nn-sample-size", type=int, default=100, help="nearest_neighbor: images per class")
     p.add_argument(
-        "--class-mean-rescale", type=_cli.boolean, default=True,
+        "--nn-sample-size", type=int, default=100, help="nearest_neighbor: images per class"
+    )
+    p.add_argument(
+        "--class-mean-rescale",
+        type=_cli.boolean,
+        default=True,
         help="class_mean: rescale each mean to its class's mean image norm",
     )
     p.add_argument(
-        "--clusters", type=int, default=sources.CLUSTERS,
+        "--clusters",
+        type=int,
+        default=sources.CLUSTERS,
         help=f"clustered_nn: k-means clusters per class (default {sources.CLUSTERS})",
     )
     p.add_argument(
-        "--file", help="file source: the targets file, N x (1 + C) x image (an image and a target "
+        "--file",
+        help="file source: the targets file, N x (1 + C) x image (an image and a target "
         "per class, any order) or N x C x image (aligned with the training set)",
     )
     p.add_argument("--labels", help="file source: its labels file (N integers; optional)")
@@ -41,18 +48,28 @@ def main() -> None:
     t0 = time.perf_counter()
     if args.source == sources.FILE:
         match_file(args, ds)
-        _cli.log(f"file targets for {ds.name} matched in {time.perf_counter() - t0:.1f}s -> {args.out}")
+        _cli.log(
+            f"file targets for {ds.name} matched in {time.perf_counter() - t0:.1f}s -> {args.out}"
+        )
         return
     built = sources.build(
-        args.source, ds, seed=args.seed, nn_sample_size=args.nn_sample_size,
-        class_mean_rescale=args.class_mean_rescale, clusters=args.clusters,
+        args.source,
+        ds,
+        seed=args.seed,
+        nn_sample_size=args.nn_sample_size,
+        class_mean_rescale=args.class_mean_rescale,
+        clusters=args.clusters,
     )
     io.save(built, args.out)
-    _cli.log(f"{args.source} targets for {ds.name} in {time.perf_counter() - t0:.1f}s -> {args.out}")
+    _cli.log(
+        f"{args.source} targets for {ds.name} in {time.perf_counter() - t0:.1f}s -> {args.out}"
+    )
 
 
 def match_file(args, ds: data.Dataset) -> None:
-    file = target_files.read(args.file, args.labels, image_shape=ds.input_shape, num_classes=ds.num_classes)
+    file = target_files.read(
+        args.file, args.labels, image_shape=ds.input_shape, num_classes=ds.num_classes
+    )
     _cli.log(f"targets file {file.describe()}")
     record = target_files.match(file, ds)
     _cli.log(

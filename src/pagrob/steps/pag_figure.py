@@ -13,7 +13,9 @@ from pagrob.steps.evaluate import attack_spec
 def add_picture_options(p) -> None:
     p.add_argument("--data", required=True)
     p.add_argument("--models", nargs="+", required=True)
-    p.add_argument("--images", type=_cli.int_list, required=True, help="test-set indices, e.g. '0 1 2'")
+    p.add_argument(
+        "--images", type=_cli.int_list, required=True, help="test-set indices, e.g. '0 1 2'"
+    )
     p.add_argument("--attack", type=attack_spec, required=True, help="e.g. l2:10:60:auto:nostart")
     p.add_argument("--seed", type=int, default=0)
     p.add_argument("--out-png", required=True)
@@ -30,11 +32,11 @@ def attack_rows(args, device, label) -> tuple[data.Dataset, list]:
     rows = []
     loaded = [models.load_model(path, device) for path in args.models]
     grids = []
-    for model, meta in loaded:
+    for model, _ in loaded:
         g = torch.Generator().manual_seed(args.seed)
         grids.append(figures.targeted_towards_every_class(model, x, ds.num_classes, args.attack, g))
     for i, index in enumerate(args.images):
-        for (model, meta), grid in zip(loaded, grids):
+        for (_, meta), grid in zip(loaded, grids):
             rows.append((f"{label(meta)}\ntest #{index}", x[i], grid[i]))
     return ds, rows
 

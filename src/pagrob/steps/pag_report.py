@@ -1,8 +1,8 @@
 """Tables and figures of the PAG scores (pandas and matplotlib only, no torch):
 
-  table   one row per model, one column per score x reference (cells not independent of their reference marked)
-  lambda  a source's score against λ (Fig. 5's ablation), table and, with --out-png, a panel
-  plot    each model's score against its AutoAttack robust accuracy, one panel per norm
+table   one row per model, one column per score x reference (cells not independent of their reference marked)
+lambda  a source's score against λ (Fig. 5's ablation), table and, with --out-png, a panel
+plot    each model's score against its AutoAttack robust accuracy, one panel per norm
 """
 
 from __future__ import annotations
@@ -16,19 +16,29 @@ from pagrob.steps import _cli
 
 
 def main() -> None:
-    p = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    p = argparse.ArgumentParser(
+        description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter
+    )
     p.add_argument("what", choices=["table", "lambda", "plot"])
-    p.add_argument("--scores", nargs="+", required=True, help="PAG score CSVs (pagrob.steps.pag_scores)")
-    p.add_argument("--metrics", nargs="+", default=[], help="plot: tidy metrics CSVs with AutoAttack rows")
     p.add_argument(
-        "--score", nargs="+", choices=pag_report.SCORES,
+        "--scores", nargs="+", required=True, help="PAG score CSVs (pagrob.steps.pag_scores)"
+    )
+    p.add_argument(
+        "--metrics", nargs="+", default=[], help="plot: tidy metrics CSVs with AutoAttack rows"
+    )
+    p.add_argument(
+        "--score",
+        nargs="+",
+        choices=pag_report.SCORES,
         help="lambda: which score (default alignment); plot: which scores, a row of panels each "
         "(default: the instruments alignment, alignment_log_softmax, tangent_fraction, those present)",
     )
     p.add_argument("--source", help="lambda: the ablated source, e.g. class_mean")
     p.add_argument("--out-md")
     p.add_argument("--out-csv")
-    p.add_argument("--out-html", help="table, lambda: also the table as an HTML page (for the report)")
+    p.add_argument(
+        "--out-html", help="table, lambda: also the table as an HTML page (for the report)"
+    )
     p.add_argument("--out-png")
     p.add_argument("--out-pdf")
     args = p.parse_args()
@@ -61,7 +71,11 @@ def main() -> None:
     io.write_text(full.to_csv(index=False), args.out_csv)
     io.write_text(text, args.out_md)
     if args.out_html:
-        title = "PAG scores" if args.what == "table" else f"PAG score against λ ({pag_report.method(args.source)})"
+        title = (
+            "PAG scores"
+            if args.what == "table"
+            else f"PAG score against λ ({pag_report.method(args.source)})"
+        )
         io.write_text(html_table.page(text, title), args.out_html)
     print(text)
 

@@ -48,12 +48,22 @@ def parser():
     p = _cli.parser(__doc__)
     p.add_argument("--data", required=True, help="prepared dataset file")
     p.add_argument(
-        "--models", "--model", nargs="+", action="extend", default=[], metavar="MODEL",
+        "--models",
+        "--model",
+        nargs="+",
+        action="extend",
+        default=[],
+        metavar="MODEL",
         help="model files to score (--models A B, or --model A --model B)",
     )
     p.add_argument(
-        "--references", "--reference", nargs="+", action="extend", default=[],
-        metavar="REFERENCE", help="robust reference model files (teacher_linf, teacher_l2)",
+        "--references",
+        "--reference",
+        nargs="+",
+        action="extend",
+        default=[],
+        metavar="REFERENCE",
+        help="robust reference model files (teacher_linf, teacher_l2)",
     )
     p.add_argument("--autoencoder", help="an autoencoder file (pagrob.steps.autoencoder)")
     p.add_argument(
@@ -62,7 +72,8 @@ def parser():
     p.add_argument("--noise-draws", type=int, default=4, help="noise directions per image")
     p.add_argument("--baselines", action="store_true", help="add the baseline rows")
     p.add_argument(
-        "--floor-arch", choices=models.ARCHITECTURES,
+        "--floor-arch",
+        choices=models.ARCHITECTURES,
         help="the floor's architecture (default: the first --model's, else the first reference's)",
     )
     p.add_argument("--images", type=int, required=True, help="score on the first N test images")
@@ -86,7 +97,9 @@ def main() -> None:
     if not args.references and not args.autoencoder:
         raise ValueError("nothing to score against: give --references and/or --autoencoder")
     if args.noise is not None and not args.autoencoder:
-        raise ValueError("--noise needs --autoencoder (the noise lies inside or off its tangent space)")
+        raise ValueError(
+            "--noise needs --autoencoder (the noise lies inside or off its tangent space)"
+        )
     device = _cli.setup(args, [args.out])
     ds = data.load_prepared(args.data)
     if not 0 < args.images <= len(ds.x_test):
@@ -127,14 +140,21 @@ def main() -> None:
         """One tidy row; ``value`` a number, or the per-image values (the row holds their mean
         and them, for the paired comparisons)."""
         per_image = value if isinstance(value, list) else None
-        rows.append({
-            "dataset": ds.name, "source": meta["source"], "lam": meta["lam"],
-            "seed": meta["seed"], "score": score, "reference": reference,
-            "value": sum(per_image) / len(per_image) if per_image else value,
-            "relation": pag_scores.relation(meta["source"], reference)
-            if reference.startswith("teacher_") else pag_scores.INDEPENDENT,
-            "per_image": ";".join(f"{v:.6g}" for v in per_image) if per_image else "",
-        })
+        rows.append(
+            {
+                "dataset": ds.name,
+                "source": meta["source"],
+                "lam": meta["lam"],
+                "seed": meta["seed"],
+                "score": score,
+                "reference": reference,
+                "value": sum(per_image) / len(per_image) if per_image else value,
+                "relation": pag_scores.relation(meta["source"], reference)
+                if reference.startswith("teacher_")
+                else pag_scores.INDEPENDENT,
+                "per_image": ";".join(f"{v:.6g}" for v in per_image) if per_image else "",
+            }
+        )
 
     if args.baselines:
         first = scored[0][2] if scored else next(iter(references.values()))[1]
@@ -144,10 +164,18 @@ def main() -> None:
         if autoencoder is not None:
             base = {"lam": 0.0, "seed": ae_meta.get("seed", 0)}
             k, d = autoencoder.latent, math.prod(ds.input_shape)
-            add({"source": "random", **base}, "tangent_fraction", "autoencoder",
-                ae_lib.random_baseline(k, d))
-            add({"source": "autoencoder", **base}, "reconstruction_mse", "autoencoder",
-                ae_meta["test_mse"])
+            add(
+                {"source": "random", **base},
+                "tangent_fraction",
+                "autoencoder",
+                ae_lib.random_baseline(k, d),
+            )
+            add(
+                {"source": "autoencoder", **base},
+                "reconstruction_mse",
+                "autoencoder",
+                ae_meta["test_mse"],
+            )
         for name, (model, meta) in references.items():
             ceiling = {"source": "ceiling", "lam": 0.0, "seed": meta["seed"]}
             values = pag_scores.gradient_scores(model, x, args.batch_size, {name: model})
@@ -168,8 +196,14 @@ def main() -> None:
         t0 = time.perf_counter()
         noise_g = torch.Generator().manual_seed(args.seed)  # cpu: noise draws, moved per batch
         values = pag_scores.gradient_scores(
-            model, x, args.batch_size, {n: r for n, (r, _) in references.items()},
-            autoencoder, args.noise, args.noise_draws, noise_g,
+            model,
+            x,
+            args.batch_size,
+            {n: r for n, (r, _) in references.items()},
+            autoencoder,
+            args.noise,
+            args.noise_draws,
+            noise_g,
         )
         if references:
             g = torch.Generator().manual_seed(args.seed)  # cpu: attack starts, same per model

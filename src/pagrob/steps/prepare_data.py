@@ -17,7 +17,9 @@ def main() -> None:
     p = _cli.parser(__doc__)
     p.add_argument("--dataset", required=True, choices=["toy", "digits", "cifar10", "stl10"])
     p.add_argument("--out", required=True)
-    p.add_argument("--seed", type=int, default=0, help="toy: seed of the points; digits: of the split")
+    p.add_argument(
+        "--seed", type=int, default=0, help="toy: seed of the points; digits: of the split"
+    )
     p.add_argument(
         "--toy-centers",
         default="[[-50, -10, 30], [-30, 10, 50]]",
@@ -27,11 +29,15 @@ def main() -> None:
     p.add_argument("--toy-test", type=int, default=600, help="toy: test points in all")
     p.add_argument("--test-fraction", type=float, default=0.3, help="digits: test share per class")
     p.add_argument("--root", help="cifar10, stl10: folder with the dataset or its archive")
-    p.add_argument("--download", type=_cli.boolean, default=False, help="cifar10, stl10: fetch if missing")
+    p.add_argument(
+        "--download", type=_cli.boolean, default=False, help="cifar10, stl10: fetch if missing"
+    )
     args = p.parse_args()
     _cli.setup(args, [args.out])
     if args.dataset == "toy":
-        ds = data.make_toy(json.loads(args.toy_centers), args.toy_per_mode, args.toy_test, args.seed)
+        ds = data.make_toy(
+            json.loads(args.toy_centers), args.toy_per_mode, args.toy_test, args.seed
+        )
     elif args.dataset == "digits":
         ds = datasets.load_digits(args.test_fraction, args.seed)
     else:

@@ -59,8 +59,15 @@ def benchmarks(folders: list[str]) -> list[dict]:
                 continue
             seconds = float(rows[0]["s"])
             end = path.stat().st_mtime
-            jobs.append({"job": path.name.removesuffix(".benchmark.tsv"), "path": str(path),
-                         "seconds": seconds, "start": end - seconds, "end": end})
+            jobs.append(
+                {
+                    "job": path.name.removesuffix(".benchmark.tsv"),
+                    "path": str(path),
+                    "seconds": seconds,
+                    "start": end - seconds,
+                    "end": end,
+                }
+            )
     return jobs
 
 
@@ -78,9 +85,11 @@ def model_versions(folders: list[str]) -> list[tuple[str, int]]:
             env = info.get("environment")
             if env:
                 pins = ", ".join(f"{k}={v}" for k, v in sorted(env.get("isa_pins", {}).items()))
-                text += (f"; CPU kernels {env.get('cpu_capability')} (pins: {pins or 'none'}), "
-                         f"{env.get('threads')} threads, torch {env.get('torch_build')}, commit "
-                         f"{env.get('git_commit')}")
+                text += (
+                    f"; CPU kernels {env.get('cpu_capability')} (pins: {pins or 'none'}), "
+                    f"{env.get('threads')} threads, torch {env.get('torch_build')}, commit "
+                    f"{env.get('git_commit')}"
+                )
             counts[text] += 1
     return sorted(counts.items())
 
@@ -95,8 +104,15 @@ def stamp(t: float) -> str:
     return time.strftime("%Y-%m-%d %H:%M:%S", time.localtime(t))
 
 
-def markdown(config: dict, configfiles: list[str], env_pins: dict[str, str], snakemake_version: str,
-             jobs: list[dict], outputs: list[str], recorded: list[tuple[str, int]]) -> str:
+def markdown(
+    config: dict,
+    configfiles: list[str],
+    env_pins: dict[str, str],
+    snakemake_version: str,
+    jobs: list[dict],
+    outputs: list[str],
+    recorded: list[tuple[str, int]],
+) -> str:
     """The page as markdown (html_table renders it), without the config (a code block)."""
     lines = ["# Provenance of this run", ""]
     last = max((Path(p).stat().st_mtime for p in outputs if Path(p).exists()), default=None)
@@ -121,40 +137,70 @@ def markdown(config: dict, configfiles: list[str], env_pins: dict[str, str], sna
             lines.append(f"| {name} | {len(secs)} | {sum(secs):.1f} | {max(secs):.1f} |")
     else:
         lines.append("No benchmark files found: no job of this run was timed.")
-    lines += ["", "## Library versions", "",
-              f"Python {platform.python_version()} on {platform.platform()}; Snakemake "
-              f"{snakemake_version} ran the workflow. Pinned: the environment files (envs/*.yaml, "
-              "the same pins as pyproject.toml); installed: in the Python that ran the steps.", "",
-              "| package | pinned | installed |", "|---|---|---|"]
+    lines += [
+        "",
+        "## Library versions",
+        "",
+        f"Python {platform.python_version()} on {platform.platform()}; Snakemake "
+        f"{snakemake_version} ran the workflow. Pinned: the environment files (envs/*.yaml, "
+        "the same pins as pyproject.toml); installed: in the Python that ran the steps.",
+        "",
+        "| package | pinned | installed |",
+        "|---|---|---|",
+    ]
     for name, version in sorted(env_pins.items()):
         lines.append(f"| {name} | {version} | {installed(name)} |")
     if recorded:
         lines += ["", "Recorded by the trained models (model.json):", ""]
         lines += [f"- {versions} ({n} model{'' if n == 1 else 's'})" for versions, n in recorded]
-    lines += ["", "## Config", "",
-              "Config files: " + (", ".join(f"`{c}`" for c in configfiles) or "none (config.yaml)")
-              + ". The effective config, schema defaults filled in:"]
+    lines += [
+        "",
+        "## Config",
+        "",
+        "Config files: "
+        + (", ".join(f"`{c}`" for c in configfiles) or "none (config.yaml)")
+        + ". The effective config, schema defaults filled in:",
+    ]
     return "\n".join(lines) + "\n"
 
 
 def main() -> None:
-    p = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    p = argparse.ArgumentParser(
+        description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter
+    )
     p.add_argument("--config-json", required=True, help="the workflow's config, as JSON")
-    p.add_argument("--configfiles", nargs="*", default=[], help="the config files given to Snakemake")
+    p.add_argument(
+        "--configfiles", nargs="*", default=[], help="the config files given to Snakemake"
+    )
     p.add_argument("--envs", nargs="+", required=True, help="conda environment files with the pins")
     p.add_argument("--snakemake-version", default="unknown")
-    p.add_argument("--job-folders", nargs="*", default=[],
-                   help="folders holding the run's benchmark files and model.json files")
+    p.add_argument(
+        "--job-folders",
+        nargs="*",
+        default=[],
+        help="folders holding the run's benchmark files and model.json files",
+    )
     p.add_argument("--outputs", nargs="*", default=[], help="the run's outputs (for the end time)")
     p.add_argument("--out-html", required=True)
     args = p.parse_args()
     import yaml
 
     config = json.loads(args.config_json)
-    text = markdown(config, args.configfiles, pins(args.envs), args.snakemake_version,
-                    benchmarks(args.job_folders), args.outputs, model_versions(args.job_folders))
+    text = markdown(
+        config,
+        args.configfiles,
+        pins(args.envs),
+        args.snakemake_version,
+        benchmarks(args.job_folders),
+        args.outputs,
+        model_versions(args.job_folders),
+    )
     page = html_table.page(text)
-    block = "<pre><code>" + html.escape(yaml.safe_dump(config, sort_keys=False, allow_unicode=True)) + "</code></pre>\n"
+    block = (
+        "<pre><code>"
+        + html.escape(yaml.safe_dump(config, sort_keys=False, allow_unicode=True))
+        + "</code></pre>\n"
+    )
     page = page.replace("</body>", block + "</body>")
     io.write_text(page, args.out_html)
     print(text)

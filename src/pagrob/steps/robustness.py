@@ -22,9 +22,15 @@ def main() -> None:
     p.add_argument("what", choices=["checks", "curves"])
     p.add_argument("--metrics", nargs="+", required=True, help="tidy metrics CSVs")
     p.add_argument("--records", nargs="*", default=[], help="checks: the AutoAttack JSON records")
-    p.add_argument("--tolerance", type=float, help="checks: points (robust <= clean, monotone in eps)")
-    p.add_argument("--max-gap", type=float, help="checks: points PGD may exceed AutoAttack or a stronger PGD")
-    p.add_argument("--zero-at", type=float, help="checks: the most accuracy (%%) allowed at the largest eps")
+    p.add_argument(
+        "--tolerance", type=float, help="checks: points (robust <= clean, monotone in eps)"
+    )
+    p.add_argument(
+        "--max-gap", type=float, help="checks: points PGD may exceed AutoAttack or a stronger PGD"
+    )
+    p.add_argument(
+        "--zero-at", type=float, help="checks: the most accuracy (%%) allowed at the largest eps"
+    )
     p.add_argument("--title", default="", help="curves: the figure's title")
     p.add_argument("--out-md")
     p.add_argument("--out-csv")
@@ -34,14 +40,23 @@ def main() -> None:
     args = p.parse_args()
     metrics = pd.concat([report.read_metrics(m) for m in args.metrics], ignore_index=True)
     if args.what == "checks":
-        needed = {"--records": args.records, "--tolerance": args.tolerance, "--max-gap": args.max_gap,
-                  "--zero-at": args.zero_at, "--out-md": args.out_md, "--out-csv": args.out_csv}
+        needed = {
+            "--records": args.records,
+            "--tolerance": args.tolerance,
+            "--max-gap": args.max_gap,
+            "--zero-at": args.zero_at,
+            "--out-md": args.out_md,
+            "--out-csv": args.out_csv,
+        }
         missing = [k for k, v in needed.items() if v in (None, [])]
         if missing:
             raise ValueError(f"checks needs {', '.join(missing)}")
         checks = robustness.masking_checks(
-            metrics, robustness.read_records(args.records),
-            tolerance=args.tolerance, max_gap=args.max_gap, zero_at=args.zero_at,
+            metrics,
+            robustness.read_records(args.records),
+            tolerance=args.tolerance,
+            max_gap=args.max_gap,
+            zero_at=args.zero_at,
         )
         text = robustness.masking_table(checks, report.method)
         io.write_text(checks.to_csv(index=False), args.out_csv)
@@ -52,7 +67,9 @@ def main() -> None:
     else:
         if not (args.out_png and args.out_pdf):
             raise ValueError("curves needs --out-png and --out-pdf")
-        robustness.curves_figure(metrics, report.method, report.SOURCE_ORDER, args.title, args.out_png, args.out_pdf)
+        robustness.curves_figure(
+            metrics, report.method, report.SOURCE_ORDER, args.title, args.out_png, args.out_pdf
+        )
         _cli.log(f"wrote {args.out_png}, {args.out_pdf}")
 
 

@@ -16,11 +16,23 @@ from pagrob.steps.evaluate import add_model_options, attack_spec, load_test_set,
 def main() -> None:
     p = _cli.parser(__doc__)
     add_model_options(p)
-    p.add_argument("--curve", type=attack_spec, action="append", default=[],
-                   help="repeatable: one PGD per eps of the curve, norm:eps:steps[:step_size]")
-    p.add_argument("--strong", type=attack_spec, action="append", default=[],
-                   help="repeatable: the strong PGD at a table's eps, norm:eps:steps[:step_size]")
-    p.add_argument("--restarts", type=int, default=5, help="random restarts of every --strong attack")
+    p.add_argument(
+        "--curve",
+        type=attack_spec,
+        action="append",
+        default=[],
+        help="repeatable: one PGD per eps of the curve, norm:eps:steps[:step_size]",
+    )
+    p.add_argument(
+        "--strong",
+        type=attack_spec,
+        action="append",
+        default=[],
+        help="repeatable: the strong PGD at a table's eps, norm:eps:steps[:step_size]",
+    )
+    p.add_argument(
+        "--restarts", type=int, default=5, help="random restarts of every --strong attack"
+    )
     p.add_argument("--out", required=True)
     args = p.parse_args()
     if args.restarts < 1:

@@ -15,27 +15,42 @@ from pagrob.steps import _cli
 
 def main() -> None:
     p = argparse.ArgumentParser(description=__doc__)
-    p.add_argument("table", choices=["toy", "main", "lambda", "seeds", "ablation", "external", "grad_of"])
+    p.add_argument(
+        "table", choices=["toy", "main", "lambda", "seeds", "ablation", "external", "grad_of"]
+    )
     p.add_argument("--metrics", nargs="+", default=[], help="tidy metrics CSVs (one or more)")
     p.add_argument("--paper", required=True, help="the paper's numbers (paper_numbers.csv)")
     p.add_argument("--name", help="main: the table's name, e.g. table1")
     p.add_argument("--dataset", help="main, external: the dataset")
-    p.add_argument("--externals", help='external: JSON {name: {"claims": source, "lam": lambda or null}}')
-    p.add_argument("--lams", help='lambda: JSON {dataset: {source: lambda}}')
     p.add_argument(
-        "--records", nargs="*", default=[],
+        "--externals", help='external: JSON {name: {"claims": source, "lam": lambda or null}}'
+    )
+    p.add_argument("--lams", help="lambda: JSON {dataset: {source: lambda}}")
+    p.add_argument(
+        "--records",
+        nargs="*",
+        default=[],
         help="main, external: the AutoAttack records of its models; their gradient-masking checks "
         "are computed here (from --metrics, with --tolerance, --max-gap, --zero-at) and footnoted, "
         "so the table needs no other model's",
     )
-    p.add_argument("--tolerance", type=float, help="main, external: as pagrob.steps.robustness checks")
-    p.add_argument("--max-gap", type=float, help="main, external: as pagrob.steps.robustness checks")
-    p.add_argument("--zero-at", type=float, help="main, external: as pagrob.steps.robustness checks")
+    p.add_argument(
+        "--tolerance", type=float, help="main, external: as pagrob.steps.robustness checks"
+    )
+    p.add_argument(
+        "--max-gap", type=float, help="main, external: as pagrob.steps.robustness checks"
+    )
+    p.add_argument(
+        "--zero-at", type=float, help="main, external: as pagrob.steps.robustness checks"
+    )
     p.add_argument("--out-md", required=True)
     p.add_argument("--out-csv", required=True)
     p.add_argument("--out-html", help="also the table as an HTML page (for the report)")
     p.add_argument("--scores", nargs="+", help="grad_of: the models' PAG scores (pag_scores.csv)")
-    p.add_argument("--default-score", help="grad_of: pag.grad_of, the class score of the models named without one")
+    p.add_argument(
+        "--default-score",
+        help="grad_of: pag.grad_of, the class score of the models named without one",
+    )
     p.add_argument("--out-png", help="grad_of: its figure")
     p.add_argument("--out-pdf", help="grad_of: its figure")
     args = p.parse_args()
@@ -53,7 +68,9 @@ def main() -> None:
         elif args.table == "main":
             if not (args.name and args.dataset):
                 raise ValueError("the main table needs --name and --dataset")
-            full, text = report.main_table(metrics, paper, args.name, args.dataset, own_checks(args, metrics))
+            full, text = report.main_table(
+                metrics, paper, args.name, args.dataset, own_checks(args, metrics)
+            )
         elif args.table == "external":
             if not (args.dataset and args.externals):
                 raise ValueError("the external table needs --dataset and --externals")
@@ -64,7 +81,9 @@ def main() -> None:
             full, text = report.seeds_table(metrics, paper)
         elif args.table == "grad_of":
             if not args.default_score:
-                raise ValueError("the grad_of table needs --default-score (the config's pag.grad_of)")
+                raise ValueError(
+                    "the grad_of table needs --default-score (the config's pag.grad_of)"
+                )
             from pagrob import pag_report
 
             scores = pag_report.read_scores(args.scores) if args.scores else None
@@ -89,13 +108,20 @@ def own_checks(args, metrics: pd.DataFrame) -> dict | None:
         return None
     from pagrob import robustness
 
-    thresholds = {"--tolerance": args.tolerance, "--max-gap": args.max_gap, "--zero-at": args.zero_at}
+    thresholds = {
+        "--tolerance": args.tolerance,
+        "--max-gap": args.max_gap,
+        "--zero-at": args.zero_at,
+    }
     missing = [k for k, v in thresholds.items() if v is None]
     if missing:
         raise ValueError(f"--records needs {', '.join(missing)}")
     checks = robustness.masking_checks(
-        metrics, robustness.read_records(args.records),
-        tolerance=args.tolerance, max_gap=args.max_gap, zero_at=args.zero_at,
+        metrics,
+        robustness.read_records(args.records),
+        tolerance=args.tolerance,
+        max_gap=args.max_gap,
+        zero_at=args.zero_at,
     )
     return robustness.flags_by_model(checks)
 

@@ -21,8 +21,14 @@ def main() -> None:
     p.add_argument("--steps", type=int, help="training attack PGD steps")
     p.add_argument("--step-size", type=float, help="training attack step size")
     p.add_argument("--import-state-dict", help="import this checkpoint instead of training")
-    p.add_argument("--import-arch", choices=models.ARCHITECTURES, help="the imported checkpoint's architecture")
-    p.add_argument("--import-mean", type=_cli.float_list, help="its input normalisation mean, e.g. '0.49 0.48 0.45'")
+    p.add_argument(
+        "--import-arch", choices=models.ARCHITECTURES, help="the imported checkpoint's architecture"
+    )
+    p.add_argument(
+        "--import-mean",
+        type=_cli.float_list,
+        help="its input normalisation mean, e.g. '0.49 0.48 0.45'",
+    )
     p.add_argument("--import-std", type=_cli.float_list, help="its input normalisation std")
     args = p.parse_args()
     device = _cli.setup(args, [args.out])
@@ -31,10 +37,22 @@ def main() -> None:
     if args.import_state_dict:
         import_checkpoint(args, ds, source)
         return
-    missing = [f"--{k.replace('_', '-')}" for k in ("arch", "epochs", "batch_size", "lr", "eps", "steps") if getattr(args, k) is None]
+    missing = [
+        f"--{k.replace('_', '-')}"
+        for k in ("arch", "epochs", "batch_size", "lr", "eps", "steps")
+        if getattr(args, k) is None
+    ]
     if missing:
-        raise ValueError(f"adversarial training needs {', '.join(missing)} (or --import-state-dict)")
-    adversarial = {"norm": args.norm, "eps": args.eps, "steps": args.steps, "step_size": args.step_size, "random_start": True}
+        raise ValueError(
+            f"adversarial training needs {', '.join(missing)} (or --import-state-dict)"
+        )
+    adversarial = {
+        "norm": args.norm,
+        "eps": args.eps,
+        "steps": args.steps,
+        "step_size": args.step_size,
+        "random_start": True,
+    }
     settings = settings_from(args, adversarial=adversarial)
     ds.x_train, ds.y_train = ds.x_train.to(device), ds.y_train.to(device)
     train_and_save(args, ds, settings, None, device, source=source)
@@ -45,13 +63,25 @@ def import_checkpoint(args, ds, source: str) -> None:
         raise ValueError("--import-state-dict needs --import-arch, --import-mean and --import-std")
     path = args.import_state_dict
     model = models.import_file(
-        path, args.import_arch, ds.input_shape, ds.num_classes,
-        torch.tensor(args.import_mean), torch.tensor(args.import_std),  # cpu: the import is built and saved on the CPU
+        path,
+        args.import_arch,
+        ds.input_shape,
+        ds.num_classes,
+        torch.tensor(args.import_mean),  # cpu: the import is built and saved on the CPU
+        torch.tensor(args.import_std),  # cpu: the import is built and saved on the CPU
         "teacher checkpoint",
     )
     models.save_model(
-        args.out, model, args.import_arch, ds.input_shape, ds.num_classes,
-        dataset=ds.name, classes=ds.classes, seed=args.seed, lam=0.0, source=source,
+        args.out,
+        model,
+        args.import_arch,
+        ds.input_shape,
+        ds.num_classes,
+        dataset=ds.name,
+        classes=ds.classes,
+        seed=args.seed,
+        lam=0.0,
+        source=source,
         imported_from=str(path),
     )
     _cli.log(f"imported {path} ({args.import_arch}) -> {args.out}")

@@ -6,7 +6,6 @@ from __future__ import annotations
 
 import argparse
 
-import pandas as pd
 import torch
 
 from pagrob import data, figures, models, report, toy_pag
@@ -42,11 +41,15 @@ def main() -> None:
         name = report.METHOD_NAMES.get(meta["source"], meta["source"])
         if meta["source"] != "vanilla":
             name = f"PAG ({name}, λ={meta['lam']:g})"
-        title = f"{name}, seed {meta['seed']}\nclean {acc.get('clean', float('nan')):.1f}%, {robust}"
+        title = (
+            f"{name}, seed {meta['seed']}\nclean {acc.get('clean', float('nan')):.1f}%, {robust}"
+        )
         aligned = toy_pag.manifold_alignment(model, ds.x_test, tangent).mean().item()
         title += f"\n|cos(∇margin, line)| = {aligned:.2f}"
         rows.setdefault(meta["seed"], []).append((meta["source"] != "vanilla", title, model))
-    panels = [[(t, m) for _, t, m in sorted(r, key=lambda e: e[0])] for _, r in sorted(rows.items())]
+    panels = [
+        [(t, m) for _, t, m in sorted(r, key=lambda e: e[0])] for _, r in sorted(rows.items())
+    ]
     figures.decision_regions(
         panels, ds.x_test, ds.y_test, args.out_png, args.out_pdf, arrows=arrows
     )

@@ -20,8 +20,15 @@ from pagrob import data, html_table, io, models, report, toy_pag
 from pagrob.steps import _cli
 
 CSV_COLUMNS = [
-    "dataset", "source", "lam", "seed", "manifold_alignment", "teacher_alignment", "clean",
-    "robust", "role",
+    "dataset",
+    "source",
+    "lam",
+    "seed",
+    "manifold_alignment",
+    "teacher_alignment",
+    "clean",
+    "robust",
+    "role",
 ]
 
 
@@ -77,7 +84,9 @@ def main() -> None:
     p.add_argument("--models", nargs="+", required=True, help="model files to score")
     p.add_argument("--reference", required=True, help="reference model file (teacher alignment)")
     p.add_argument(
-        "--metrics", nargs="+", required=True,
+        "--metrics",
+        nargs="+",
+        required=True,
         help="tidy metrics CSVs of the models (clean, PGD accuracy; one or several)",
     )
     p.add_argument(
@@ -111,10 +120,12 @@ def main() -> None:
     rows, used = [], []
     for role, path in [("model", m) for m in args.models] + [("reference", args.reference)]:
         model, meta = (reference, ref_meta) if role == "reference" else load(path)
-        scores = torch.stack([
-            toy_pag.manifold_alignment(model, x, tangent, args.batch_size).double().mean(),
-            toy_pag.teacher_alignment(model, reference, x, args.batch_size).double().mean(),
-        ]).tolist()  # the one read back per model
+        scores = torch.stack(
+            [
+                toy_pag.manifold_alignment(model, x, tangent, args.batch_size).double().mean(),
+                toy_pag.teacher_alignment(model, reference, x, args.batch_size).double().mean(),
+            ]
+        ).tolist()  # the one read back per model
         found = model_rows(metrics, meta)
         clean = found[found["attack"] == "clean"]["accuracy"]
         pgd = pgd_rows(found, args.norm)
@@ -125,16 +136,23 @@ def main() -> None:
                     f"λ {meta['lam']}, seed {meta['seed']}) in {', '.join(args.metrics)}"
                 )
             if len(clean) > 1 or len(pgd) > 1:
-                raise ValueError(f"several clean or PGD rows of {path} in {', '.join(args.metrics)}")
+                raise ValueError(
+                    f"several clean or PGD rows of {path} in {', '.join(args.metrics)}"
+                )
             used.append(pgd)
-        rows.append({
-            "dataset": ds.name, "source": meta["source"], "lam": float(meta["lam"]),
-            "seed": int(meta["seed"]),
-            "manifold_alignment": scores[0], "teacher_alignment": scores[1],
-            "clean": float(clean.iloc[0]) if len(clean) == 1 else float("nan"),
-            "robust": float(pgd["accuracy"].iloc[0]) if len(pgd) == 1 else float("nan"),
-            "role": role,
-        })
+        rows.append(
+            {
+                "dataset": ds.name,
+                "source": meta["source"],
+                "lam": float(meta["lam"]),
+                "seed": int(meta["seed"]),
+                "manifold_alignment": scores[0],
+                "teacher_alignment": scores[1],
+                "clean": float(clean.iloc[0]) if len(clean) == 1 else float("nan"),
+                "robust": float(pgd["accuracy"].iloc[0]) if len(pgd) == 1 else float("nan"),
+                "role": role,
+            }
+        )
         _cli.log(
             f"{path} ({role}): manifold alignment {scores[0]:.3f}, "
             f"teacher alignment {scores[1]:.3f}"
@@ -151,15 +169,17 @@ def main() -> None:
         kind="stable",
     )
     shown = pd.concat([scored, table[table["role"] == "reference"]])
-    cells = pd.DataFrame({
-        "Method": [method(s, r) for s, r in zip(shown["source"], shown["role"])],
-        "λ": [f"{v:g}" for v in shown["lam"]],
-        "Seed": [str(v) for v in shown["seed"]],
-        "Manifold alignment": [f"{v:.3f}" for v in shown["manifold_alignment"]],
-        "Teacher alignment": [f"{v:.3f}" for v in shown["teacher_alignment"]],
-        "Clean (%)": [report.fmt(v) for v in shown["clean"]],
-        f"{attack} (%)": [report.fmt(v) for v in shown["robust"]],
-    })
+    cells = pd.DataFrame(
+        {
+            "Method": [method(s, r) for s, r in zip(shown["source"], shown["role"])],
+            "λ": [f"{v:g}" for v in shown["lam"]],
+            "Seed": [str(v) for v in shown["seed"]],
+            "Manifold alignment": [f"{v:.3f}" for v in shown["manifold_alignment"]],
+            "Teacher alignment": [f"{v:.3f}" for v in shown["teacher_alignment"]],
+            "Clean (%)": [report.fmt(v) for v in shown["clean"]],
+            f"{attack} (%)": [report.fmt(v) for v in shown["robust"]],
+        }
+    )
     name = report.METHOD_NAMES.get(ref_meta["source"], ref_meta["source"])
     reference_name = f"{name}, λ {float(ref_meta['lam']):g}, seed {ref_meta['seed']}"
     text = (
@@ -168,12 +188,14 @@ def main() -> None:
         + "\n"
         + spearman_line(
             "manifold alignment, robust accuracy",
-            scored["manifold_alignment"].tolist(), scored["robust"].tolist(),
+            scored["manifold_alignment"].tolist(),
+            scored["robust"].tolist(),
         )
         + "\n\n"
         + spearman_line(
             "teacher alignment, manifold alignment",
-            scored["teacher_alignment"].tolist(), scored["manifold_alignment"].tolist(),
+            scored["teacher_alignment"].tolist(),
+            scored["manifold_alignment"].tolist(),
         )
         + "\n\n"
         f"Over the {len(scored)} models (not the reference), on the {len(x)} test points. "
@@ -183,7 +205,7 @@ def main() -> None:
         "0 where it points across it. Teacher alignment (the instrument): the mean of the signed "
         "cos(∇ₓ(f₁ − f₀), ∇ₓ(r₁ − r₀)), r the reference "
         f"({reference_name}); the reference against itself scores 1. Accuracy in % on the test "
-        f"set; the robust column is {attack} (attack \"pgd\" of the metrics); the reference's "
+        f'set; the robust column is {attack} (attack "pgd" of the metrics); the reference\'s '
         "cells are blank where the metrics hold none of it.\n"
     )
     io.write_text(text, args.out_md)

@@ -13,9 +13,9 @@ from pathlib import Path
 import torch
 
 from pagrob import data, io, models, pag, sources, target_files
+from pagrob.pag import AUTO
 from pagrob.steps import _cli
 from pagrob.train import AUTO_NOTE, DEFAULT_PAG_VARIANT, PAG_VARIANTS, TooLong, TrainSettings, fit
-from pagrob.pag import AUTO
 
 #: ``--device auto`` without CUDA: the most hours of CPU training a job starts without being told
 #: to (``device: cpu``), e.g. not config.yaml's 100-epoch ResNet-18s
@@ -32,16 +32,34 @@ def add_training_options(p, required: bool = True) -> None:
     p.add_argument("--lr", type=float, required=required)
     p.add_argument("--momentum", type=float, default=0.9)
     p.add_argument("--weight-decay", type=float, default=0.0)
-    p.add_argument("--milestones", type=_cli.int_list, default=[], help="e.g. '50 75': lr *= gamma from these epochs")
-    p.add_argument("--gamma", type=float, default=0.1)
-    p.add_argument("--crop-padding", type=int, default=0, help="random crop with this zero padding (0: none)")
-    p.add_argument("--flip", type=_cli.boolean, default=False, help="random horizontal flips")
-    p.add_argument("--amp", type=_cli.boolean, default=False, help="bfloat16 autocast (CUDA only; refused on the CPU)")
-    p.add_argument("--channels-last", type=_cli.boolean, default=False, help="channels-last memory format")
-    p.add_argument("--out", required=True, help="the final model file")
-    p.add_argument("--checkpoint", help="resume file (default: <name of --out>.checkpoint.pt beside it)")
     p.add_argument(
-        "--cpu-hours-limit", type=float, default=CPU_HOURS_LIMIT,
+        "--milestones",
+        type=_cli.int_list,
+        default=[],
+        help="e.g. '50 75': lr *= gamma from these epochs",
+    )
+    p.add_argument("--gamma", type=float, default=0.1)
+    p.add_argument(
+        "--crop-padding", type=int, default=0, help="random crop with this zero padding (0: none)"
+    )
+    p.add_argument("--flip", type=_cli.boolean, default=False, help="random horizontal flips")
+    p.add_argument(
+        "--amp",
+        type=_cli.boolean,
+        default=False,
+        help="bfloat16 autocast (CUDA only; refused on the CPU)",
+    )
+    p.add_argument(
+        "--channels-last", type=_cli.boolean, default=False, help="channels-last memory format"
+    )
+    p.add_argument("--out", required=True, help="the final model file")
+    p.add_argument(
+        "--checkpoint", help="resume file (default: <name of --out>.checkpoint.pt beside it)"
+    )
+    p.add_argument(
+        "--cpu-hours-limit",
+        type=float,
+        default=CPU_HOURS_LIMIT,
         help="with --device auto on a machine without CUDA: refuse a training whose first steps "
         "project more hours than this on the CPU (--device cpu never refuses)",
     )
@@ -57,17 +75,23 @@ def parser():
         "names a model of another class score than pag.grad_of <source>.<grad_of>",
     )
     p.add_argument("--lam", type=float, required=True, help="PAG weight (0 for vanilla)")
-    p.add_argument("--targets", help="representative and file sources: the file built by make_targets")
+    p.add_argument(
+        "--targets", help="representative and file sources: the file built by make_targets"
+    )
     p.add_argument("--teacher", help="rigd_* sources: the robust teacher's model file")
     p.add_argument("--grad-of", default="logit", choices=pag.GRAD_OF)
     p.add_argument(
-        "--strategy", default=pag.DEFAULT_STRATEGY, choices=pag.STRATEGY_CHOICES,
+        "--strategy",
+        default=pag.DEFAULT_STRATEGY,
+        choices=pag.STRATEGY_CHOICES,
         help="how the C input-gradients are computed (identical results); auto: the fastest, timed at the start",
     )
     p.add_argument("--pag-eps", type=float, default=1e-8, help="epsilon of Eq. (2)")
     p.add_argument("--classes-per-step", type=int, default=0, help="0: all classes every step")
     p.add_argument(
-        "--pag-variant", default=DEFAULT_PAG_VARIANT, choices=PAG_VARIANTS,
+        "--pag-variant",
+        default=DEFAULT_PAG_VARIANT,
+        choices=PAG_VARIANTS,
         help="follow: CE and PAG on the per-image augmented batch, targets following each crop and "
         "flip; authors: the released code's (CE on one view, PAG gradient w.r.t. the un-augmented "
         "image through another, each one crop and flip per step, un-augmented targets)",
@@ -78,16 +102,28 @@ def parser():
 def main() -> None:
     args = parser().parse_args()
     if (args.source == "vanilla") != (args.lam == 0):
-        raise ValueError(f"source {args.source!r} with lam {args.lam}: vanilla needs lam 0, PAG sources lam > 0")
+        raise ValueError(
+            f"source {args.source!r} with lam {args.lam}: vanilla needs lam 0, PAG sources lam > 0"
+        )
     if (args.source in sources.REPRESENTATIVES or args.source == sources.FILE) and not args.targets:
-        raise ValueError(f"source {args.source!r} needs --targets (built by pagrob.steps.make_targets)")
+        raise ValueError(
+            f"source {args.source!r} needs --targets (built by pagrob.steps.make_targets)"
+        )
     device = _cli.setup(args, [args.out])
 
     ds = data.load_prepared(args.data)
-    ds.x_train, ds.y_train = ds.x_train.to(device), ds.y_train.to(device)  # once, shared by the sources
+    ds.x_train, ds.y_train = (
+        ds.x_train.to(device),
+        ds.y_train.to(device),
+    )  # once, shared by the sources
     settings = settings_from(
-        args, lam=args.lam, grad_of=args.grad_of, strategy=args.strategy, pag_eps=args.pag_eps,
-        classes_per_step=args.classes_per_step or None, pag_variant=args.pag_variant,
+        args,
+        lam=args.lam,
+        grad_of=args.grad_of,
+        strategy=args.strategy,
+        pag_eps=args.pag_eps,
+        classes_per_step=args.classes_per_step or None,
+        pag_variant=args.pag_variant,
     )
     source = None
     if args.source in sources.REPRESENTATIVES:
@@ -103,23 +139,37 @@ def main() -> None:
             raise ValueError(f"source {args.source!r} needs --teacher (a robust model file)")
         teacher, meta = models.load_model(args.teacher, device)
         if meta.get("dataset") != ds.name:
-            raise ValueError(f"teacher {args.teacher} was trained on {meta.get('dataset')!r}, not {ds.name!r}")
+            raise ValueError(
+                f"teacher {args.teacher} was trained on {meta.get('dataset')!r}, not {ds.name!r}"
+            )
         source = sources.TeacherGradients(teacher, args.grad_of)
     train_and_save(args, ds, settings, source, device, source=args.label or args.source)
 
 
 def settings_from(args, **extra) -> TrainSettings:
     return TrainSettings(
-        epochs=args.epochs, batch_size=args.batch_size, optimizer=args.optimizer, lr=args.lr,
-        momentum=args.momentum, weight_decay=args.weight_decay, milestones=args.milestones,
-        gamma=args.gamma, crop_padding=args.crop_padding, flip=args.flip, seed=args.seed,
-        amp=args.amp, channels_last=args.channels_last, **extra,
+        epochs=args.epochs,
+        batch_size=args.batch_size,
+        optimizer=args.optimizer,
+        lr=args.lr,
+        momentum=args.momentum,
+        weight_decay=args.weight_decay,
+        milestones=args.milestones,
+        gamma=args.gamma,
+        crop_padding=args.crop_padding,
+        flip=args.flip,
+        seed=args.seed,
+        amp=args.amp,
+        channels_last=args.channels_last,
+        **extra,
     )
 
 
 def train_and_save(args, ds, settings: TrainSettings, target_source, device: str, **meta) -> None:
     out = Path(args.out)
-    checkpoint = Path(args.checkpoint) if args.checkpoint else out.with_name(f"{out.stem}.checkpoint.pt")
+    checkpoint = (
+        Path(args.checkpoint) if args.checkpoint else out.with_name(f"{out.stem}.checkpoint.pt")
+    )
     torch.manual_seed(args.seed)
     model = models.build_model(args.arch, ds.input_shape, ds.num_classes, ds.mean, ds.std)
     _cli.log(
@@ -127,14 +177,25 @@ def train_and_save(args, ds, settings: TrainSettings, target_source, device: str
         f"{sum(p.numel() for p in model.parameters())} parameters, settings {settings}"
     )
     # a checkpoint resumes only if these files are what it was trained from (by content)
-    files = {"data": args.data, "targets": getattr(args, "targets", None), "teacher": getattr(args, "teacher", None)}
+    files = {
+        "data": args.data,
+        "targets": getattr(args, "targets", None),
+        "teacher": getattr(args, "teacher", None),
+    }
     inputs = {name: io.file_digest(path) for name, path in files.items() if path}
     # the CPU guard: --device auto that found no CUDA device (set by _cli.setup)
     hours = getattr(args, "cpu_hours_limit", CPU_HOURS_LIMIT)
     guard = getattr(args, "device_asked", None) == "auto" and device == "cpu" and hours > 0
     try:
         history = fit(
-            model, ds, target_source, settings, checkpoint, device, log=_cli.log, inputs=inputs,
+            model,
+            ds,
+            target_source,
+            settings,
+            checkpoint,
+            device,
+            log=_cli.log,
+            inputs=inputs,
             time_limit_s=hours * 3600 if guard else None,
         )
     except TooLong as e:
@@ -147,10 +208,20 @@ def train_and_save(args, ds, settings: TrainSettings, target_source, device: str
     if settings.strategy == AUTO and used:  # the choice is part of the result: say so
         meta["strategy_note"] = AUTO_NOTE.format(strategy=used)
     models.save_model(
-        out, model, args.arch, ds.input_shape, ds.num_classes,
-        dataset=ds.name, classes=ds.classes, seed=args.seed, lam=settings.lam,
+        out,
+        model,
+        args.arch,
+        ds.input_shape,
+        ds.num_classes,
+        dataset=ds.name,
+        classes=ds.classes,
+        seed=args.seed,
+        lam=settings.lam,
         # settings hold the strategy asked for (maybe "auto"); this, the one that computed it
-        settings=asdict(settings), strategy_used=used, history=history, **meta,
+        settings=asdict(settings),
+        strategy_used=used,
+        history=history,
+        **meta,
     )
     checkpoint.unlink(missing_ok=True)
     _cli.log(f"saved {out}")

@@ -1,0 +1,139 @@
+"""CIFAR-10 and STL-10 loading through torchvision's classes on generated files in the real
+formats; archives, damaged files and the offline error; the digits split."""
+
+import subprocess
+import sys
+import urllib.error
+
+import pytest
+import torch
+
+from conftest import ROOT
+from fake_datasets import accept_cifar10, accept_stl10, make_cifar10, make_stl10, tar_gz
+from pagrob import datasets
+from pagrob.datasets import DatasetUnavailable
+
+
+def test_cifar10_loads_real_format(tmp_path, monkeypatch):
+    fake = make_cifar10(tmp_path / "cifar-10-batches-py")
+    accept_cifar10(monkeypatch, fake["sums"])
+    ds = datasets.load_cifar10(tmp_path)
+    assert ds.x_train.shape == (100, 3, 32, 32) and ds.x_test.shape == (30, 3, 32, 32)
+    assert ds.classes[0] == "airplane" and ds.num_classes == 10
+    data, labels = fake["images"]["data_batch_1"]
+    # CIFAR rows are channel-major: the first 1024 bytes are the red plane
+    expected = torch.from_numpy(data[0].reshape(3, 32, 32)).float() / 255
+    torch.testing.assert_close(ds.x_train[0], expected)
+    assert ds.y_train[:20].tolist() == labels
+    assert 0 <= ds.x_train.min() and ds.x_train.max() <= 1
+    torch.testing.assert_close(ds.mean, ds.x_train.mean((0, 2, 3)))
+
+
+def test_stl10_loads_real_format(tmp_path, monkeypatch):
+    fake = make_stl10(tmp_path / "stl10_binary")
+    accept_stl10(monkeypatch, fake["sums"])
+    ds = datasets.load_stl10(tmp_path)
+    assert ds.x_train.shape == (20, 3, 96, 96) and ds.x_test.shape == (30, 3, 96, 96)
+    x, y = fake["images"]["train"]
+    torch.testing.assert_close(ds.x_train[3], torch.from_numpy(x[3]).float() / 255)
+    assert ds.y_train.tolist() == y.tolist()
+    assert ds.classes[2] == "car"
+
+
+def test_archive_is_checked_and_extracted(tmp_path, monkeypatch):
+    src = tmp_path / "src"
+    fake = make_cifar10(src / "cifar-10-batches-py")
+    root = tmp_path / "root"
+    root.mkdir()
+    archive_md5 = tar_gz(src / "cifar-10-batches-py", root / "cifar-10-python.tar.gz")
+    accept_cifar10(monkeypatch, fake["sums"], archive_md5)
+    ds = datasets.load_cifar10(root)
+    assert len(ds.x_train) == 100
+    assert (root / "cifar-10-batches-py" / "data_batch_3").exists()
+    assert not list(root.glob(".extract-*"))  # no temporary folder left
+
+
+def test_truncated_archive_is_a_named_error(tmp_path, monkeypatch):
+    src = tmp_path / "src"
+    fake = make_stl10(src / "stl10_binary")
+    root = tmp_path / "root"
+    root.mkdir()
+    archive = root / "stl10_binary.tar.gz"
+    archive_md5 = tar_gz(src / "stl10_binary", archive)
+    accept_stl10(monkeypatch, fake["sums"], archive_md5)
+    archive.write_bytes(archive.read_bytes()[:1000])
+    with pytest.raises(
+        DatasetUnavailable, match=r"stl10_binary.tar.gz is truncated or corrupt .*Delete it"
+    ):
+        datasets.load_stl10(root)
+    assert not (root / "stl10_binary").exists()  # nothing partial left behind
+
+
+def test_damaged_extracted_file_is_named(tmp_path, monkeypatch):
+    fake = make_cifar10(tmp_path / "cifar-10-batches-py")
+    accept_cifar10(monkeypatch, fake["sums"])
+    (tmp_path / "cifar-10-batches-py" / "data_batch_2").write_bytes(b"not a pickle")
+    with pytest.raises(DatasetUnavailable, match=r"incomplete or corrupt: data_batch_2"):
+        datasets.load_cifar10(tmp_path)
+
+
+def test_offline_and_absent_says_where_to_put_which_archive(tmp_path):
+    with pytest.raises(DatasetUnavailable) as e:
+        datasets.load_cifar10(tmp_path / "nowhere", download=False)
+    message = str(e.value)
+    assert "cifar-10-python.tar.gz" in message and str(tmp_path / "nowhere") in message
+    assert "download: true" in message
+
+
+def test_failed_download_says_where_to_put_which_archive(tmp_path, monkeypatch):
+    def no_network(*args, **kwargs):
+        raise urllib.error.URLError("no route to host")
+
+    monkeypatch.setattr(datasets, "download_url", no_network)
+    with pytest.raises(
+        DatasetUnavailable, match=r"downloading STL-10 .* failed .*Put stl10_binary.tar.gz"
+    ):
+        datasets.load_stl10(tmp_path, download=True)
+    assert (
+        not list(tmp_path.glob(".download-*")) and not (tmp_path / "stl10_binary.tar.gz").exists()
+    )
+
+
+def test_prepare_data_step_fails_cleanly_offline(tmp_path):
+    proc = subprocess.run(
+        [
+            sys.executable,
+            "-m",
+            "pagrob.steps.prepare_data",
+            "--dataset",
+            "stl10",
+            "--root",
+            str(tmp_path / "stl"),
+            "--download",
+            "false",
+            "--out",
+            str(tmp_path / "data.pt"),
+        ],
+        capture_output=True,
+        text=True,
+        cwd=ROOT,
+    )
+    assert proc.returncode == 2
+    assert proc.stderr.startswith("error: STL-10 is not in")
+    assert "stl10_binary.tar.gz" in proc.stderr and "Traceback" not in proc.stderr
+    assert not (tmp_path / "data.pt").exists()
+
+
+def test_digits_split_is_stratified_and_fixed():
+    ds = datasets.load_digits(0.3, seed=0)
+    assert len(ds.x_train) + len(ds.x_test) == 1797
+    assert ds.x_train.shape[1:] == (1, 8, 8) and ds.x_train.max() == 1.0 and ds.x_train.min() == 0.0
+    for c in range(10):
+        n_test, n_train = (ds.y_test == c).sum().item(), (ds.y_train == c).sum().item()
+        assert abs(n_test / (n_test + n_train) - 0.3) < 0.01
+    again = datasets.load_digits(0.3, seed=0)
+    assert torch.equal(ds.x_test, again.x_test)
+    # no image is in both splits
+    train = {tuple(v.tolist()) for v in ds.x_train.flatten(1)}
+    overlap = sum(tuple(v.tolist()) in train for v in ds.x_test.flatten(1))
+    assert overlap < 5  # the digits data has a few exact duplicates across different samples

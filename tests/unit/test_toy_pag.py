@@ -1,0 +1,358 @@
+"""The toy's ground-truth PAG score (pagrob.toy_pag): 1 for a margin that varies along the data's
+line, 0 across it; the teacher alignment's sign and its indifference to what both logits share;
+the line defined once (pagrob.data) without changing the data; the toy_pag step end to end; and
+Fig. 3's margin-gradient arrows."""
+
+import math
+import os
+import subprocess
+import sys
+from pathlib import Path
+
+import matplotlib.quiver
+import pandas as pd
+import pytest
+import torch
+from torch import nn
+
+from pagrob import data, figures, models, report, toy_pag
+
+ROOT = Path(__file__).resolve().parents[2]
+TANGENT = torch.tensor([1.0, 2.0]) / math.sqrt(5)  # along the line x2 = 2 x1
+NORMAL = torch.tensor([-2.0, 1.0]) / math.sqrt(5)  # across it
+CENTERS = [[-50, -10, 30], [-30, 10, 50]]
+
+
+def plane_points(n=200, seed=0):
+    """Points off the line too (the score is defined everywhere), at the toy's scale."""
+    g = torch.Generator().manual_seed(seed)
+    return torch.randn(n, 2, generator=g) * 30
+
+
+class Margin(nn.Module):
+    """Logits [h(x), h(x) + sign * m(w·x)] with m(s) = s³/100 + s (increasing): the margin
+    f_1 - f_0 varies along w only, while each logit alone (through the shared h, which varies
+    across the line) does not."""
+
+    def __init__(self, w, sign=1.0, shared=True, margin=True):
+        super().__init__()
+        self.w = nn.Parameter(w.clone())
+        self.sign, self.shared, self.margin = sign, shared, margin
+
+    def forward(self, x):
+        h = 5 * torch.sin(x @ NORMAL) * (x @ NORMAL) if self.shared else torch.zeros_like(x[:, 0])
+        s = x @ self.w
+        m = self.sign * (s**3 / 100 + s) if self.margin else 0 * s
+        return torch.stack([h, h + m], dim=1)
+
+
+def smooth_net(seed):
+    """A generic two-class net whose margin gradient is nowhere 0."""
+    torch.manual_seed(seed)
+    return nn.Sequential(nn.Linear(2, 16), nn.Tanh(), nn.Linear(16, 2))
+
+
+class Plus(nn.Module):
+    """``net``'s logits with the same function of x added to both (or the classes swapped)."""
+
+    def __init__(self, net, swap=False):
+        super().__init__()
+        self.net, self.swap = net, swap
+
+    def forward(self, x):
+        logits = self.net(x)
+        if self.swap:
+            return logits.flip(1)
+        return logits + (torch.sin(x[:, :1] / 7) * x[:, 1:] + x[:, :1] ** 2 / 50)
+
+
+# --- the scores ----------------------------------------------------------------------------------
+
+
+@pytest.mark.parametrize("sign", [1.0, -1.0], ids=["up", "down"])
+def test_manifold_alignment_is_one_along_the_line_and_zero_across(sign):
+    x = plane_points()
+    along = toy_pag.manifold_alignment(Margin(TANGENT, sign), x, data.toy_tangent())
+    across = toy_pag.manifold_alignment(Margin(NORMAL, sign), x, data.toy_tangent())
+    assert along.shape == (len(x),) and along.dtype == torch.float32
+    torch.testing.assert_close(along, torch.ones(len(x)), atol=1e-6, rtol=0)
+    assert across.abs().max() < 1e-6
+    # the margin's gradient itself: m'(w·x) w, the shared h cancelled
+    g = toy_pag.margin_gradients(Margin(TANGENT, sign), x)
+    s = x @ TANGENT
+    expected = sign * (3 * s[:, None] ** 2 / 100 + 1) * TANGENT
+    torch.testing.assert_close(g, expected, rtol=1e-4, atol=1e-4)
+
+
+def test_zero_gradient_scores_zero_not_nan():
+    x = plane_points(50)
+    flat = Margin(TANGENT, margin=False)  # both logits h(x): margin 0, its gradient exactly 0
+
+    class Constant(nn.Module):  # logits that ignore x: no graph to x at all
+        def forward(self, x):
+            return torch.zeros(len(x), 2)
+
+    for model in (flat, Constant()):
+        torch.testing.assert_close(toy_pag.margin_gradients(model, x), torch.zeros(50, 2))
+        score = toy_pag.manifold_alignment(model, x, data.toy_tangent())
+        assert torch.equal(score, torch.zeros(50))
+        assert torch.equal(toy_pag.teacher_alignment(model, smooth_net(0), x), torch.zeros(50))
+        assert torch.equal(toy_pag.teacher_alignment(smooth_net(0), model, x), torch.zeros(50))
+
+
+def test_batches_and_frozen_eval_mode():
+    """Eval mode inside (dropout off), the model's state as it was after; batches agree."""
+    torch.manual_seed(1)
+    net = nn.Sequential(nn.Linear(2, 16), nn.Tanh(), nn.Dropout(0.5), nn.Linear(16, 2))
+    x = plane_points(300)
+    expected = toy_pag.margin_gradients(net.eval(), x)
+    net.train()
+    torch.testing.assert_close(toy_pag.margin_gradients(net, x), expected)
+    torch.testing.assert_close(toy_pag.margin_gradients(net, x, batch_size=7), expected)
+    assert net.training and all(p.requires_grad and p.grad is None for p in net.parameters())
+
+
+def test_teacher_alignment_self_negated_and_shared_terms():
+    x, model, reference = plane_points(), smooth_net(2), smooth_net(3)
+    torch.testing.assert_close(toy_pag.teacher_alignment(model, model, x), torch.ones(len(x)))
+    negated = toy_pag.teacher_alignment(Plus(model, swap=True), model, x)
+    torch.testing.assert_close(negated, -torch.ones(len(x)))
+    base = toy_pag.teacher_alignment(model, reference, x)
+    # neither ±1 nor one value, both signs: the check below bites
+    assert base.abs().mean() < 0.95 and (base > 0.1).any() and (base < -0.1).any()
+    torch.testing.assert_close(toy_pag.teacher_alignment(Plus(model), reference, x), base)
+    torch.testing.assert_close(toy_pag.teacher_alignment(model, Plus(reference), x), base)
+
+
+def test_scores_stay_on_the_data_device():
+    """On the meta device (no values: any host read raises) every result stays on it."""
+    net = models.build_model("mlp", (2,), 2, torch.zeros(2), torch.ones(2)).to("meta")
+    x = torch.empty(10, 2, device="meta")
+    assert toy_pag.manifold_alignment(net, x, data.toy_tangent("meta")).device.type == "meta"
+    assert toy_pag.teacher_alignment(net, net, x).device.type == "meta"
+
+
+# --- the line, defined once ----------------------------------------------------------------------
+
+
+def test_toy_points_unchanged_and_the_tangent_along_the_line():
+    ds = data.make_toy(CENTERS, n_per_mode=50, n_test=60, seed=3)
+    for x in (ds.x_train, ds.x_test):
+        assert torch.equal(x[:, 1], 2 * x[:, 0])  # exactly on x2 = 2 x1
+    # bit for bit what the data were before the line got its constant
+    g = torch.Generator().manual_seed(3)
+    expected = []
+    for n in (50, 10):
+        xs = []
+        for class_centers in CENTERS:
+            for c in class_centers:
+                x1 = c + torch.randn(n, generator=g, dtype=torch.float64)
+                xs.append(torch.stack([x1, 2 * x1], dim=1))
+        expected.append(torch.cat(xs).float())
+    assert torch.equal(ds.x_train, expected[0]) and torch.equal(ds.x_test, expected[1])
+    t = data.toy_tangent()
+    assert t.dtype == torch.float32 and t.shape == (2,)
+    direction = torch.tensor(data.TOY_DIRECTION)
+    torch.testing.assert_close(t, direction / direction.norm())
+    torch.testing.assert_close(t, TANGENT)
+    assert data.toy_tangent("meta").device.type == "meta"
+
+
+# --- the step -----------------------------------------------------------------------------------
+
+
+def metrics_rows(source, lam, seed, clean, robust):
+    common = {
+        "dataset": "toy",
+        "source": source,
+        "lam": lam,
+        "seed": seed,
+        "classes_per_step": 0,
+        "images": 60,
+    }
+    return [
+        {**common, "attack": "clean", "norm": "none", "eps": 0.0, "steps": 0, "accuracy": clean},
+        {**common, "attack": "pgd", "norm": "l2", "eps": 15.0, "steps": 10, "accuracy": robust},
+    ]
+
+
+def test_toy_pag_step_end_to_end(tmp_path):
+    ds = data.make_toy(CENTERS, n_per_mode=20, n_test=60, seed=0)
+    data.save_prepared(ds, tmp_path / "data.pt")
+    specs = {  # name: (source, lam, seed, clean, robust)
+        "a": ("vanilla", 0.0, 0, 97.0, 10.0),
+        "b": ("nearest_neighbor", 1.0, 0, 96.0, 60.0),
+        "c": ("vanilla", 0.0, 1, 95.0, 30.0),
+        "ref": ("teacher_l2", 0.0, 5, 90.0, None),
+    }
+    nets, rows = {}, []
+    for i, (name, (source, lam, seed, clean, robust)) in enumerate(specs.items()):
+        torch.manual_seed(10 + i)
+        nets[name] = models.build_model("mlp", (2,), 2, torch.zeros(2), torch.ones(2))
+        models.save_model(
+            tmp_path / f"{name}.pt",
+            nets[name],
+            "mlp",
+            (2,),
+            2,
+            dataset="toy",
+            source=source,
+            lam=lam,
+            seed=seed,
+        )
+        rows += metrics_rows(source, lam, seed, clean, robust)[: 1 if robust is None else 2]
+    rows += metrics_rows("nearest_neighbor", 0.5, 0, 11.0, 12.0)  # another λ: not b's
+    rows += metrics_rows("vanilla", 0.0, 2, 13.0, 14.0)  # another seed
+    pd.DataFrame(rows, columns=report.COLUMNS).to_csv(tmp_path / "metrics.csv", index=False)
+    out = {ext: tmp_path / "out" / f"toy_pag.{ext}" for ext in ("csv", "md", "html")}
+    proc = subprocess.run(
+        [
+            sys.executable,
+            "-m",
+            "pagrob.steps.toy_pag",
+            "--data",
+            str(tmp_path / "data.pt"),
+            "--models",
+            *(str(tmp_path / f"{n}.pt") for n in "abc"),
+            "--reference",
+            str(tmp_path / "ref.pt"),
+            "--metrics",
+            str(tmp_path / "metrics.csv"),
+            "--out-csv",
+            str(out["csv"]),
+            "--out-md",
+            str(out["md"]),
+            "--out-html",
+            str(out["html"]),
+            "--device",
+            "cpu",
+            "--threads",
+            "1",
+        ],
+        env=dict(os.environ, PYTHONPATH=str(ROOT / "src")),
+        capture_output=True,
+        text=True,
+        timeout=120,
+    )
+    assert proc.returncode == 0, proc.stderr
+    df = pd.read_csv(out["csv"])
+    assert list(df.columns) == [
+        "dataset",
+        "source",
+        "lam",
+        "seed",
+        "manifold_alignment",
+        "teacher_alignment",
+        "clean",
+        "robust",
+        "role",
+    ]
+    assert df["role"].tolist() == ["model"] * 3 + ["reference"]
+    x, tangent = ds.x_test, data.toy_tangent()
+    for (name, (source, lam, seed, clean, robust)), (_, r) in zip(specs.items(), df.iterrows()):
+        assert (r["dataset"], r["source"], r["lam"], r["seed"]) == ("toy", source, lam, seed)
+        manifold = toy_pag.manifold_alignment(nets[name], x, tangent).double().mean().item()
+        teacher = toy_pag.teacher_alignment(nets[name], nets["ref"], x).double().mean().item()
+        assert r["manifold_alignment"] == pytest.approx(manifold, abs=1e-6)
+        assert r["teacher_alignment"] == pytest.approx(teacher, abs=1e-6)
+        assert r["clean"] == clean
+        assert r["robust"] == robust if robust is not None else math.isnan(r["robust"])
+    assert df["teacher_alignment"].iloc[-1] == pytest.approx(1.0, abs=1e-6)
+    assert df["manifold_alignment"].between(0, 1).all()
+
+    md = out["md"].read_text()
+    from scipy.stats import spearmanr
+
+    models_ = df[df["role"] == "model"]
+    rho = spearmanr(models_["manifold_alignment"], models_["robust"]).statistic
+    assert f"Spearman ρ(manifold alignment, robust accuracy) = {rho:.3f} (n = 3, p = " in md
+    assert "Spearman ρ(teacher alignment, manifold alignment) = " in md
+    assert "PGD-10 L2 ε=15" in md
+    table = [line for line in md.splitlines() if line.startswith("| ")]
+    assert len(table) == 1 + 4  # header, three models, the reference
+    assert table[1].startswith("| Vanilla | 0 | 0 |")
+    assert table[2].startswith("| Vanilla | 0 | 1 |")
+    assert table[3].startswith("| PAG (Nearest Neighbor) | 1 | 0 |")
+    assert table[4].startswith("| Teacher ℓ2 (adversarial training), the reference | 0 | 5 |")
+    assert table[4].rstrip().endswith("| 90.00 |  |")  # its PGD accuracy blank
+    html = out["html"].read_text()
+    assert "<table>" in html and "Spearman ρ(teacher alignment, manifold alignment)" in html
+
+
+# --- Fig. 3's arrows ----------------------------------------------------------------------------
+
+
+def captured_figure(monkeypatch):
+    shown = {}
+    monkeypatch.setattr(figures, "save", lambda fig, png, pdf: shown.setdefault("fig", fig))
+    return shown
+
+
+def test_decision_regions_draws_the_arrows(monkeypatch):
+    shown = captured_figure(monkeypatch)
+    x = torch.stack([torch.linspace(-10, 10, 40), 2 * torch.linspace(-10, 10, 40)], dim=1)
+    y = (x[:, 0] > 0).long()
+    at, direction = x[::20], torch.tensor([[1.0, 0.0], [0.0, 1.0]])
+    panels = [[("a", smooth_net(0)), ("b", smooth_net(1))]]
+    figures.decision_regions(
+        panels, x, y, None, None, resolution=20, arrows=lambda model: (at, direction)
+    )
+    quivers = [
+        [a for a in ax.get_children() if isinstance(a, matplotlib.quiver.Quiver)]
+        for ax in shown["fig"].axes
+    ]
+    assert [len(q) for q in quivers] == [1, 1]
+    q = quivers[0][0]
+    assert q.N == 2 and torch.equal(torch.tensor(q.U).float(), direction[:, 0])
+    torch.testing.assert_close(torch.tensor(q.XY).float(), at)
+    figures.decision_regions(panels, x, y, None, None, resolution=20)  # none asked for: none
+    assert not any(isinstance(a, matplotlib.quiver.Quiver) for a in shown["fig"].get_children())
+
+
+def test_toy_figure_step_titles_and_arrows(tmp_path, monkeypatch):
+    from pagrob.steps import toy_figure
+
+    ds = data.make_toy(CENTERS, n_per_mode=20, n_test=60, seed=0)
+    data.save_prepared(ds, tmp_path / "data.pt")
+    torch.manual_seed(0)
+    net = models.build_model("mlp", (2,), 2, torch.zeros(2), torch.ones(2))
+    models.save_model(
+        tmp_path / "m.pt", net, "mlp", (2,), 2, dataset="toy", source="vanilla", lam=0.0, seed=0
+    )
+    pd.DataFrame(metrics_rows("vanilla", 0.0, 0, 97.0, 10.0), columns=report.COLUMNS).to_csv(
+        tmp_path / "metrics.csv", index=False
+    )
+    seen = {}
+    real = figures.decision_regions
+
+    def spy(panels, x_test, y_test, png, pdf, **kwargs):
+        seen["panels"], seen["arrows"] = panels, kwargs.get("arrows")
+        real(panels, x_test, y_test, None, None, resolution=10, arrows=kwargs.get("arrows"))
+
+    monkeypatch.setattr(figures, "decision_regions", spy)
+    monkeypatch.setattr(figures, "save", lambda fig, png, pdf: None)
+    monkeypatch.setattr(
+        sys,
+        "argv",
+        [
+            "toy_figure",
+            "--data",
+            str(tmp_path / "data.pt"),
+            "--models",
+            str(tmp_path / "m.pt"),
+            "--metrics",
+            str(tmp_path / "metrics.csv"),
+            "--out-png",
+            "x.png",
+            "--out-pdf",
+            "x.pdf",
+        ],
+    )
+    toy_figure.main()
+    (((title, model),),) = seen["panels"]
+    aligned = toy_pag.manifold_alignment(net, ds.x_test, data.toy_tangent()).mean().item()
+    assert title.endswith(f"\n|cos(∇margin, line)| = {aligned:.2f}")
+    at, direction = seen["arrows"](model)
+    assert torch.equal(at, ds.x_test[::20])
+    g = toy_pag.margin_gradients(net, at)
+    torch.testing.assert_close(direction, g / g.norm(dim=1, keepdim=True))

@@ -1,0 +1,197 @@
+"""bench/gpu_check.py, the GPU check run before the paper's grid, in its CPU form (--tiny): it runs
+every job kind end to end, prints the projection table with a grid total, and writes its JSON.
+The expected job kinds come from the library and the workflow (sources, strategies, the schema's
+runtime kinds, the rules), not from the script, so a kind the script stops measuring fails here;
+its job counts must be the ones a Snakemake dry run of the same grid schedules."""
+
+from __future__ import annotations
+
+import json
+import re
+import subprocess
+import sys
+
+import pytest
+import torch
+import yaml
+
+from conftest import ROOT, copy_workflow, job_counts, snakemake, write_config
+from pagrob import pag, sources
+
+SCRIPT = ROOT / "bench" / "gpu_check.py"
+SCHEMA = ROOT / "workflow" / "schemas" / "config.schema.yaml"
+DATASETS = ("cifar10", "stl10")
+
+
+@pytest.fixture(scope="module")
+def tiny(tmp_path_factory):
+    """One --tiny run (with --channels-last, so the precision check runs too): (stdout, JSON)."""
+    out = tmp_path_factory.mktemp("gpu_check") / "check.json"
+    proc = subprocess.run(
+        [sys.executable, str(SCRIPT), "--tiny", "--channels-last", "--out", str(out)],
+        cwd=ROOT,
+        capture_output=True,
+        text=True,
+        timeout=600,
+    )
+    assert proc.returncode == 0, (
+        f"gpu_check --tiny failed:\n{proc.stdout[-4000:]}\n{proc.stderr[-4000:]}"
+    )
+    return proc.stdout, json.loads(out.read_text())
+
+
+def config():
+    return yaml.safe_load((ROOT / "config.yaml").read_text())
+
+
+def expected_kinds(dataset: str) -> list[str]:
+    """Every job kind of the grid on ``dataset``, from the library's sources and the config."""
+    cfg = config()
+    kinds = ["data", *(f"targets:{s}" for s in sources.REPRESENTATIVES), "train:vanilla"]
+    kinds += [f"train:{s}" for s in sources.REPRESENTATIVES] + ["train:rigd"]
+    kinds += [f"teacher:{n}" for n in sorted(set(sources.TEACHER_SOURCES.values()))]
+    kinds += [
+        "evaluate",
+        *(f"autoattack:{n}" for n in cfg["datasets"][dataset]["eval"]["attacks"]),
+        "sweep",
+    ]
+    kinds += ["pag_scores", "pag_baselines", "autoencoder", "figure:fig4", "figure:fig1"]
+    if cfg["experiments"]["lambda_ablation"]["dataset"] == dataset:
+        kinds.append("figure:fig5")
+    return kinds
+
+
+def test_tiny_prints_every_job_kind_and_the_grid_total(tiny):
+    stdout, _ = tiny
+    assert "Projection per job" in stdout
+    lines = stdout.splitlines()
+    for dataset in DATASETS:
+        for kind in expected_kinds(dataset):
+            assert any(re.match(rf"{dataset}\s+{re.escape(kind)}\s", line) for line in lines), (
+                f"no table row for {dataset} {kind}"
+            )
+    total = re.search(r"^grid total: ([0-9.]+) GPU-hours over (\d+) GPU jobs", stdout, re.M)
+    assert total and float(total.group(1)) > 0 and int(total.group(2)) > 0
+    assert re.search(r"^over their runtime limit: ", stdout, re.M)
+    for dataset in DATASETS:  # the strategy tables
+        assert f"PAG strategies, {dataset}" in stdout
+    for name in ("vanilla", *pag.STRATEGIES):
+        assert sum(line.split()[:1] == [name] for line in lines) == len(DATASETS), name
+
+
+def test_tiny_json_holds_every_measurement(tiny):
+    _, record = tiny
+    assert {"device", "tiny", "options", "wall_seconds", "datasets", "rows", "grid"} <= set(record)
+    assert record["tiny"] is True and record["device"] == "cpu"
+    assert set(record["datasets"]) == set(DATASETS)
+    for dataset, m in record["datasets"].items():
+        assert {
+            "data",
+            "targets",
+            "train",
+            "strategies",
+            "precision",
+            "evaluate",
+            "sweep",
+            "autoattack",
+            "pag_scores",
+            "autoencoder",
+            "figure",
+        } <= set(m)
+        assert m["autoencoder"]["seconds_per_step"] > 0 and m["pag_scores"]["tangent_s"] > 0
+        assert set(m["targets"]) == set(sources.REPRESENTATIVES)
+        assert set(m["train"]) == {
+            "vanilla",
+            *sources.REPRESENTATIVES,
+            "teacher_linf",
+            "teacher_l2",
+            "rigd",
+        }
+        for kind, t in m["train"].items():
+            assert t["seconds_per_step"] > 0, (dataset, kind)
+        assert set(m["strategies"]) == {"vanilla", *pag.STRATEGIES}
+        assert all(r["seconds_per_step"] > 0 for r in m["strategies"].values())
+        # --channels-last: one PAG step against float32, nearly the same
+        assert m["precision"]["grad_cosine"] > 0.999 and m["precision"]["ce_rel_dev"] < 1e-3
+    for key in ("gpu_hours", "gpu_jobs", "cpu_hours", "over_limit", "rule_counts"):
+        assert key in record["grid"]
+    gpu_rows = [r for r in record["rows"] if r["device"] == "gpu"]
+    assert record["grid"]["gpu_hours"] == pytest.approx(sum(r["hours"] for r in gpu_rows))
+
+
+def runtime_schema(node):
+    """The schema's resources.runtime properties (one per job kind), wherever they are defined."""
+    if isinstance(node, dict):
+        if isinstance(node.get("runtime"), dict) and "properties" in node["runtime"]:
+            return node["runtime"]["properties"]
+        for value in node.values():
+            found = runtime_schema(value)
+            if found:
+                return found
+    return None
+
+
+def test_every_runtime_kind_of_the_schema_is_projected_beside_its_limit(tiny):
+    _, record = tiny
+    runtime = runtime_schema(yaml.safe_load(SCHEMA.read_text()))
+    cfg = config()
+    for dataset in DATASETS:
+        rows = [r for r in record["rows"] if r["dataset"] == dataset]
+        assert {r["runtime_kind"] for r in rows} == set(runtime), dataset
+        limits = {
+            **{k: v.get("default") for k, v in runtime.items()},
+            **cfg["datasets"][dataset]["resources"]["runtime"],
+        }
+        for r in rows:
+            assert r["limit_minutes"] == limits[r["runtime_kind"]], r
+            assert r["over_limit"] == (r["minutes_per_job"] > r["limit_minutes"]), r
+
+
+def test_training_is_projected_from_the_real_epoch(tiny):
+    """per step x (real training images // the config's batch) x the config's epochs, the
+    measured step scaled per image when --batch-size overrode the config's."""
+    _, record = tiny
+    cfg = config()
+    for dataset in DATASETS:
+        m, train = record["datasets"][dataset], cfg["datasets"][dataset]["train"]
+        steps = m["real_train_images"] // train["batch_size"]
+        row = next(
+            r for r in record["rows"] if r["dataset"] == dataset and r["kind"] == "train:vanilla"
+        )
+        floor = (
+            train["epochs"] * steps * row["measured"] * train["batch_size"] / m["batch_size"] / 60
+        )
+        assert floor <= row["minutes_per_job"] < floor * 1.5 + 5, (dataset, row)
+
+
+def test_the_grid_counts_the_jobs_a_dry_run_schedules(tiny, tmp_path):
+    """The script's jobs per rule equal Snakemake's dry run of the same grid (config.yaml without
+    the CPU-only toy experiment), for every rule that declares a runtime."""
+    _, record = tiny
+    copy_workflow(tmp_path)
+
+    def without_toy(cfg):
+        cfg["experiments"].pop("toy", None)
+
+    write_config(tmp_path / "grid.yaml", "config.yaml", without_toy)
+    dag = job_counts(snakemake(["-n", "--forceall", "--configfile", "grid.yaml"], tmp_path).stdout)
+    ours = record["grid"]["rule_counts"]
+    timed_rules, derived = set(), []
+    for smk in (ROOT / "workflow" / "rules").glob("*.smk"):
+        text = smk.read_text()
+        for block in re.split(r"^rule ", text, flags=re.M)[1:]:
+            if "runtime=" in block:
+                timed_rules.add(block.split(":", 1)[0].strip())
+        derived += re.findall(r"^use rule (\w+) as (\w+) with:", text, flags=re.M)
+    timed_rules |= {new for old, new in derived if old in timed_rules}  # they inherit it
+    assert {r for r in dag if r in timed_rules} == set(ours)
+    assert {r: dag[r] for r in ours} == ours
+
+
+@pytest.mark.skipif(torch.cuda.is_available(), reason="this machine has CUDA")
+def test_without_cuda_the_gpu_check_says_so():
+    proc = subprocess.run(
+        [sys.executable, str(SCRIPT)], cwd=ROOT, capture_output=True, text=True, timeout=300
+    )
+    assert proc.returncode == 2
+    assert "sees no CUDA device" in proc.stderr and "--tiny" in proc.stderr
