@@ -1,6 +1,6 @@
 # Two entry points on a fresh machine; both create the project-local .venv when missing.
 #   make demo   runs the workflow on the offline demo config (workflow/profiles/demo), then
-#               writes its report, results/report.html
+#               writes its report, results/demo/report.html (demo.yaml: results under results/demo)
 #   make study  the demo and, on top of it, what its time budget cannot hold (study.yaml)
 #   make test   runs the test suite
 # They need Python 3.11 or newer as python3 (or name one: make PYTHON=python3.12 test).
@@ -26,12 +26,12 @@ sys.exit(0 if ok else 1)
 # One Snakemake run: the workflow, then (--report-after-run) its self-contained HTML report.
 demo: venv
 	PATH="$(CURDIR)/$(VENV)/bin:$$PATH" snakemake --profile workflow/profiles/demo \
-		--report results/report.html --report-after-run
+		--report results/demo/report.html --report-after-run
 
 # demo.yaml, then study.yaml's keys on top of it (Snakemake merges them in order).
 study: venv
 	PATH="$(CURDIR)/$(VENV)/bin:$$PATH" snakemake --profile workflow/profiles/demo \
-		--configfile demo.yaml study.yaml --report results/report.html --report-after-run
+		--configfile demo.yaml study.yaml --report results/demo/report.html --report-after-run
 
 test: venv
 	PATH="$(CURDIR)/$(VENV)/bin:$$PATH" python -m pytest

@@ -100,7 +100,7 @@ rule all:
     default_target: True
     input:
         all_outputs(),
-        "results/provenance.html",
+        results("provenance.html"),
 
 
 # Every rule comes before unknown_target (workflow/rules/report.smk), the refusal of a table or

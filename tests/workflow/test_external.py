@@ -345,6 +345,7 @@ def authors_targets(tmp_path):
 
 def with_external(tmp_path, aa=True, targets_file=True):
     def change(cfg):
+        cfg["results"] = "results"  # the paper grid's root (the demo's: results/demo)
         cfg["experiments"] = {
             "main": {
                 "tables": {"digits": "table1"},

@@ -167,9 +167,9 @@ def test_a_venv_made_by_another_interpreter_is_made_again(project, made_by, vers
     )  # even though the old stamp was newer
     assert (venv / ".installed").exists()
     run = {
-        "demo": "venv-snakemake --profile workflow/profiles/demo --report results/report.html --report-after-run",
+        "demo": "venv-snakemake --profile workflow/profiles/demo --report results/demo/report.html --report-after-run",
         "study": "venv-snakemake --profile workflow/profiles/demo --configfile demo.yaml study.yaml "
-        "--report results/report.html --report-after-run",
+        "--report results/demo/report.html --report-after-run",
     }.get(goal, "venv-python -m pytest")
     assert log[-1] == run  # with the new venv's tools
 

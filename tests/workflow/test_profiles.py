@@ -139,7 +139,9 @@ def test_a_failed_jobs_error_reaches_the_console_without_a_profile(tmp_path):
         "    raise ValueError('the step says why it failed: marker 7f3a')\n\n\n_cli.run(main)\n"
     )
     proc = snakemake(
-        ["results/toy/data.pt", "--cores", "1", "--configfile", "demo.yaml"], tmp_path, check=False
+        ["results/demo/toy/data.pt", "--cores", "1", "--configfile", "demo.yaml"],
+        tmp_path,
+        check=False,
     )
     assert proc.returncode != 0
     assert (
@@ -147,4 +149,4 @@ def test_a_failed_jobs_error_reaches_the_console_without_a_profile(tmp_path):
         in proc.stderr
     )
     # and the log keeps it
-    assert "marker 7f3a" in (tmp_path / "results/toy/logs/prepare_data.log").read_text()
+    assert "marker 7f3a" in (tmp_path / "results/demo/toy/logs/prepare_data.log").read_text()

@@ -18,7 +18,7 @@ from pagrob import io, models, sources
 from pagrob.data import make_toy, save_prepared
 from pagrob.train import TrainSettings, fit
 
-MODEL = "results/toy/nearest_neighbor/lam1/seed0"
+MODEL = "results/demo/toy/nearest_neighbor/lam1/seed0"  # demo.yaml's results root
 
 
 def step(*args, cwd=ROOT):
@@ -69,7 +69,7 @@ def wait_for_epoch(log: Path, epoch: int, timeout: float = 120) -> None:
     )
 
 
-TARGET = ["results/tables/toy.md", "--cores", "1", "--configfile", "run.yaml"]
+TARGET = ["results/demo/tables/toy.md", "--cores", "1", "--configfile", "run.yaml"]
 
 
 @pytest.fixture(scope="module")
@@ -107,12 +107,14 @@ def test_killed_training_resumes_to_identical_weights_and_metrics(uninterrupted,
     snakemake(TARGET, where)  # the rerun resumes
     log = (where / MODEL / "train.log").read_text()
     assert (
-        "resumed from results/toy/nearest_neighbor/lam1/seed0/model.checkpoint.pt after epoch"
+        "resumed from results/demo/toy/nearest_neighbor/lam1/seed0/model.checkpoint.pt after epoch"
         in log
     )
     assert not (where / MODEL / "model.checkpoint.pt").exists()
     # exactly the weights of the uninterrupted run (the README's promise), and so the same numbers
-    models_written = sorted(p.relative_to(where) for p in (where / "results/toy").rglob("model.pt"))
+    models_written = sorted(
+        p.relative_to(where) for p in (where / "results/demo/toy").rglob("model.pt")
+    )
     assert Path(MODEL, "model.pt") in models_written
     for name in models_written:
         resumed = models.load_model(where / name)[0].state_dict()
@@ -120,7 +122,11 @@ def test_killed_training_resumes_to_identical_weights_and_metrics(uninterrupted,
         assert resumed.keys() == straight.keys(), name
         different = [k for k in straight if not torch.equal(resumed[k], straight[k])]
         assert not different, f"{name}: {different} differ from the uninterrupted run's"
-    for name in ("results/toy/metrics.csv", f"{MODEL}/metrics.csv", "results/tables/toy.csv"):
+    for name in (
+        "results/demo/toy/metrics.csv",
+        f"{MODEL}/metrics.csv",
+        "results/demo/tables/toy.csv",
+    ):
         assert (where / name).read_text() == (uninterrupted / name).read_text(), name
 
 
@@ -500,7 +506,7 @@ def test_device_auto_without_cuda_refuses_a_long_cpu_training(tmp_path):
 )
 def test_no_wildcard_builds_outside_results(tmp_path, target):
     copy_workflow(tmp_path)
-    proc = snakemake(["-n", target, "--configfile", "demo.yaml"], tmp_path, check=False)
+    proc = snakemake(["-n", target], tmp_path, check=False)
     assert proc.returncode != 0
     assert "MissingRuleException" in proc.stdout + proc.stderr
 
@@ -509,17 +515,18 @@ def test_no_two_jobs_write_the_same_file(tmp_path):
     import re
 
     copy_workflow(tmp_path)
-    dry = (
-        snakemake(["-n", "--forceall"], tmp_path).stdout
-        + snakemake(["-n", "--forceall", "--configfile", "demo.yaml"], tmp_path).stdout
-    )
-    for config_run in dry.split("Building DAG of jobs")[1:]:
+    runs = {}
+    for configfile, root in (("config.yaml", "results/"), ("demo.yaml", "results/demo/")):
+        dry = snakemake(["-n", "--forceall", "--configfile", configfile], tmp_path).stdout
         written = []
         for kind in ("output", "log", "benchmark"):
-            for files in re.findall(rf"^    {kind}: (.*)$", config_run, re.M):
+            for files in re.findall(rf"^    {kind}: (.*)$", dry, re.M):
                 written += [f.strip() for f in files.split(",")]
         assert written and len(written) == len(set(written)), "a file written by two jobs"
-        assert all(f.startswith("results/") for f in written)
+        assert all(f.startswith(root) for f in written)
+        runs[configfile] = set(written)
+    # each config under its own results root: no file of one is a file of the other
+    assert not runs["config.yaml"] & runs["demo.yaml"]
 
 
 # --- A rerun after an input changed never resumes the old run ------------------------------------

@@ -44,6 +44,7 @@ def cluster():
 
 
 def tiny_toy(cfg):
+    cfg["results"] = "results"  # the paper grid's root (the demo's: results/demo)
     cfg["experiments"] = {"toy": {"source": "nearest_neighbor", "seeds": [0]}}
     del cfg["datasets"]["digits"]
     cfg["datasets"]["toy"]["train"]["epochs"] = 5

@@ -302,22 +302,27 @@ def test_one_table_builds_only_its_models(tmp_path):
 
 def test_a_wrong_target_lists_the_valid_ones(tmp_path):
     copy_workflow(tmp_path)
-    for wrong in ("results/tables/tabel1_digits.md", "results/figures/fig4_digit.png"):
+    # mistyped, and the paper grid's path of a demo table (demo.yaml writes under results/demo)
+    for wrong in (
+        "results/demo/tables/tabel1_digits.md",
+        "results/demo/figures/fig4_digit.png",
+        "results/tables/table1_digits.md",
+    ):
         bad = snakemake(["-n", wrong, "--configfile", "demo.yaml"], tmp_path, check=False)
         out = bad.stdout + bad.stderr
         assert bad.returncode != 0 and f"{wrong}: not a table or figure of this config" in out
         for valid in (
-            "results/tables/table1_digits.md",
-            "results/figures/fig4_digits.png",
-            "results/tables/answer_digits.md",
+            "results/demo/tables/table1_digits.md",
+            "results/demo/figures/fig4_digits.png",
+            "results/demo/tables/answer_digits.md",
         ):
             assert f"  {valid}\n" in out
     # the listed ones and their other formats are made by their own rules
     snakemake(
         [
             "-n",
-            "results/tables/table1_digits.html",
-            "results/figures/fig4_digits.pdf",
+            "results/demo/tables/table1_digits.html",
+            "results/demo/figures/fig4_digits.pdf",
             "--configfile",
             "demo.yaml",
         ],
@@ -391,7 +396,7 @@ def check_reduced_demo(tmp_path, counts):
     # Table 1's 4 students of seed 0, L-inf only (demo.yaml spares the other seeds and the teachers)
     assert counts["autoattack"] == 4
     assert counts["answer"] == 1 and counts["answer_toy"] == 1
-    results = tmp_path / "results"
+    results = tmp_path / "results/demo"  # demo.yaml's results root
     for name in (
         "table1_digits",
         "table3_lambda",
@@ -512,3 +517,29 @@ def test_demo_leaves_the_checks_sweep_to_the_study(tmp_path):
     counts = job_counts(study.stdout)
     # Table 1's 7 seed-0 students and the class-score ablation's 6 other models
     assert counts["sweep"] == 13 and counts["robustness_curves"] == 1
+
+
+def test_each_config_writes_under_its_own_results_root(tmp_path):
+    """demo.yaml writes under results/demo, config.yaml under results: a run of one leaves the
+    other's outputs untouched and up to date (nothing to rerun), even with other settings."""
+    copy_workflow(tmp_path)
+
+    def toy_only(epochs):
+        def change(cfg):
+            cfg["experiments"] = {"toy": {"source": "nearest_neighbor", "seeds": [0]}}
+            cfg["datasets"] = {"toy": cfg["datasets"]["toy"]}
+            cfg["datasets"]["toy"]["train"]["epochs"] = epochs
+
+        return change
+
+    write_config(tmp_path / "demo_toy.yaml", "demo.yaml", toy_only(2))
+    write_config(tmp_path / "paper_toy.yaml", "config.yaml", toy_only(3))  # other settings
+    demo = ["results/demo/tables/toy.md", "--cores", "2", "--configfile", "demo_toy.yaml"]
+    snakemake(demo, tmp_path)
+    files = [p for p in (tmp_path / "results/demo").rglob("*") if p.is_file()]
+    before = {p: p.stat().st_mtime_ns for p in files}
+    assert tmp_path / "results/demo/toy/vanilla/lam0/seed0/model.pt" in before
+    snakemake(["results/tables/toy.md", "--cores", "2", "--configfile", "paper_toy.yaml"], tmp_path)
+    assert (tmp_path / "results/toy/vanilla/lam0/seed0/model.pt").is_file()
+    assert {p: p.stat().st_mtime_ns for p in files} == before
+    assert "Nothing to be done" in snakemake(["-n", *demo], tmp_path).stdout

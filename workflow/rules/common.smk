@@ -1,7 +1,9 @@
 # Config -> grid: which models exist, where their files live, and the arguments of each step.
-# Paths encode the grid: results/{dataset}/{source}/lam{lam}/seed{seed}/... for the models we
-# train, results/{dataset}/external/{name}/... for imported ones; the rules that evaluate a model
-# take either as {model}.
+# Every output lives under the config's results root (results(): the key results, so that two
+# configs never write the same file; config.yaml: results, demo.yaml: results/demo). Paths encode
+# the grid: <root>/{dataset}/{source}/lam{lam}/seed{seed}/... for the models we train,
+# <root>/{dataset}/external/{name}/... for imported ones; the rules that evaluate a model take
+# either as {model}.
 
 
 DATASETS = ["toy", "digits", "cifar10", "stl10"]
@@ -30,6 +32,11 @@ wildcard_constraints:
 
 class ConfigError(Exception):
     pass
+
+
+def results(path=""):
+    """``path`` under this config's results root (the key results), or the root itself."""
+    return f"{config['results']}/{path}" if path else config["results"]
 
 
 def check_config(config, schema_path):
@@ -107,7 +114,7 @@ def front_page():
     title, rest = lines[:2], lines[2:]
     answers = []
     for path in all_outputs():
-        if path.startswith("results/tables/answer_") and path.endswith(".md"):
+        if path.startswith(results("tables/answer_")) and path.endswith(".md"):
             if os.path.exists(path):
                 answers.append(open(path).read())
     block = []
@@ -162,7 +169,7 @@ def source_lam(dataset, source):
 
 
 def model_dir(dataset, source, lam, seed):
-    return f"results/{dataset}/{source}/lam{lam_str(lam)}/seed{seed}"
+    return f"{results()}/{dataset}/{source}/lam{lam_str(lam)}/seed{seed}"
 
 
 def experiment(name):
@@ -237,11 +244,11 @@ def main_sources(dataset):
 
 
 def check_table_name(table, dataset):
-    """results/tables/<table>_<dataset> must be the name experiments.main gives the dataset."""
+    """<results>/tables/<table>_<dataset> must be the name experiments.main gives the dataset."""
     expected = (experiment("main") or {}).get("tables", {}).get(dataset)
     if expected != table:
         raise ConfigError(
-            f"results/tables/{table}_{dataset} is not a table of this config: "
+            f"{results()}/tables/{table}_{dataset} is not a table of this config: "
             f"experiments.main.tables.{dataset} is {expected!r}"
         )
     return table
@@ -326,14 +333,14 @@ def externals(dataset=None):
 
 
 def external_models(dataset):
-    return [f"results/{dataset}/external/{name}" for name in externals(dataset)]
+    return [f"{results()}/{dataset}/external/{name}" for name in externals(dataset)]
 
 
 def external_table_models(dataset):
     """The external table's models: the imported ones and ours of the sources they claim."""
     if not externals(dataset):
         raise ConfigError(
-            f"results/tables/external_{dataset} needs imported models: experiments.external has "
+            f"{results()}/tables/external_{dataset} needs imported models: experiments.external has "
             f"none on {dataset!r}; add one (README: Using the authors' checkpoints and targets)"
         )
     return external_models(dataset) + external_comparison(dataset)
@@ -343,7 +350,7 @@ def external_spec(wildcards):
     spec = externals(wildcards.dataset).get(wildcards.name)
     if spec is None:
         raise ConfigError(
-            f"results/{wildcards.dataset}/external/{wildcards.name} is not a model of this config: "
+            f"{results()}/{wildcards.dataset}/external/{wildcards.name} is not a model of this config: "
             f"experiments.external has no {wildcards.name!r} on {wildcards.dataset!r}"
         )
     return spec
@@ -443,37 +450,50 @@ def all_outputs():
     """Every table and figure that the config's experiments ask for."""
     for dataset in used_datasets():
         dataset_config(dataset)
-    outs = [f"results/{d}/metrics.csv" for d in used_datasets()]
+    outs = [f"{results()}/{d}/metrics.csv" for d in used_datasets()]
     for d in used_datasets():
         outs += robustness_outputs(d) + pag_outputs(d)
     if experiment("toy"):
         if toy_pag_enabled():
-            outs += [f"results/tables/answer_toy.{ext}" for ext in ("md", "csv")]
-        outs += [f"results/tables/toy.{ext}" for ext in ("md", "csv")]
-        outs += [f"results/figures/fig3_toy.{ext}" for ext in ("png", "pdf")]
+            outs += [f"{results()}/tables/answer_toy.{ext}" for ext in ("md", "csv")]
+        outs += [f"{results()}/tables/toy.{ext}" for ext in ("md", "csv")]
+        outs += [f"{results()}/figures/fig3_toy.{ext}" for ext in ("png", "pdf")]
     if experiment("main"):
         for dataset, table in experiment("main")["tables"].items():
             pictures_config(dataset)
-            outs += [f"results/tables/{table}_{dataset}.{ext}" for ext in ("md", "csv")]
-            outs += [f"results/tables/answer_{dataset}.{ext}" for ext in ("md", "csv")]
-            outs += [f"results/figures/fig4_{dataset}.{ext}" for ext in ("png", "pdf")]
+            outs += [
+                f"{results()}/tables/{table}_{dataset}.{ext}" for ext in ("md", "csv")
+            ]
+            outs += [
+                f"{results()}/tables/answer_{dataset}.{ext}" for ext in ("md", "csv")
+            ]
+            outs += [
+                f"{results()}/figures/fig4_{dataset}.{ext}" for ext in ("png", "pdf")
+            ]
             if configured_teachers(dataset):
                 outs += [
-                    f"results/figures/fig1_{dataset}.{ext}" for ext in ("png", "pdf")
+                    f"{results()}/figures/fig1_{dataset}.{ext}"
+                    for ext in ("png", "pdf")
                 ]
-        outs += [f"results/tables/table3_lambda.{ext}" for ext in ("md", "csv")]
+        outs += [f"{results()}/tables/table3_lambda.{ext}" for ext in ("md", "csv")]
     if experiment("seeds"):
-        outs += [f"results/tables/table4_seeds.{ext}" for ext in ("md", "csv")]
+        outs += [f"{results()}/tables/table4_seeds.{ext}" for ext in ("md", "csv")]
     for dataset in dict.fromkeys(spec["dataset"] for spec in externals().values()):
-        outs += [f"results/tables/external_{dataset}.{ext}" for ext in ("md", "csv")]
+        outs += [
+            f"{results()}/tables/external_{dataset}.{ext}" for ext in ("md", "csv")
+        ]
     if experiment("grad_of_ablation"):
-        outs += [f"results/tables/grad_of_ablation.{ext}" for ext in ("md", "csv")]
-        outs += [f"results/figures/grad_of_ablation.{ext}" for ext in ("png", "pdf")]
+        outs += [f"{results()}/tables/grad_of_ablation.{ext}" for ext in ("md", "csv")]
+        outs += [
+            f"{results()}/figures/grad_of_ablation.{ext}" for ext in ("png", "pdf")
+        ]
     if experiment("lambda_ablation"):
         pictures_config(experiment("lambda_ablation")["dataset"])
-        outs += [f"results/tables/fig5_lambda_ablation.{ext}" for ext in ("md", "csv")]
         outs += [
-            f"results/figures/fig5_lambda_ablation.{ext}" for ext in ("png", "pdf")
+            f"{results()}/tables/fig5_lambda_ablation.{ext}" for ext in ("md", "csv")
+        ]
+        outs += [
+            f"{results()}/figures/fig5_lambda_ablation.{ext}" for ext in ("png", "pdf")
         ]
     return outs
 
@@ -632,7 +652,7 @@ def file_targets_config(dataset):
 
 def targets_inputs(wildcards):
     """The prepared data, and for the file source the file (and labels) it matches to them."""
-    inputs = {"data": f"results/{wildcards.dataset}/data.pt"}
+    inputs = {"data": f"{results()}/{wildcards.dataset}/data.pt"}
     if wildcards.source == FILE:
         spec = file_targets_config(wildcards.dataset)
         inputs["file"] = spec["data"]
@@ -646,9 +666,11 @@ def file_flag(wildcards, input):
 
 
 def train_inputs(wildcards):
-    inputs = {"data": f"results/{wildcards.dataset}/data.pt"}
+    inputs = {"data": f"{results()}/{wildcards.dataset}/data.pt"}
     if wildcards.source in REPRESENTATIVES or wildcards.source == FILE:
-        inputs["targets"] = f"results/{wildcards.dataset}/targets/{wildcards.source}.pt"
+        inputs["targets"] = (
+            f"{results()}/{wildcards.dataset}/targets/{wildcards.source}.pt"
+        )
     if wildcards.source == FILE:  # read again at training time (its digest checked)
         inputs["file"] = file_targets_config(wildcards.dataset)["data"]
     if wildcards.source in RIGD:
@@ -682,7 +704,7 @@ def imports_teacher(wildcards):
 
 
 def teacher_inputs(wildcards):
-    inputs = {"data": f"results/{wildcards.dataset}/data.pt"}
+    inputs = {"data": f"{results()}/{wildcards.dataset}/data.pt"}
     t, _ = teacher_config(wildcards.dataset, wildcards.norm)
     if imports_teacher(wildcards):
         inputs["checkpoint"] = t["checkpoint"]["path"]
@@ -895,14 +917,14 @@ def curve_models(dataset):
 def robustness_outputs(dataset):
     if not autoattack_config(dataset):
         return []
-    outs = [f"results/tables/masking_{dataset}.{ext}" for ext in ("md", "csv")]
+    outs = [f"{results()}/tables/masking_{dataset}.{ext}" for ext in ("md", "csv")]
     if (
         sweeps(dataset)
         and curve_models(dataset)
         and any(dataset_config(dataset)["eval"]["checks"]["curves"].values())
     ):
         outs += [
-            f"results/figures/robustness_curves_{dataset}.{ext}"
+            f"{results()}/figures/robustness_curves_{dataset}.{ext}"
             for ext in ("png", "pdf")
         ]
     return outs
@@ -1010,14 +1032,14 @@ def autoencoder_config(dataset):
 
 def autoencoder_file(dataset):
     ae = autoencoder_config(dataset)
-    return f"results/{dataset}/autoencoder/seed{ae['seed']}/model.pt" if ae else []
+    return f"{results()}/{dataset}/autoencoder/seed{ae['seed']}/model.pt" if ae else []
 
 
 def autoencoder_flags(wildcards):
     ae = autoencoder_config(wildcards.dataset)
     if not ae or int(wildcards.seed) != ae["seed"]:
         raise ConfigError(
-            f"results/{wildcards.dataset}/autoencoder/seed{wildcards.seed} is not a model of this "
+            f"{results()}/{wildcards.dataset}/autoencoder/seed{wildcards.seed} is not a model of this "
             f"config: datasets.{wildcards.dataset}.autoencoder "
             + (f"has seed {ae['seed']}" if ae else "is not set")
         )
@@ -1043,7 +1065,7 @@ def pag_scores_flags(dataset):
 
 def pag_inputs(wildcards):
     """The data, the references and the autoencoder a PAG score job reads."""
-    inputs = {"data": f"results/{wildcards.dataset}/data.pt"}
+    inputs = {"data": f"{results()}/{wildcards.dataset}/data.pt"}
     refs = pag_references(wildcards.dataset)
     if refs:
         inputs["references"] = refs
@@ -1090,18 +1112,18 @@ def pag_outputs(dataset):
     if dataset == "toy":
         if not toy_pag_enabled():
             return []
-        return [f"results/tables/toy_pag.{ext}" for ext in ("md", "csv")]
+        return [f"{results()}/tables/toy_pag.{ext}" for ext in ("md", "csv")]
     if not pag_scores_config(dataset):
         return []
-    outs = [f"results/{dataset}/pag_scores.csv"]
-    outs += [f"results/tables/pag_scores_{dataset}.{ext}" for ext in ("md", "csv")]
+    outs = [f"{results()}/{dataset}/pag_scores.csv"]
+    outs += [f"{results()}/tables/pag_scores_{dataset}.{ext}" for ext in ("md", "csv")]
     if checked_models(dataset):
         outs += [
-            f"results/figures/pag_vs_robustness_{dataset}.{ext}"
+            f"{results()}/figures/pag_vs_robustness_{dataset}.{ext}"
             for ext in ("png", "pdf")
         ]
     exp = experiment("lambda_ablation")
     if exp and exp["dataset"] == dataset:
-        outs += [f"results/tables/fig5_pag_scores.{ext}" for ext in ("md", "csv")]
-        outs += [f"results/figures/fig5_pag_scores.{ext}" for ext in ("png", "pdf")]
+        outs += [f"{results()}/tables/fig5_pag_scores.{ext}" for ext in ("md", "csv")]
+        outs += [f"{results()}/figures/fig5_pag_scores.{ext}" for ext in ("png", "pdf")]
     return outs

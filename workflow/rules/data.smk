@@ -3,11 +3,11 @@
 
 rule prepare_data:
     output:
-        "results/{dataset}/data.pt",
+        results("{dataset}/data.pt"),
     log:
-        "results/{dataset}/logs/prepare_data.log",
+        results("{dataset}/logs/prepare_data.log"),
     benchmark:
-        "results/{dataset}/logs/prepare_data.benchmark.tsv"
+        results("{dataset}/logs/prepare_data.benchmark.tsv")
     conda:
         "../../envs/pytorch.yaml"
     resources:

@@ -6,14 +6,14 @@
 
 rule evaluate:
     input:
-        data="results/{dataset}/data.pt",
-        model="results/{dataset}/{model}/model.pt",
+        data=results("{dataset}/data.pt"),
+        model=results("{dataset}/{model}/model.pt"),
     output:
-        "results/{dataset}/{model}/metrics.csv",
+        results("{dataset}/{model}/metrics.csv"),
     log:
-        "results/{dataset}/{model}/evaluate.log",
+        results("{dataset}/{model}/evaluate.log"),
     benchmark:
-        "results/{dataset}/{model}/evaluate.benchmark.tsv"
+        results("{dataset}/{model}/evaluate.benchmark.tsv")
     conda:
         "../../envs/pytorch.yaml"
     threads: threads_of
@@ -32,15 +32,15 @@ rule evaluate:
 # Resumable: a killed run continues from its state file (autoattack_{norm}.state.json) when rerun.
 rule autoattack:
     input:
-        data="results/{dataset}/data.pt",
-        model="results/{dataset}/{model}/model.pt",
+        data=results("{dataset}/data.pt"),
+        model=results("{dataset}/{model}/model.pt"),
     output:
-        csv="results/{dataset}/{model}/autoattack_{norm}.csv",
-        record="results/{dataset}/{model}/autoattack_{norm}.json",
+        csv=results("{dataset}/{model}/autoattack_{norm}.csv"),
+        record=results("{dataset}/{model}/autoattack_{norm}.json"),
     log:
-        "results/{dataset}/{model}/autoattack_{norm}.log",
+        results("{dataset}/{model}/autoattack_{norm}.log"),
     benchmark:
-        "results/{dataset}/{model}/autoattack_{norm}.benchmark.tsv"
+        results("{dataset}/{model}/autoattack_{norm}.benchmark.tsv")
     conda:
         "../../envs/pytorch.yaml"
     threads: threads_of
@@ -59,14 +59,14 @@ rule autoattack:
 
 rule sweep:
     input:
-        data="results/{dataset}/data.pt",
-        model="results/{dataset}/{model}/model.pt",
+        data=results("{dataset}/data.pt"),
+        model=results("{dataset}/{model}/model.pt"),
     output:
-        "results/{dataset}/{model}/sweep.csv",
+        results("{dataset}/{model}/sweep.csv"),
     log:
-        "results/{dataset}/{model}/sweep.log",
+        results("{dataset}/{model}/sweep.log"),
     benchmark:
-        "results/{dataset}/{model}/sweep.benchmark.tsv"
+        results("{dataset}/{model}/sweep.benchmark.tsv")
     conda:
         "../../envs/pytorch.yaml"
     threads: threads_of
@@ -86,9 +86,9 @@ rule collect_metrics:
     input:
         lambda w: model_metrics(w.dataset, dataset_models(w.dataset)),
     output:
-        "results/{dataset}/metrics.csv",
+        results("{dataset}/metrics.csv"),
     log:
-        "results/{dataset}/logs/collect_metrics.log",
+        results("{dataset}/logs/collect_metrics.log"),
     conda:
         "../../envs/report.yaml"
     shell:

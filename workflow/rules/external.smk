@@ -8,13 +8,13 @@
 
 rule import_external:
     input:
-        data="results/{dataset}/data.pt",
+        data=results("{dataset}/data.pt"),
         checkpoint=lambda w: external_spec(w)["path"],
     output:
-        model="results/{dataset}/external/{name}/model.pt",
-        info="results/{dataset}/external/{name}/model.json",
+        model=results("{dataset}/external/{name}/model.pt"),
+        info=results("{dataset}/external/{name}/model.json"),
     log:
-        "results/{dataset}/external/{name}/import.log",
+        results("{dataset}/external/{name}/import.log"),
     conda:
         "../../envs/pytorch.yaml"
     params:
@@ -30,17 +30,17 @@ rule external_table:
         records=lambda w: external_records(w.dataset),
         paper="workflow/resources/paper_numbers.csv",
     output:
-        md="results/tables/external_{dataset}.md",
-        csv="results/tables/external_{dataset}.csv",
+        md=results("tables/external_{dataset}.md"),
+        csv=results("tables/external_{dataset}.csv"),
         html=report(
-            "results/tables/external_{dataset}.html",
+            results("tables/external_{dataset}.html"),
             caption="../report/external_table.rst",
             category="External models",
             subcategory="{dataset}",
             labels={"Result": "Imported models beside ours and the paper's"},
         ),
     log:
-        "results/logs/external_{dataset}.log",
+        results("logs/external_{dataset}.log"),
     conda:
         "../../envs/report.yaml"
     params:

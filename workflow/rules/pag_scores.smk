@@ -9,14 +9,14 @@
 
 rule autoencoder:
     input:
-        data="results/{dataset}/data.pt",
+        data=results("{dataset}/data.pt"),
     output:
-        model="results/{dataset}/autoencoder/seed{seed}/model.pt",
-        info="results/{dataset}/autoencoder/seed{seed}/model.json",
+        model=results("{dataset}/autoencoder/seed{seed}/model.pt"),
+        info=results("{dataset}/autoencoder/seed{seed}/model.json"),
     log:
-        "results/{dataset}/autoencoder/seed{seed}/train.log",
+        results("{dataset}/autoencoder/seed{seed}/train.log"),
     benchmark:
-        "results/{dataset}/autoencoder/seed{seed}/train.benchmark.tsv"
+        results("{dataset}/autoencoder/seed{seed}/train.benchmark.tsv")
     conda:
         "../../envs/pytorch.yaml"
     threads: threads_of
@@ -35,13 +35,13 @@ rule autoencoder:
 rule pag_scores:
     input:
         unpack(pag_inputs),
-        model="results/{dataset}/{model}/model.pt",
+        model=results("{dataset}/{model}/model.pt"),
     output:
-        "results/{dataset}/{model}/pag_scores.csv",
+        results("{dataset}/{model}/pag_scores.csv"),
     log:
-        "results/{dataset}/{model}/pag_scores.log",
+        results("{dataset}/{model}/pag_scores.log"),
     benchmark:
-        "results/{dataset}/{model}/pag_scores.benchmark.tsv"
+        results("{dataset}/{model}/pag_scores.benchmark.tsv")
     conda:
         "../../envs/pytorch.yaml"
     threads: threads_of
@@ -63,11 +63,11 @@ rule pag_baselines:
     input:
         unpack(pag_inputs),
     output:
-        "results/{dataset}/pag_baselines.csv",
+        results("{dataset}/pag_baselines.csv"),
     log:
-        "results/{dataset}/logs/pag_baselines.log",
+        results("{dataset}/logs/pag_baselines.log"),
     benchmark:
-        "results/{dataset}/logs/pag_baselines.benchmark.tsv"
+        results("{dataset}/logs/pag_baselines.benchmark.tsv")
     conda:
         "../../envs/pytorch.yaml"
     threads: threads_of
@@ -88,12 +88,12 @@ rule pag_baselines:
 
 rule collect_pag_scores:
     input:
-        baselines="results/{dataset}/pag_baselines.csv",
+        baselines=results("{dataset}/pag_baselines.csv"),
         models=lambda w: [f"{m}/pag_scores.csv" for m in scored_models(w.dataset)],
     output:
-        "results/{dataset}/pag_scores.csv",
+        results("{dataset}/pag_scores.csv"),
     log:
-        "results/{dataset}/logs/collect_pag_scores.log",
+        results("{dataset}/logs/collect_pag_scores.log"),
     conda:
         "../../envs/report.yaml"
     shell:
@@ -103,19 +103,19 @@ rule collect_pag_scores:
 
 rule pag_scores_table:
     input:
-        "results/{dataset}/pag_scores.csv",
+        results("{dataset}/pag_scores.csv"),
     output:
-        md="results/tables/pag_scores_{dataset}.md",
-        csv="results/tables/pag_scores_{dataset}.csv",
+        md=results("tables/pag_scores_{dataset}.md"),
+        csv=results("tables/pag_scores_{dataset}.csv"),
         html=report(
-            "results/tables/pag_scores_{dataset}.html",
+            results("tables/pag_scores_{dataset}.html"),
             caption="../report/pag_scores.rst",
             category="Measuring PAG",
             subcategory="{dataset}",
             labels={"Result": "PAG scores of every model"},
         ),
     log:
-        "results/logs/pag_scores_{dataset}.log",
+        results("logs/pag_scores_{dataset}.log"),
     conda:
         "../../envs/report.yaml"
     shell:
@@ -125,20 +125,20 @@ rule pag_scores_table:
 
 rule pag_vs_robustness:
     input:
-        scores="results/{dataset}/pag_scores.csv",
+        scores=results("{dataset}/pag_scores.csv"),
         metrics=lambda w: model_metrics(w.dataset, checked_models(w.dataset)),
     output:
         png=report(
-            "results/figures/pag_vs_robustness_{dataset}.png",
+            results("figures/pag_vs_robustness_{dataset}.png"),
             caption="../report/pag_vs_robustness.rst",
             category="Measuring PAG",
             subcategory="{dataset}",
             labels={"Result": "PAG score against AutoAttack accuracy"},
         ),
-        pdf="results/figures/pag_vs_robustness_{dataset}.pdf",
-        csv="results/tables/pag_vs_robustness_{dataset}.csv",
+        pdf=results("figures/pag_vs_robustness_{dataset}.pdf"),
+        csv=results("tables/pag_vs_robustness_{dataset}.csv"),
     log:
-        "results/logs/pag_vs_robustness_{dataset}.log",
+        results("logs/pag_vs_robustness_{dataset}.log"),
     conda:
         "../../envs/report.yaml"
     shell:
@@ -148,25 +148,25 @@ rule pag_vs_robustness:
 
 rule pag_lambda:
     input:
-        scores=lambda w: f"results/{ablation_dataset()}/pag_scores.csv",
+        scores=lambda w: f"{results()}/{ablation_dataset()}/pag_scores.csv",
     output:
-        md="results/tables/fig5_pag_scores.md",
-        csv="results/tables/fig5_pag_scores.csv",
+        md=results("tables/fig5_pag_scores.md"),
+        csv=results("tables/fig5_pag_scores.csv"),
         html=report(
-            "results/tables/fig5_pag_scores.html",
+            results("tables/fig5_pag_scores.html"),
             caption="../report/fig5_pag_scores_table.rst",
             category="λ ablation",
             labels={"Result": "Fig. 5 measured: PAG score against λ (numbers)"},
         ),
         png=report(
-            "results/figures/fig5_pag_scores.png",
+            results("figures/fig5_pag_scores.png"),
             caption="../report/fig5_pag_scores.rst",
             category="λ ablation",
             labels={"Result": "Fig. 5 measured: PAG score against λ"},
         ),
-        pdf="results/figures/fig5_pag_scores.pdf",
+        pdf=results("figures/fig5_pag_scores.pdf"),
     log:
-        "results/logs/fig5_pag_scores.log",
+        results("logs/fig5_pag_scores.log"),
     conda:
         "../../envs/report.yaml"
     params:
@@ -182,15 +182,15 @@ rule pag_lambda:
 # an adversarially trained toy reference and the robust accuracy, with their rank correlations.
 rule toy_pag:
     input:
-        data="results/toy/data.pt",
+        data=results("toy/data.pt"),
         models=lambda w: files_of(toy_pag_models()),
         reference=toy_reference,
         metrics=lambda w: [f"{m}/metrics.csv" for m in toy_pag_models()],
     output:
-        md="results/tables/toy_pag.md",
-        csv="results/tables/toy_pag.csv",
+        md=results("tables/toy_pag.md"),
+        csv=results("tables/toy_pag.csv"),
         html=report(
-            "results/tables/toy_pag.html",
+            results("tables/toy_pag.html"),
             caption="../report/toy_pag.rst",
             category="Toy experiment",
             labels={
@@ -198,7 +198,7 @@ rule toy_pag:
             },
         ),
     log:
-        "results/logs/toy_pag.log",
+        results("logs/toy_pag.log"),
     conda:
         "../../envs/pytorch.yaml"
     resources:

@@ -10,13 +10,13 @@ rule provenance:
         envs=["envs/pytorch.yaml", "envs/report.yaml"],
     output:
         report(
-            "results/provenance.html",
+            results("provenance.html"),
             caption="../report/provenance.rst",
             category="Provenance",
             labels={"Result": "Config, library versions and wall time"},
         ),
     log:
-        "results/logs/provenance.log",
+        results("logs/provenance.log"),
     conda:
         "../../envs/pytorch.yaml"
     params:
@@ -24,18 +24,18 @@ rule provenance:
         configfiles=lambda w: [shlex.quote(str(f)) for f in workflow.configfiles],
         # the folders of this config's benchmark files and model.json files
         folders=lambda w: sorted(
-            {"results/logs"}
+            {results("logs")}
             | {
                 folder
                 for d in used_datasets()
                 for folder in (
-                    f"results/{d}/logs",
+                    f"{results()}/{d}/logs",
                     *dataset_models(d),
                     *configured_teachers(d),
                     *reference_dirs(d),
                     *(
                         [
-                            f"results/{d}/autoencoder/seed{autoencoder_config(d)['seed']}"
+                            f"{results()}/{d}/autoencoder/seed{autoencoder_config(d)['seed']}"
                         ]
                         if autoencoder_config(d)
                         else []

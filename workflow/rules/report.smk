@@ -12,10 +12,10 @@ rule main_table:
             w.dataset, main_models(w.dataset) + table_teachers(w.dataset)
         ),
     output:
-        md="results/tables/{table}_{dataset}.md",
-        csv="results/tables/{table}_{dataset}.csv",
+        md=results("tables/{table}_{dataset}.md"),
+        csv=results("tables/{table}_{dataset}.csv"),
         html=report(
-            "results/tables/{table}_{dataset}.html",
+            results("tables/{table}_{dataset}.html"),
             caption="../report/main_table.rst",
             category="Main results",
             subcategory="{dataset}",
@@ -24,7 +24,7 @@ rule main_table:
             },
         ),
     log:
-        "results/logs/{table}_{dataset}.log",
+        results("logs/{table}_{dataset}.log"),
     wildcard_constraints:
         table=r"table[0-9]+",
     conda:
@@ -42,17 +42,17 @@ rule lambda_table:
     input:
         paper="workflow/resources/paper_numbers.csv",
     output:
-        md="results/tables/table3_lambda.md",
-        csv="results/tables/table3_lambda.csv",
+        md=results("tables/table3_lambda.md"),
+        csv=results("tables/table3_lambda.csv"),
         html=report(
-            "results/tables/table3_lambda.html",
+            results("tables/table3_lambda.html"),
             caption="../report/table3_lambda.rst",
             category="Main results",
             subcategory="all datasets",
             labels={"Result": "Table 3: λ per source and dataset"},
         ),
     log:
-        "results/logs/table3_lambda.log",
+        results("logs/table3_lambda.log"),
     conda:
         "../../envs/report.yaml"
     params:
@@ -67,16 +67,16 @@ rule seeds_table:
         metrics=lambda w: model_metrics(experiment("seeds")["dataset"], seeds_models()),
         paper="workflow/resources/paper_numbers.csv",
     output:
-        md="results/tables/table4_seeds.md",
-        csv="results/tables/table4_seeds.csv",
+        md=results("tables/table4_seeds.md"),
+        csv=results("tables/table4_seeds.csv"),
         html=report(
-            "results/tables/table4_seeds.html",
+            results("tables/table4_seeds.html"),
             caption="../report/table4_seeds.rst",
             category="Seeds",
             labels={"Result": "Table 4: error bars over seeds"},
         ),
     log:
-        "results/logs/table4_seeds.log",
+        results("logs/table4_seeds.log"),
     conda:
         "../../envs/report.yaml"
     shell:
@@ -89,16 +89,16 @@ rule ablation_table:
         metrics=lambda w: model_metrics(ablation_dataset(), ablation_table_models()),
         paper="workflow/resources/paper_numbers.csv",
     output:
-        md="results/tables/fig5_lambda_ablation.md",
-        csv="results/tables/fig5_lambda_ablation.csv",
+        md=results("tables/fig5_lambda_ablation.md"),
+        csv=results("tables/fig5_lambda_ablation.csv"),
         html=report(
-            "results/tables/fig5_lambda_ablation.html",
+            results("tables/fig5_lambda_ablation.html"),
             caption="../report/fig5_lambda_ablation_table.rst",
             category="λ ablation",
             labels={"Result": "Fig. 5 (numbers): accuracy against λ"},
         ),
     log:
-        "results/logs/fig5_lambda_ablation_table.log",
+        results("logs/fig5_lambda_ablation_table.log"),
     conda:
         "../../envs/report.yaml"
     shell:
@@ -108,21 +108,21 @@ rule ablation_table:
 
 rule pag_figure:
     input:
-        data="results/{dataset}/data.pt",
+        data=results("{dataset}/data.pt"),
         models=lambda w: files_of(first_seed_models(w.dataset)),
     output:
         png=report(
-            "results/figures/fig4_{dataset}.png",
+            results("figures/fig4_{dataset}.png"),
             caption="../report/fig4.rst",
             category="Main results",
             subcategory="{dataset}",
             labels={"Result": "Fig. 4: targeted attacks on vanilla and PAG models"},
         ),
-        pdf="results/figures/fig4_{dataset}.pdf",
+        pdf=results("figures/fig4_{dataset}.pdf"),
     log:
-        "results/logs/fig4_{dataset}.log",
+        results("logs/fig4_{dataset}.log"),
     benchmark:
-        "results/logs/fig4_{dataset}.benchmark.tsv"
+        results("logs/fig4_{dataset}.benchmark.tsv")
     conda:
         "../../envs/pytorch.yaml"
     threads: threads_of
@@ -141,21 +141,21 @@ rule pag_figure:
 
 rule ablation_figure:
     input:
-        data=lambda w: f"results/{ablation_dataset()}/data.pt",
+        data=lambda w: f"{results()}/{ablation_dataset()}/data.pt",
         models=lambda w: files_of(ablation_models()),
-        table="results/tables/fig5_lambda_ablation.csv",
+        table=results("tables/fig5_lambda_ablation.csv"),
     output:
         png=report(
-            "results/figures/fig5_lambda_ablation.png",
+            results("figures/fig5_lambda_ablation.png"),
             caption="../report/fig5_lambda_ablation.rst",
             category="λ ablation",
             labels={"Result": "Fig. 5: accuracy and targeted attacks against λ"},
         ),
-        pdf="results/figures/fig5_lambda_ablation.pdf",
+        pdf=results("figures/fig5_lambda_ablation.pdf"),
     log:
-        "results/logs/fig5_lambda_ablation.log",
+        results("logs/fig5_lambda_ablation.log"),
     benchmark:
-        "results/logs/fig5_lambda_ablation.benchmark.tsv"
+        results("logs/fig5_lambda_ablation.benchmark.tsv")
     conda:
         "../../envs/pytorch.yaml"
     threads: lambda w: res(ablation_dataset())["threads"]
@@ -174,21 +174,21 @@ rule ablation_figure:
 
 rule robust_figure:
     input:
-        data="results/{dataset}/data.pt",
+        data=results("{dataset}/data.pt"),
         models=lambda w: files_of(robust_figure_models(w.dataset)),
     output:
         png=report(
-            "results/figures/fig1_{dataset}.png",
+            results("figures/fig1_{dataset}.png"),
             caption="../report/fig1.rst",
             category="Main results",
             subcategory="{dataset}",
             labels={"Result": "Fig. 1: targeted attacks on vanilla and robust models"},
         ),
-        pdf="results/figures/fig1_{dataset}.pdf",
+        pdf=results("figures/fig1_{dataset}.pdf"),
     log:
-        "results/logs/fig1_{dataset}.log",
+        results("logs/fig1_{dataset}.log"),
     benchmark:
-        "results/logs/fig1_{dataset}.benchmark.tsv"
+        results("logs/fig1_{dataset}.benchmark.tsv")
     conda:
         "../../envs/pytorch.yaml"
     threads: threads_of
@@ -212,17 +212,17 @@ rule masking_table:
         metrics=lambda w: model_metrics(w.dataset, checked_models(w.dataset)),
         records=lambda w: autoattack_records(w.dataset),
     output:
-        md="results/tables/masking_{dataset}.md",
-        csv="results/tables/masking_{dataset}.csv",
+        md=results("tables/masking_{dataset}.md"),
+        csv=results("tables/masking_{dataset}.csv"),
         html=report(
-            "results/tables/masking_{dataset}.html",
+            results("tables/masking_{dataset}.html"),
             caption="../report/masking.rst",
             category="Trusting the numbers",
             subcategory="{dataset}",
             labels={"Result": "Gradient-masking checks"},
         ),
     log:
-        "results/logs/masking_{dataset}.log",
+        results("logs/masking_{dataset}.log"),
     conda:
         "../../envs/report.yaml"
     params:
@@ -238,15 +238,15 @@ rule robustness_curves:
         metrics=lambda w: model_metrics(w.dataset, curve_models(w.dataset)),
     output:
         png=report(
-            "results/figures/robustness_curves_{dataset}.png",
+            results("figures/robustness_curves_{dataset}.png"),
             caption="../report/robustness_curves.rst",
             category="Trusting the numbers",
             subcategory="{dataset}",
             labels={"Result": "Robust accuracy against ε"},
         ),
-        pdf="results/figures/robustness_curves_{dataset}.pdf",
+        pdf=results("figures/robustness_curves_{dataset}.pdf"),
     log:
-        "results/logs/robustness_curves_{dataset}.log",
+        results("logs/robustness_curves_{dataset}.log"),
     conda:
         "../../envs/report.yaml"
     params:
@@ -268,17 +268,17 @@ rule answer:
             else []
         ),
     output:
-        md="results/tables/answer_{dataset}.md",
-        csv="results/tables/answer_{dataset}.csv",
+        md=results("tables/answer_{dataset}.md"),
+        csv=results("tables/answer_{dataset}.csv"),
         html=report(
-            "results/tables/answer_{dataset}.html",
+            results("tables/answer_{dataset}.html"),
             caption="../report/answer.rst",
             category="The answer",
             subcategory="{dataset}",
             labels={"Result": "The answer, with its intervals"},
         ),
     log:
-        "results/logs/answer_{dataset}.log",
+        results("logs/answer_{dataset}.log"),
     wildcard_constraints:
         dataset="|".join(d for d in DATASETS if d != "toy"),
     conda:
@@ -296,19 +296,19 @@ rule answer:
 rule answer_toy:
     input:
         metrics=lambda w: model_metrics("toy", toy_models()),
-        toy_pag="results/tables/toy_pag.csv",
+        toy_pag=results("tables/toy_pag.csv"),
     output:
-        md="results/tables/answer_toy.md",
-        csv="results/tables/answer_toy.csv",
+        md=results("tables/answer_toy.md"),
+        csv=results("tables/answer_toy.csv"),
         html=report(
-            "results/tables/answer_toy.html",
+            results("tables/answer_toy.html"),
             caption="../report/answer.rst",
             category="The answer",
             subcategory="toy",
             labels={"Result": "The answer on the toy data, against its ground truth"},
         ),
     log:
-        "results/logs/answer_toy.log",
+        results("logs/answer_toy.log"),
     conda:
         "../../envs/report.yaml"
     shell:
@@ -329,23 +329,23 @@ rule grad_of_table:
         ),
         paper="workflow/resources/paper_numbers.csv",
     output:
-        md="results/tables/grad_of_ablation.md",
-        csv="results/tables/grad_of_ablation.csv",
+        md=results("tables/grad_of_ablation.md"),
+        csv=results("tables/grad_of_ablation.csv"),
         html=report(
-            "results/tables/grad_of_ablation.html",
+            results("tables/grad_of_ablation.html"),
             caption="../report/grad_of_ablation.rst",
             category="Class-score ablation",
             labels={"Result": "Which class score the PAG loss aligns (numbers)"},
         ),
         png=report(
-            "results/figures/grad_of_ablation.png",
+            results("figures/grad_of_ablation.png"),
             caption="../report/grad_of_ablation.rst",
             category="Class-score ablation",
             labels={"Result": "Which class score the PAG loss aligns"},
         ),
-        pdf="results/figures/grad_of_ablation.pdf",
+        pdf=results("figures/grad_of_ablation.pdf"),
     log:
-        "results/logs/grad_of_ablation.log",
+        results("logs/grad_of_ablation.log"),
     conda:
         "../../envs/report.yaml"
     params:
@@ -364,14 +364,15 @@ rule grad_of_table:
 # refused with the list of those it makes (the Snakefile orders every other rule first).
 rule unknown_target:
     output:
-        "results/{kind}/{file}",
+        "{target}",
     log:
-        "results/logs/unknown_{kind}_{file}.log",
+        results("logs/unknown_target/{target}.log"),
     wildcard_constraints:
-        kind="tables|figures",
+        # a table or figure under any results root, e.g. another config's
+        target=r"results/(.+/)?(tables|figures)/[^/]+",
     localrule: True
     params:
-        refuse=lambda w: refuse_target(f"results/{w.kind}/{w.file}"),
+        refuse=lambda w: refuse_target(w.target),
     run:
         refuse_target(
             output[0]

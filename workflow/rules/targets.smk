@@ -8,11 +8,11 @@ rule make_targets:
     input:
         unpack(targets_inputs),
     output:
-        "results/{dataset}/targets/{source}.pt",
+        results("{dataset}/targets/{source}.pt"),
     log:
-        "results/{dataset}/logs/targets_{source}.log",
+        results("{dataset}/logs/targets_{source}.log"),
     benchmark:
-        "results/{dataset}/logs/targets_{source}.benchmark.tsv"
+        results("{dataset}/logs/targets_{source}.benchmark.tsv")
     wildcard_constraints:
         source="|".join(REPRESENTATIVES + [FILE]),
     conda:

@@ -3,19 +3,19 @@
 
 rule toy_table:
     input:
-        metrics="results/toy/metrics.csv",
+        metrics=results("toy/metrics.csv"),
         paper="workflow/resources/paper_numbers.csv",
     output:
-        md="results/tables/toy.md",
-        csv="results/tables/toy.csv",
+        md=results("tables/toy.md"),
+        csv=results("tables/toy.csv"),
         html=report(
-            "results/tables/toy.html",
+            results("tables/toy.html"),
             caption="../report/toy_table.rst",
             category="Toy experiment",
             labels={"Result": "Toy table: accuracy of vanilla and PAG"},
         ),
     log:
-        "results/logs/toy_table.log",
+        results("logs/toy_table.log"),
     conda:
         "../../envs/report.yaml"
     shell:
@@ -25,19 +25,19 @@ rule toy_table:
 
 rule toy_figure:
     input:
-        data="results/toy/data.pt",
+        data=results("toy/data.pt"),
         models=files_of(toy_models()),
-        metrics="results/toy/metrics.csv",
+        metrics=results("toy/metrics.csv"),
     output:
         png=report(
-            "results/figures/fig3_toy.png",
+            results("figures/fig3_toy.png"),
             caption="../report/fig3_toy.rst",
             category="Toy experiment",
             labels={"Result": "Fig. 3: decision regions"},
         ),
-        pdf="results/figures/fig3_toy.pdf",
+        pdf=results("figures/fig3_toy.pdf"),
     log:
-        "results/logs/fig3_toy.log",
+        results("logs/fig3_toy.log"),
     conda:
         "../../envs/pytorch.yaml"
     resources:

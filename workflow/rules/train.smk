@@ -6,12 +6,12 @@ rule train:
     input:
         unpack(train_inputs),
     output:
-        model="results/{dataset}/{source}/lam{lam}/seed{seed}/model.pt",
-        info="results/{dataset}/{source}/lam{lam}/seed{seed}/model.json",
+        model=results("{dataset}/{source}/lam{lam}/seed{seed}/model.pt"),
+        info=results("{dataset}/{source}/lam{lam}/seed{seed}/model.json"),
     log:
-        "results/{dataset}/{source}/lam{lam}/seed{seed}/train.log",
+        results("{dataset}/{source}/lam{lam}/seed{seed}/train.log"),
     benchmark:
-        "results/{dataset}/{source}/lam{lam}/seed{seed}/train.benchmark.tsv"
+        results("{dataset}/{source}/lam{lam}/seed{seed}/train.benchmark.tsv")
     wildcard_constraints:
         source="|".join(SOURCES),
     conda:
@@ -34,12 +34,12 @@ rule teacher:
     input:
         unpack(teacher_inputs),
     output:
-        model="results/{dataset}/teacher_{norm}/lam0/seed{seed}/model.pt",
-        info="results/{dataset}/teacher_{norm}/lam0/seed{seed}/model.json",
+        model=results("{dataset}/teacher_{norm}/lam0/seed{seed}/model.pt"),
+        info=results("{dataset}/teacher_{norm}/lam0/seed{seed}/model.json"),
     log:
-        "results/{dataset}/teacher_{norm}/lam0/seed{seed}/train.log",
+        results("{dataset}/teacher_{norm}/lam0/seed{seed}/train.log"),
     benchmark:
-        "results/{dataset}/teacher_{norm}/lam0/seed{seed}/train.benchmark.tsv"
+        results("{dataset}/teacher_{norm}/lam0/seed{seed}/train.benchmark.tsv")
     conda:
         "../../envs/pytorch.yaml"
     threads: threads_of
@@ -61,9 +61,9 @@ rule teacher:
 # results/{dataset}/{source}.{grad_of}/..., named <source>.<grad_of> in every table.
 use rule train as train_class_score with:
     output:
-        model="results/{dataset}/{source}.{grad_of}/lam{lam}/seed{seed}/model.pt",
-        info="results/{dataset}/{source}.{grad_of}/lam{lam}/seed{seed}/model.json",
+        model=results("{dataset}/{source}.{grad_of}/lam{lam}/seed{seed}/model.pt"),
+        info=results("{dataset}/{source}.{grad_of}/lam{lam}/seed{seed}/model.json"),
     log:
-        "results/{dataset}/{source}.{grad_of}/lam{lam}/seed{seed}/train.log",
+        results("{dataset}/{source}.{grad_of}/lam{lam}/seed{seed}/train.log"),
     benchmark:
-        "results/{dataset}/{source}.{grad_of}/lam{lam}/seed{seed}/train.benchmark.tsv"
+        results("{dataset}/{source}.{grad_of}/lam{lam}/seed{seed}/train.benchmark.tsv")
