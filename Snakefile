@@ -21,6 +21,11 @@ if not workflow.config_settings.configfiles:
     configfile: "config.yaml"
 
 
+# the library's pure-Python modules (its registry) for the rule files, also where Snakemake runs
+# outside the project's environment
+sys.path.insert(0, os.path.join(workflow.basedir, "src"))
+
+
 include: "workflow/rules/common.smk"
 
 

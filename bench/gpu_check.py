@@ -106,6 +106,7 @@ from pagrob import (
     models,
     pag,
     pag_scores,
+    registry,
     sources,
     train,
 )
@@ -114,7 +115,7 @@ from pagrob.attacks import Attack, frozen_eval, predict
 ROOT = Path(__file__).resolve().parents[1]
 SCHEMA = ROOT / "workflow" / "schemas" / "config.schema.yaml"
 #: the real datasets' (training, test) images: CIFAR-10, and STL-10's labelled splits
-REAL_SIZES = {"cifar10": (50_000, 10_000), "stl10": (5_000, 8_000)}
+REAL_SIZES = {name: d.sizes for name, d in registry.DATASETS.items() if d.sizes}
 NUM_CLASSES = 10
 #: the check's time budget on one GPU (seconds)
 BUDGET_S = 8 * 60

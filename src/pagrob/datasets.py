@@ -21,6 +21,7 @@ import torch
 from torchvision import datasets as tv
 from torchvision.datasets.utils import check_integrity, download_url, extract_archive
 
+from pagrob import registry
 from pagrob.data import Dataset
 from pagrob.io import BadFileError
 
@@ -58,7 +59,11 @@ class Archive:
         ]
 
 
-ARCHIVES = {"cifar10": Archive("CIFAR-10", tv.CIFAR10), "stl10": Archive("STL-10", tv.STL10)}
+ARCHIVES = {
+    name: Archive(d.title, getattr(tv, d.torchvision))
+    for name, d in registry.DATASETS.items()
+    if d.torchvision
+}
 
 
 def ensure_extracted(name: str, root, download: bool) -> Path:
@@ -126,7 +131,7 @@ def _extract(spec: Archive, archive: Path, root: Path) -> None:
         extracted.replace(target)
 
 
-SHAPES = {"cifar10": (3, 32, 32), "stl10": (3, 96, 96)}
+SHAPES = {name: d.shape for name, d in registry.DATASETS.items()}
 
 
 def check_arrays(name: str, where, x_train, y_train, x_test, y_test, classes) -> None:
@@ -165,14 +170,16 @@ def _from_uint8(name, x_train, y_train, x_test, y_test, classes) -> Dataset:
     )
 
 
-def load_cifar10(root, download: bool = False) -> Dataset:
-    root = ensure_extracted("cifar10", root, download)
+def load_cifar(name: str, root, download: bool = False) -> Dataset:
+    """CIFAR-10 or CIFAR-100 (its 100 fine labels): torchvision's pickled batches."""
+    root = ensure_extracted(name, root, download)
+    spec = ARCHIVES[name]
     try:
-        train = tv.CIFAR10(str(root), train=True, download=False)
-        test = tv.CIFAR10(str(root), train=False, download=False)
+        train = spec.cls(str(root), train=True, download=False)
+        test = spec.cls(str(root), train=False, download=False)
     except ValueError as e:  # e.g. batches whose size is not a whole number of images
         raise DatasetUnavailable(
-            f"CIFAR-10 in {root} cannot be read ({e}); delete it and download it again"
+            f"{spec.title} in {root} cannot be read ({e}); delete it and download it again"
         ) from e
     arrays = (
         train.data.transpose(0, 3, 1, 2),
@@ -180,8 +187,12 @@ def load_cifar10(root, download: bool = False) -> Dataset:
         test.data.transpose(0, 3, 1, 2),
         test.targets,
     )
-    check_arrays("cifar10", root, *arrays, train.classes)
-    return _from_uint8("cifar10", *arrays, train.classes)
+    check_arrays(name, root, *arrays, train.classes)
+    return _from_uint8(name, *arrays, train.classes)
+
+
+def load_cifar10(root, download: bool = False) -> Dataset:
+    return load_cifar("cifar10", root, download)
 
 
 def load_stl10(root, download: bool = False) -> Dataset:
@@ -197,6 +208,10 @@ def load_stl10(root, download: bool = False) -> Dataset:
     arrays = (train.data, train.labels, test.data, test.labels)
     check_arrays("stl10", root, *arrays, train.classes)
     return _from_uint8("stl10", *arrays, train.classes)
+
+
+#: the loader of each of the registry's torchvision datasets: (root, download) -> Dataset
+LOADERS = {"cifar10": load_cifar10, "stl10": load_stl10}
 
 
 def load_digits(test_fraction: float, seed: int) -> Dataset:

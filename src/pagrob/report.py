@@ -10,6 +10,8 @@ import math
 
 import pandas as pd
 
+from pagrob import registry
+
 #: The tidy metrics format: one row per model x attack, accuracy in percent. classes_per_step:
 #: 0 for a model trained with all C target classes every step (or no PAG term), k for one
 #: trained with k random classes per step (an unbiased estimate of the full term).
@@ -33,22 +35,11 @@ COLUMNS = [
     "correct",
 ]
 
-METHOD_NAMES = {
-    "vanilla": "Vanilla",
-    "one_image": "One Image",
-    "class_mean": "Class Mean",
-    "nearest_neighbor": "Nearest Neighbor",
-    "rigd_linf": "RIGD ℓ∞",
-    "rigd_l2": "RIGD ℓ2",
-    "clustered_nn": "Clustered NN (beyond the paper)",
-    "file": "Targets file (e.g. the authors' score-based)",
-    "teacher_linf": "Teacher ℓ∞ (adversarial training)",
-    "teacher_l2": "Teacher ℓ2 (adversarial training)",
-}
+METHOD_NAMES = {name: s.title for name, s in registry.SOURCES.items()}
 
 
 #: the reference rows of Tables 1-2 (adversarially trained)
-TEACHERS = ("teacher_linf", "teacher_l2")
+TEACHERS = registry.TEACHERS
 
 
 def metric_name(row) -> str | None:

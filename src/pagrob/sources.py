@@ -44,18 +44,18 @@ from __future__ import annotations
 import torch
 from torch import Tensor, nn
 
-from pagrob import io
+from pagrob import io, registry
 from pagrob.attacks import frozen_eval
 from pagrob.data import CropFlip, Dataset
 from pagrob.pag import Targets, class_scores
 
-REPRESENTATIVES = ("one_image", "class_mean", "nearest_neighbor", "clustered_nn")
-#: targets read from a file (``pagrob.target_files``)
-FILE = "file"
-TEACHER_SOURCES = {"rigd_linf": "linf", "rigd_l2": "l2"}
-#: the file source sits with the representatives: like them, a stored target that make_targets
-#: prepares once per dataset and train reads with --targets; the RIGD sources (teachers) come last
-SOURCES = ("vanilla",) + REPRESENTATIVES + (FILE,) + tuple(TEACHER_SOURCES)
+#: the names, from the registry: the representatives (targets computed once per dataset), the
+#: file source (targets read from a file, ``pagrob.target_files``), the RIGD sources (a robust
+#: teacher's gradients: source -> its threat model) and every source a student trains with
+REPRESENTATIVES = registry.REPRESENTATIVES
+FILE = registry.FILE
+TEACHER_SOURCES = registry.RIGD
+SOURCES = registry.TRAINED
 
 #: clustered_nn: clusters per class (k) when none is given
 CLUSTERS = 10

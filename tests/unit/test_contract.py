@@ -60,16 +60,12 @@ def test_targets_defaults_are_the_librarys_and_the_steps(monkeypatch):
 
 
 def test_source_names_agree():
-    """The schema's sources, the library's and the workflow's (common.smk) are the same lists."""
+    """The schema's sources and the library's are the same lists (the workflow's come from the
+    registry too: tests/unit/test_registry.py)."""
     s = schema()
     assert set(s["$defs"]["source"]["enum"]) == set(sources.SOURCES) - {"vanilla"}
     lam_pattern = next(iter(dataset_schema()["lam"]["patternProperties"]))
     assert set(lam_pattern.strip("^$()").split("|")) == set(sources.SOURCES) - {"vanilla"}
-    common = (ROOT / "workflow/rules/common.smk").read_text()
-    namespace = {}
-    exec(common[common.index("REPRESENTATIVES = ") : common.index("TEACHERS = ")], namespace)
-    assert namespace["REPRESENTATIVES"] == list(sources.REPRESENTATIVES)
-    assert set(namespace["SOURCES"]) == set(sources.SOURCES)
 
 
 def test_evaluation_defaults_are_the_steps(monkeypatch):

@@ -6,17 +6,18 @@
 # either as {model}.
 
 
-DATASETS = ["toy", "digits", "cifar10", "stl10"]
-REPRESENTATIVES = ["one_image", "class_mean", "nearest_neighbor", "clustered_nn"]
+# The names of the datasets and sources, and what each reads, from the library's registry
+# (pure Python: pagrob.registry imports no PyTorch).
+from pagrob import registry
+
+DATASETS = list(registry.DATASETS)
+REPRESENTATIVES = list(registry.REPRESENTATIVES)
 FILE = (
-    "file"  # targets read from a file someone else computed (datasets.<d>.targets.file)
-)
-RIGD = {
-    "rigd_linf": "linf",
-    "rigd_l2": "l2",
-}  # student source -> its teacher's threat model
-SOURCES = ["vanilla", *REPRESENTATIVES, FILE, *RIGD]
-TEACHERS = ["teacher_linf", "teacher_l2"]
+    registry.FILE
+)  # targets read from a file someone else computed (datasets.<d>.targets.file)
+RIGD = registry.RIGD  # student source -> its teacher's threat model
+SOURCES = list(registry.TRAINED)
+TEACHERS = list(registry.TEACHERS)
 
 
 wildcard_constraints:
@@ -594,7 +595,8 @@ def attack_flags(dataset):
 
 def data_flags(wildcards):
     data = dataset_config(wildcards.dataset)["data"]
-    if wildcards.dataset == "toy":
+    kind = registry.DATASETS[wildcards.dataset].kind
+    if kind == "generated":  # the toy
         return flags(
             {
                 "toy_centers": json.dumps(data["centers"]),
@@ -603,9 +605,10 @@ def data_flags(wildcards):
                 "seed": data["seed"],
             }
         )
-    if wildcards.dataset == "digits":
-        return flags({"test_fraction": data["test_fraction"], "seed": data["seed"]})
-    return flags({"root": data["root"], "download": data["download"]})
+    keys = registry.DATASETS[
+        wildcards.dataset
+    ].data_keys  # bundled and torchvision data
+    return flags({k: data[k] for k in keys})
 
 
 def pictures_flags(dataset):
@@ -624,12 +627,7 @@ def lams_json():
 
 # the targets settings that each representative source depends on (only these reach its job, so
 # that changing one source's setting rebuilds that source alone)
-TARGETS_KEYS = {
-    "one_image": ["seed"],
-    "class_mean": ["seed", "class_mean_rescale"],
-    "nearest_neighbor": ["seed", "nn_sample_size"],
-    "clustered_nn": ["seed", "clusters"],
-}
+TARGETS_KEYS = {s: list(registry.SOURCES[s].targets_keys) for s in REPRESENTATIVES}
 
 
 def targets_flags(wildcards):

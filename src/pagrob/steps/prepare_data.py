@@ -9,13 +9,13 @@ from __future__ import annotations
 
 import json
 
-from pagrob import data, datasets
+from pagrob import data, datasets, registry
 from pagrob.steps import _cli
 
 
 def main() -> None:
     p = _cli.parser(__doc__)
-    p.add_argument("--dataset", required=True, choices=["toy", "digits", "cifar10", "stl10"])
+    p.add_argument("--dataset", required=True, choices=list(registry.DATASETS))
     p.add_argument("--out", required=True)
     p.add_argument(
         "--seed", type=int, default=0, help="toy: seed of the points; digits: of the split"
@@ -34,17 +34,17 @@ def main() -> None:
     )
     args = p.parse_args()
     _cli.setup(args, [args.out])
-    if args.dataset == "toy":
+    kind = registry.DATASETS[args.dataset].kind
+    if kind == "generated":
         ds = data.make_toy(
             json.loads(args.toy_centers), args.toy_per_mode, args.toy_test, args.seed
         )
-    elif args.dataset == "digits":
+    elif kind == "bundled":
         ds = datasets.load_digits(args.test_fraction, args.seed)
     else:
         if not args.root:
             raise ValueError(f"--root is required for {args.dataset}")
-        load = datasets.load_cifar10 if args.dataset == "cifar10" else datasets.load_stl10
-        ds = load(args.root, args.download)
+        ds = datasets.LOADERS[args.dataset](args.root, args.download)
     data.save_prepared(ds, args.out)
     _cli.log(
         f"{ds.name}: {len(ds.x_train)} train / {len(ds.x_test)} test, shape {ds.input_shape}, "

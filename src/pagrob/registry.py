@@ -1,0 +1,122 @@
+"""The one registry of the gradient sources and the datasets: names, display names, kinds, shapes
+and sizes, loaders and the config keys each reads.
+
+Pure Python (no PyTorch, no Snakemake): the library, the workflow (workflow/rules/common.smk),
+the report and the bench read these facts from here, and the config schema's enums are checked
+against it (tests/unit/test_registry.py). A new dataset is its row in ``DATASETS``, its loader
+and its config block; a new gradient source its row in ``SOURCES`` and its code.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+
+@dataclass(frozen=True)
+class Source:
+    """A gradient source (Section 4.2), or a model kind the tables show beside them."""
+
+    name: str
+    title: str  # its name in every table and figure
+    #: vanilla (no PAG term), representative (targets computed once per dataset), file (targets
+    #: read from a file), rigd (a robust teacher's gradients), teacher (the robust teachers)
+    kind: str
+    #: the datasets.<d>.targets keys its precomputation reads (only these reach its job, so that
+    #: changing one source's setting rebuilds that source alone)
+    targets_keys: tuple[str, ...] = ()
+    norm: str | None = None  # rigd and teacher: the threat model of the (teacher's) training
+
+
+#: in the tables' order
+_SOURCES = (
+    Source("vanilla", "Vanilla", "vanilla"),
+    Source("one_image", "One Image", "representative", ("seed",)),
+    Source("class_mean", "Class Mean", "representative", ("seed", "class_mean_rescale")),
+    Source("nearest_neighbor", "Nearest Neighbor", "representative", ("seed", "nn_sample_size")),
+    Source("rigd_linf", "RIGD ℓ∞", "rigd", norm="linf"),
+    Source("rigd_l2", "RIGD ℓ2", "rigd", norm="l2"),
+    Source(
+        "clustered_nn", "Clustered NN (beyond the paper)", "representative", ("seed", "clusters")
+    ),
+    Source("file", "Targets file (e.g. the authors' score-based)", "file", ("labels",)),
+    Source("teacher_linf", "Teacher ℓ∞ (adversarial training)", "teacher", norm="linf"),
+    Source("teacher_l2", "Teacher ℓ2 (adversarial training)", "teacher", norm="l2"),
+)
+SOURCES = {s.name: s for s in _SOURCES}
+
+
+def _named(kind: str) -> tuple[str, ...]:
+    return tuple(s.name for s in _SOURCES if s.kind == kind)
+
+
+REPRESENTATIVES = _named("representative")
+#: targets read from a file (``pagrob.target_files``)
+FILE = "file"
+#: student source -> its teacher's threat model
+RIGD = {s.name: s.norm for s in _SOURCES if s.kind == "rigd"}
+TEACHERS = _named("teacher")
+#: what a student can be trained with; the file source sits with the representatives (a stored
+#: target that make_targets prepares once per dataset), the RIGD sources come last
+TRAINED = ("vanilla", *REPRESENTATIVES, FILE, *RIGD)
+
+
+@dataclass(frozen=True)
+class DatasetSpec:
+    name: str
+    title: str
+    #: generated (the toy), bundled (ships with a package), torchvision (its on-disk format)
+    kind: str
+    shape: tuple[int, ...]  # one input
+    classes: int
+    sizes: tuple[int, int] | None  # (train, test) images; None: the config sets them
+    #: the datasets.<d>.data keys its data step reads
+    data_keys: tuple[str, ...]
+    #: torchvision.datasets' class (its file names, MD5 sums and reader)
+    torchvision: str | None = None
+
+
+DATASETS = {
+    d.name: d
+    for d in (
+        DatasetSpec(
+            "toy",
+            "2-D toy data (Section 5.1)",
+            "generated",
+            (2,),
+            2,
+            None,
+            ("centers", "per_mode", "test", "seed"),
+        ),
+        DatasetSpec(
+            "digits",
+            "8x8 handwritten digits (scikit-learn)",
+            "bundled",
+            (1, 8, 8),
+            10,
+            None,
+            ("test_fraction", "seed"),
+        ),
+        DatasetSpec(
+            "cifar10",
+            "CIFAR-10",
+            "torchvision",
+            (3, 32, 32),
+            10,
+            (50_000, 10_000),
+            ("root", "download"),
+            "CIFAR10",
+        ),
+        DatasetSpec(
+            "stl10",
+            "STL-10",
+            "torchvision",
+            (3, 96, 96),
+            10,
+            (5_000, 8_000),
+            ("root", "download"),
+            "STL10",
+        ),
+    )
+}
+#: the datasets of the image experiments (every one but the toy)
+IMAGE_DATASETS = tuple(name for name, d in DATASETS.items() if d.kind != "generated")
