@@ -57,6 +57,50 @@ def make_cifar10(folder: Path, per_batch: int = 20, n_test: int = 30, seed: int 
     return {"sums": sums, "images": images}
 
 
+def make_cifar100(folder: Path, n_train: int = 120, n_test: int = 110, seed: int = 0) -> dict:
+    """cifar-100-python/: train and test pickles with fine and coarse labels, and meta."""
+    rng = np.random.default_rng(seed)
+    folder.mkdir(parents=True, exist_ok=True)
+    sums, images = {}, {}
+    for name, n in (("train", n_train), ("test", n_test)):
+        data = rng.integers(0, 256, (n, 3072), dtype=np.uint8)
+        fine = [int(v) for v in rng.integers(0, 100, n)]
+        fine[:100] = list(range(100))  # every class present
+        with open(folder / name, "wb") as f:
+            pickle.dump(
+                {
+                    "filenames": [],
+                    "batch_label": name,
+                    "fine_labels": fine,
+                    "coarse_labels": [v // 5 for v in fine],
+                    "data": data,
+                },
+                f,
+                protocol=2,
+            )
+        sums[name] = md5(folder / name)
+        images[name] = (data, fine)
+    with open(folder / "meta", "wb") as f:
+        pickle.dump(
+            {
+                "fine_label_names": [f"class_{i}" for i in range(100)],
+                "coarse_label_names": [f"super_{i}" for i in range(20)],
+            },
+            f,
+            protocol=2,
+        )
+    sums["meta"] = md5(folder / "meta")
+    return {"sums": sums, "images": images}
+
+
+def accept_cifar100(monkeypatch: pytest.MonkeyPatch, sums: dict) -> None:
+    monkeypatch.setattr(tv.CIFAR100, "train_list", [["train", sums["train"]]])
+    monkeypatch.setattr(tv.CIFAR100, "test_list", [["test", sums["test"]]])
+    monkeypatch.setattr(
+        tv.CIFAR100, "meta", {"filename": "meta", "key": "fine_label_names", "md5": sums["meta"]}
+    )
+
+
 def make_stl10(folder: Path, n_train: int = 20, n_test: int = 30, seed: int = 0) -> dict:
     """stl10_binary/: column-major uint8 images, 1-based uint8 labels, class names, folds."""
     rng = np.random.default_rng(seed)

@@ -211,7 +211,11 @@ def load_stl10(root, download: bool = False) -> Dataset:
 
 
 #: the loader of each of the registry's torchvision datasets: (root, download) -> Dataset
-LOADERS = {"cifar10": load_cifar10, "stl10": load_stl10}
+LOADERS = {
+    "cifar10": load_cifar10,
+    "cifar100": lambda root, download=False: load_cifar("cifar100", root, download),
+    "stl10": load_stl10,
+}
 
 
 def load_digits(test_fraction: float, seed: int) -> Dataset:

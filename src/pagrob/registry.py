@@ -107,6 +107,16 @@ DATASETS = {
             "CIFAR10",
         ),
         DatasetSpec(
+            "cifar100",
+            "CIFAR-100",
+            "torchvision",
+            (3, 32, 32),
+            100,
+            (50_000, 10_000),
+            ("root", "download"),
+            "CIFAR100",
+        ),
+        DatasetSpec(
             "stl10",
             "STL-10",
             "torchvision",

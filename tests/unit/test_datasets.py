@@ -9,7 +9,15 @@ import pytest
 import torch
 
 from conftest import ROOT
-from fake_datasets import accept_cifar10, accept_stl10, make_cifar10, make_stl10, tar_gz
+from fake_datasets import (
+    accept_cifar10,
+    accept_cifar100,
+    accept_stl10,
+    make_cifar10,
+    make_cifar100,
+    make_stl10,
+    tar_gz,
+)
 from pagrob import datasets
 from pagrob.datasets import DatasetUnavailable
 
@@ -27,6 +35,29 @@ def test_cifar10_loads_real_format(tmp_path, monkeypatch):
     assert ds.y_train[:20].tolist() == labels
     assert 0 <= ds.x_train.min() and ds.x_train.max() <= 1
     torch.testing.assert_close(ds.mean, ds.x_train.mean((0, 2, 3)))
+
+
+def test_cifar100_loads_real_format_through_the_data_step(tmp_path, monkeypatch):
+    """CIFAR-100's pickles (fine and coarse labels, meta), read by the registry's loader: 100
+    classes named by the fine labels; the data step prepares it as the workflow runs it."""
+    fake = make_cifar100(tmp_path / "cifar-100-python")
+    accept_cifar100(monkeypatch, fake["sums"])
+    ds = datasets.LOADERS["cifar100"](tmp_path)
+    assert ds.x_train.shape == (120, 3, 32, 32) and ds.x_test.shape == (110, 3, 32, 32)
+    assert ds.num_classes == 100 and ds.classes[:2] == ["class_0", "class_1"]
+    data, fine = fake["images"]["train"]
+    torch.testing.assert_close(ds.x_train[0], torch.from_numpy(data[0].reshape(3, 32, 32)) / 255)
+    assert ds.y_train.tolist() == fine  # the fine labels, not the 20 coarse ones
+    assert ds.y_test.max() == 99
+    # the data step: as the rule calls it (prepare_data --dataset cifar100 --root ...)
+    from pagrob import data
+    from pagrob.steps import prepare_data
+
+    out = tmp_path / "data.pt"
+    argv = ["prepare_data", "--dataset", "cifar100", "--root", str(tmp_path), "--out", str(out)]
+    monkeypatch.setattr(sys, "argv", argv)
+    prepare_data.main()
+    assert data.load_prepared(out).num_classes == 100
 
 
 def test_stl10_loads_real_format(tmp_path, monkeypatch):

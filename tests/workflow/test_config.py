@@ -120,6 +120,14 @@ CASES = {
         edit(["experiments", "grad_of_ablation", "class_scores"], ["logit", "softmax"]),
         ["experiments.grad_of_ablation.class_scores.1", "'softmax' is not one of"],
     ),
+    "results root inside another config's folders": (
+        edit(["results"], "results/cifar100"),
+        ["results: 'results/cifar100' is a folder that the results root", "choose another"],
+    ),
+    "results root outside results/": (
+        edit(["results"], "/tmp/elsewhere"),
+        ["results: '/tmp/elsewhere' does not match"],
+    ),
     "unknown dataset in a table": (
         edit(["experiments", "main", "tables", "mnist"], "table9"),
         ["experiments.main.tables", "'mnist' is not one of"],
@@ -144,3 +152,27 @@ def test_good_configs_validate(tmp_path):
     for name in ("config.yaml", "demo.yaml"):
         proc = snakemake(["-n", "--configfile", name], tmp_path)
         assert "Building DAG of jobs" in proc.stdout + proc.stderr
+
+
+def test_the_commented_cifar100_block_runs_when_uncommented(tmp_path):
+    """config.yaml's CIFAR-100 block (a dataset added by its registry row, loader and config),
+    uncommented and given a table, validates and plans Table 5 from CIFAR-100's own files."""
+    text = (ROOT / "config.yaml").read_text()
+    start = text.index("  # cifar100:\n")
+    end = text.index("\n\n", start)
+    block = "\n".join(line.replace("# ", "", 1) for line in text[start:end].splitlines())
+    cfg = yaml.safe_load(text.replace(text[start:end], block))
+    cfg["experiments"] = {
+        "main": {
+            "tables": {"cifar100": "table5"},
+            "sources": ["vanilla", "class_mean"],
+            "seeds": [0],
+        }
+    }
+    copy_workflow(tmp_path)
+    (tmp_path / "c100.yaml").write_text(yaml.safe_dump(cfg))
+    dry = snakemake(
+        ["-n", "-p", "results/tables/table5_cifar100.md", "--configfile", "c100.yaml"], tmp_path
+    )
+    assert "--dataset cifar100 --root data/cifar100 --download true" in dry.stdout
+    assert "results/cifar100/class_mean/lam0.04/seed0/model.pt" in dry.stdout

@@ -63,6 +63,18 @@ def check_config(config, schema_path):
         )
         raise ConfigError("\n".join(["invalid config:", *lines]))
     validate(config, schema_path, set_default=True)
+    check_results_root(config["results"])
+
+
+def check_results_root(root):
+    """A results root inside results/ must not be a folder that results/ itself holds."""
+    parts = root.split("/")
+    reserved = [*registry.DATASETS, "tables", "figures", "logs"]
+    if len(parts) > 1 and parts[1] in reserved:
+        raise ConfigError(
+            f"invalid config:\n  results: {root!r} is a folder that the results root 'results' "
+            f"uses itself ({', '.join(reserved)}); choose another, e.g. results/demo"
+        )
 
 
 #: cpu_isa -> the environment that pins the CPU kernels' instruction set in every job: PyTorch's
