@@ -68,26 +68,9 @@ include: "workflow/rules/provenance.smk"
 include: "workflow/rules/external.smk"
 
 
-# Cheap aggregation runs where Snakemake runs, never as a cluster job; so does the data step,
-# which may need the network to download a dataset (cluster nodes often have none).
-localrules:
-    all,
-    prepare_data,
-    collect_metrics,
-    toy_table,
-    main_table,
-    lambda_table,
-    seeds_table,
-    ablation_table,
-    masking_table,
-    robustness_curves,
-    collect_pag_scores,
-    pag_scores_table,
-    pag_vs_robustness,
-    pag_lambda,
-    provenance,
-    external_table,
-    import_external,
+# Cheap aggregation runs where Snakemake runs, never as a cluster job (each such rule says
+# localrule: True); so does the data step, which may need the network to download a dataset
+# (cluster nodes often have none).
 
 
 STARTED = time.time()
@@ -106,6 +89,7 @@ rule all:
     input:
         all_outputs(),
         results("provenance.html"),
+    localrule: True
 
 
 # Every rule comes before unknown_target (workflow/rules/report.smk), the refusal of a table or

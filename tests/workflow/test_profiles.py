@@ -150,3 +150,25 @@ def test_a_failed_jobs_error_reaches_the_console_without_a_profile(tmp_path):
     )
     # and the log keeps it
     assert "marker 7f3a" in (tmp_path / "results/demo/toy/logs/prepare_data.log").read_text()
+
+
+def test_cheap_rules_run_where_snakemake_runs(tmp_path):
+    """Each cheap rule says localrule: True (the tables, the collections, the data step that may
+    download); every PyTorch step that needs a GPU goes to the cluster."""
+    from snakemake.api import SnakemakeApi
+    from snakemake.settings.types import ConfigSettings, OutputSettings, ResourceSettings
+
+    copy_workflow(tmp_path)
+    with SnakemakeApi(OutputSettings(quiet=True)) as api:
+        wf = api.workflow(
+            resource_settings=ResourceSettings(cores=1),
+            config_settings=ConfigSettings(),
+            snakefile=tmp_path / "Snakefile",
+            workdir=tmp_path,
+        )
+        local = set(wf._workflow._localrules)
+    cheap = {"all", "prepare_data", "collect_metrics", "main_table", "lambda_table", "seeds_table"}
+    cheap |= {"ablation_table", "masking_table", "robustness_curves", "provenance", "toy_table"}
+    cheap |= {"collect_pag_scores", "pag_scores_table", "pag_vs_robustness", "pag_lambda"}
+    cheap |= {"external_table", "import_external", "unknown_target"}
+    assert local == cheap

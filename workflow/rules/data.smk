@@ -8,6 +8,7 @@ rule prepare_data:
         results("{dataset}/logs/prepare_data.log"),
     benchmark:
         results("{dataset}/logs/prepare_data.benchmark.tsv")
+    localrule: True
     conda:
         "../../envs/pytorch.yaml"
     resources:

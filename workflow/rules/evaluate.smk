@@ -89,6 +89,7 @@ rule collect_metrics:
         results("{dataset}/metrics.csv"),
     log:
         results("{dataset}/logs/collect_metrics.log"),
+    localrule: True
     conda:
         "../../envs/report.yaml"
     shell:

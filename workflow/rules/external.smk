@@ -15,6 +15,7 @@ rule import_external:
         info=results("{dataset}/external/{name}/model.json"),
     log:
         results("{dataset}/external/{name}/import.log"),
+    localrule: True
     conda:
         "../../envs/pytorch.yaml"
     params:
@@ -41,6 +42,7 @@ rule external_table:
         ),
     log:
         results("logs/external_{dataset}.log"),
+    localrule: True
     conda:
         "../../envs/report.yaml"
     params:

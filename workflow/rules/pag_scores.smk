@@ -94,6 +94,7 @@ rule collect_pag_scores:
         results("{dataset}/pag_scores.csv"),
     log:
         results("{dataset}/logs/collect_pag_scores.log"),
+    localrule: True
     conda:
         "../../envs/report.yaml"
     shell:
@@ -116,6 +117,7 @@ rule pag_scores_table:
         ),
     log:
         results("logs/pag_scores_{dataset}.log"),
+    localrule: True
     conda:
         "../../envs/report.yaml"
     shell:
@@ -139,6 +141,7 @@ rule pag_vs_robustness:
         csv=results("tables/pag_vs_robustness_{dataset}.csv"),
     log:
         results("logs/pag_vs_robustness_{dataset}.log"),
+    localrule: True
     conda:
         "../../envs/report.yaml"
     shell:
@@ -167,6 +170,7 @@ rule pag_lambda:
         pdf=results("figures/fig5_pag_scores.pdf"),
     log:
         results("logs/fig5_pag_scores.log"),
+    localrule: True
     conda:
         "../../envs/report.yaml"
     params:

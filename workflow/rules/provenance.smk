@@ -17,6 +17,7 @@ rule provenance:
         ),
     log:
         results("logs/provenance.log"),
+    localrule: True
     conda:
         "../../envs/pytorch.yaml"
     params:

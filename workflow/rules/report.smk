@@ -27,6 +27,7 @@ rule main_table:
         results("logs/{table}_{dataset}.log"),
     wildcard_constraints:
         table=r"table[0-9]+",
+    localrule: True
     conda:
         "../../envs/report.yaml"
     params:
@@ -53,6 +54,7 @@ rule lambda_table:
         ),
     log:
         results("logs/table3_lambda.log"),
+    localrule: True
     conda:
         "../../envs/report.yaml"
     params:
@@ -77,6 +79,7 @@ rule seeds_table:
         ),
     log:
         results("logs/table4_seeds.log"),
+    localrule: True
     conda:
         "../../envs/report.yaml"
     shell:
@@ -99,6 +102,7 @@ rule ablation_table:
         ),
     log:
         results("logs/fig5_lambda_ablation_table.log"),
+    localrule: True
     conda:
         "../../envs/report.yaml"
     shell:
@@ -172,7 +176,8 @@ rule ablation_figure:
         "--out-png {output.png} --out-pdf {output.pdf} > {log} 2>&1"
 
 
-rule robust_figure:
+# Fig. 1: Fig. 4's attacks on the vanilla model beside the robust teachers.
+use rule pag_figure as robust_figure with:
     input:
         data=results("{dataset}/data.pt"),
         models=lambda w: files_of(robust_figure_models(w.dataset)),
@@ -189,20 +194,6 @@ rule robust_figure:
         results("logs/fig1_{dataset}.log"),
     benchmark:
         results("logs/fig1_{dataset}.benchmark.tsv")
-    conda:
-        "../../envs/pytorch.yaml"
-    threads: threads_of
-    resources:
-        gpu=gpu_of,
-        mem_mb=mem_of,
-        runtime=runtime_of("figure"),
-    params:
-        args=lambda w: pictures_flags(w.dataset),
-        common=lambda w: common_flags(w.dataset),
-    shell:
-        "python -m pagrob.steps.pag_figure --data {input.data} --models {input.models} "
-        "{params.args} {params.common} --threads {threads} --out-png {output.png} "
-        "--out-pdf {output.pdf} > {log} 2>&1"
 
 
 # Trusting the numbers: the gradient-masking checks of every model with AutoAttack, and robust
@@ -223,6 +214,7 @@ rule masking_table:
         ),
     log:
         results("logs/masking_{dataset}.log"),
+    localrule: True
     conda:
         "../../envs/report.yaml"
     params:
@@ -247,6 +239,7 @@ rule robustness_curves:
         pdf=results("figures/robustness_curves_{dataset}.pdf"),
     log:
         results("logs/robustness_curves_{dataset}.log"),
+    localrule: True
     conda:
         "../../envs/report.yaml"
     params:

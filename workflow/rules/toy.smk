@@ -16,6 +16,7 @@ rule toy_table:
         ),
     log:
         results("logs/toy_table.log"),
+    localrule: True
     conda:
         "../../envs/report.yaml"
     shell:
