@@ -135,8 +135,8 @@ def front_page():
         block = ["", "The answer", "----------", ""]
         for text in answers:
             for line in text.splitlines():
-                if line.startswith("## "):
-                    block += [f"**{line[3:]}**", ""]
+                if line.startswith("## "):  # a blank line first: it may end a list
+                    block += ["", f"**{line[3:]}**", ""]
                 elif line.startswith("# "):
                     head = line[2:]
                     block += [head, "~" * len(head), ""]
