@@ -66,7 +66,7 @@ def main() -> None:
         description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter
     )
     p.add_argument("--pairs", type=int, default=3, help="pinned/unpinned runs, alternating")
-    p.add_argument("--results", default=str(ROOT / "results"), help="make demo's results folder")
+    p.add_argument("--results", default=str(ROOT / "results/demo"), help="make demo's results root")
     args = p.parse_args()
     results = Path(args.results)
     if not (results / "digits/targets/class_mean.pt").exists():
