@@ -105,9 +105,8 @@ def toy_points(
     xs, ys = [], []
     for label, class_centers in enumerate(centers):
         for c in class_centers:
-            x1 = c + torch.randn(
-                n_per_mode, generator=generator, dtype=torch.float64
-            )  # cpu: dataset preparation
+            x1 = torch.randn(n_per_mode, generator=generator, dtype=torch.float64)  # cpu: data prep
+            x1 = x1 + c
             xs.append(torch.stack([d * x1 for d in TOY_DIRECTION], dim=1))
             labels = torch.full((n_per_mode,), label, dtype=torch.long)  # cpu: dataset preparation
             ys.append(labels)
@@ -168,12 +167,9 @@ class CropFlip:
         """``n`` draws from the seeded CPU ``generator`` (the same on any device), moved to
         ``device`` once: one per image of an epoch, or one per step (each shared by the step's
         images, see above)."""
-        dy = torch.randint(
-            0, 2 * padding + 1, (n,), generator=generator
-        )  # cpu: seeded draw, moved once below
-        dx = torch.randint(
-            0, 2 * padding + 1, (n,), generator=generator
-        )  # cpu: seeded draw, moved once below
+        shifts = 2 * padding + 1
+        dy = torch.randint(0, shifts, (n,), generator=generator)  # cpu: seeded, moved once below
+        dx = torch.randint(0, shifts, (n,), generator=generator)  # cpu: seeded, moved once below
         flips = torch.rand(n, generator=generator) < 0.5  # cpu: seeded draw, moved once below
         if not flip:
             flips = torch.zeros_like(flips)

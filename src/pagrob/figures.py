@@ -26,12 +26,9 @@ def decision_regions(panels, x_test, y_test, png, pdf, resolution: int = 400, ar
     its length is drawn as a fraction of the panel's width (1: a 20th)."""
     lo, hi = x_test.min(0).values, x_test.max(0).values
     pad = 0.15 * (hi - lo)
-    g1 = torch.linspace(
-        lo[0] - pad[0], hi[0] + pad[0], resolution
-    )  # cpu: a plot of CPU models and points
-    g2 = torch.linspace(
-        lo[1] - pad[1], hi[1] + pad[1], resolution
-    )  # cpu: a plot of CPU models and points
+    # cpu: a plot of CPU models and points
+    g1 = torch.linspace(lo[0] - pad[0], hi[0] + pad[0], resolution)  # cpu: see above
+    g2 = torch.linspace(lo[1] - pad[1], hi[1] + pad[1], resolution)  # cpu: see above
     grid = torch.cartesian_prod(g1, g2)
     rows, cols = len(panels), max(len(r) for r in panels)
     fig, axes = plt.subplots(rows, cols, figsize=(4.2 * cols, 4 * rows), squeeze=False)
