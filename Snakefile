@@ -33,6 +33,8 @@ include: "workflow/rules/common.smk"
 check_config(
     config, os.path.join(workflow.basedir, "workflow/schemas/config.schema.yaml")
 )
+# the config's grid (pagrob.grid): its models, outputs and jobs, and its meaning-level checks
+grid = Grid(config)
 
 
 # The page in front of `snakemake --report`: the answer pages' lines where this config's exist
@@ -87,7 +89,7 @@ onsuccess:
 rule all:
     default_target: True
     input:
-        all_outputs(),
+        grid.all_outputs(),
         results("provenance.html"),
     localrule: True
 

@@ -62,8 +62,8 @@ The projection. Each job kind's measured cost is scaled to the real run:
 With ``--batch-size`` (quick runs) the steps and batches measured at that size are scaled to the
 config's sizes per image.
 
-The whole grid: the models of the config's experiments (as workflow/rules/common.smk derives
-them: main sources per dataset, the seeds and the lambda ablation, the teachers), each
+The whole grid: the jobs of the config's experiments as pagrob.grid lists them, the grid the
+workflow runs (main sources per dataset, the seeds and the lambda ablation, the teachers), each
 evaluated, AutoAttacked per norm and swept where ``eval.autoattack`` says, PAG-scored where
 ``pag_scores`` is set, and the figures. Each kind's projected minutes per job stand beside
 ``datasets.<d>.resources.runtime.<kind>`` (the schema's default where config.yaml gives none),
@@ -88,6 +88,7 @@ import sys
 import tempfile
 import time
 import warnings
+from collections import Counter
 from pathlib import Path
 
 _START = time.perf_counter()  # before the heavy imports: the check's wall time includes them
@@ -111,6 +112,7 @@ from pagrob import (
     train,
 )
 from pagrob.attacks import Attack, frozen_eval, predict
+from pagrob.grid import Grid, Job
 
 ROOT = Path(__file__).resolve().parents[1]
 SCHEMA = ROOT / "workflow" / "schemas" / "config.schema.yaml"
@@ -161,146 +163,61 @@ TINY = {
 }
 
 
-# --- The config, and the grid it defines (as workflow/rules/common.smk derives it) ----------------
+# --- The config, and the grid it defines (pagrob.grid, as the workflow builds it) ---------------
 
 
-def load_config(path: Path) -> dict:
-    """config.yaml, validated against the workflow's schema with its defaults filled in (as the
-    Snakefile does)."""
+def load_config(path: Path) -> Grid:
+    """config.yaml's grid, the config validated against the workflow's schema with its defaults
+    filled in (as the Snakefile does)."""
     from snakemake.utils import validate
 
     cfg = yaml.safe_load(Path(path).read_text())
     validate(cfg, str(SCHEMA), set_default=True)
-    return cfg
+    return Grid(cfg)
 
 
-def lam_str(lam) -> str:
-    return f"{float(lam):.10f}".rstrip("0").rstrip(".")
+#: the figure rules and the job kind each is timed as
+FIGURE_KINDS = {
+    "pag_figure": "figure:fig4",
+    "robust_figure": "figure:fig1",
+    "ablation_figure": "figure:fig5",
+}
 
 
-def image_datasets(cfg: dict) -> list[str]:
-    exps = cfg["experiments"]
-    used = list((exps.get("main") or {}).get("tables", {}))
-    used += [exps[e]["dataset"] for e in ("seeds", "lambda_ablation") if exps.get(e)]
-    return [d for d in dict.fromkeys(used) if d in datasets.SHAPES]
+def job_kind(job: Job) -> str | None:
+    """The kind of the table that times ``job`` (None: imports cost no GPU time)."""
+    if job.rule == "prepare_data":
+        return "data"
+    if job.rule == "make_targets":
+        return f"targets:{job.source}"
+    if job.rule == "train":
+        return "train:rigd" if job.source in registry.RIGD else f"train:{job.source}"
+    if job.rule == "teacher":
+        return None if job.imported else f"teacher:{job.norm}"
+    if job.rule == "autoattack":
+        return f"autoattack:{job.norm}"
+    if job.rule in ("import_external", "toy_pag", "toy_figure"):
+        return None
+    return FIGURE_KINDS.get(job.rule, job.rule)
 
 
-def source_lam(cfg: dict, d: str, source: str) -> float:
-    return 0.0 if source == "vanilla" else cfg["datasets"][d]["lam"][source]
+def job_kinds(grid: Grid, d: str) -> dict[str, int]:
+    """The grid's jobs on ``d`` (pagrob.grid's list), counted by the kind each is timed as."""
+    kinds = Counter(job_kind(job) for job in grid.jobs([d]))
+    kinds.pop(None, None)
+    return dict(kinds)
 
 
-def experiment_models(cfg: dict, name: str, d: str) -> list[tuple[str, str, int]]:
-    """(source, lam as in paths, seed) of one experiment's models on ``d``."""
-    exp = cfg["experiments"].get(name)
-    teachers = cfg["datasets"][d].get("teachers") or {}
-    if not exp:
-        return []
-    if name == "main":
-        if d not in exp["tables"]:
-            return []
-        out = [
-            (s, lam_str(source_lam(cfg, d, s)), seed)
-            for s in exp["sources"]
-            for seed in exp["seeds"]
-        ]
-        out += [
-            (f"teacher_{sources.TEACHER_SOURCES[s]}", "0", teachers["seed"])
-            for s in exp["sources"]
-            if s in sources.TEACHER_SOURCES
-        ]
-        return out
-    if exp["dataset"] != d:
-        return []
-    if name == "seeds":
-        return [
-            (exp["source"], lam_str(source_lam(cfg, d, exp["source"])), s) for s in exp["seeds"]
-        ]
-    if name == "grad_of_ablation":  # another class score than pag.grad_of: <source>.<grad_of>
-        default = cfg["pag"]["grad_of"]
-        return [
-            (s if g == default else f"{s}.{g}", lam_str(source_lam(cfg, d, s)), seed)
-            for s in exp["sources"]
-            for g in exp["class_scores"]
-            for seed in exp["seeds"]
-        ]
-    return [(exp["source"], lam_str(lam), exp["seed"]) for lam in exp["lams"]]
-
-
-def grid(cfg: dict, d: str) -> dict:
-    """The jobs of ``d`` in the grid: the models, and the count of every table row's jobs."""
-    dc = cfg["datasets"][d]
-    exps = ("main", "seeds", "lambda_ablation", "grad_of_ablation")
-    models_ = list(dict.fromkeys(m for e in exps for m in experiment_models(cfg, e, d)))
-    teachers_cfg = dc.get("teachers") or {}
-    configured = [n for n in ("linf", "l2") if n in teachers_cfg]
-    main = cfg["experiments"].get("main")
+def figure_models(grid: Grid, d: str) -> dict[str, int]:
+    """The models each figure job of ``d`` draws."""
+    abl = grid.experiment("lambda_ablation")
+    main = grid.experiment("main")
     in_main = bool(main and d in main["tables"])
-    # teachers: those of the table (in the models), of Fig. 1 and the PAG scores' references
-    teachers = {m[0].removeprefix("teacher_") for m in models_ if m[0].startswith("teacher_")}
-    if in_main or dc.get("pag_scores"):
-        teachers |= set(configured)
-    students = [m for m in models_ if not m[0].startswith("teacher_")]
-    aa = dc["eval"].get("autoattack")
-    checked = list(
-        dict.fromkeys(
-            m for e in (aa["experiments"] if aa else []) for m in experiment_models(cfg, e, d)
-        )
-    )
-    norms = list(dc["eval"]["attacks"])
-    abl = cfg["experiments"].get("lambda_ablation")
-    # PAG scores: every model, and the teachers at their seed (the realistic ceiling)
-    scored = list(
-        dict.fromkeys(models_ + [(f"teacher_{n}", "0", teachers_cfg["seed"]) for n in configured])
-    )
-    jobs = {
-        "data": 1,
-        "evaluate": len(models_),
-        "sweep": len(checked),
-        "pag_scores": len(scored) if dc.get("pag_scores") else 0,
-        "pag_baselines": 1 if dc.get("pag_scores") else 0,
-        "autoencoder": 1 if dc.get("pag_scores") and dc.get("autoencoder") else 0,
-        "figure:fig4": 1 if in_main else 0,
-        "figure:fig1": 1 if in_main and configured else 0,
-        "figure:fig5": 1 if abl and abl["dataset"] == d else 0,
-    }
-    for norm in norms:
-        jobs[f"autoattack:{norm}"] = len(checked)
-    for source in sources.REPRESENTATIVES:
-        jobs[f"targets:{source}"] = int(any(m[0] == source for m in students))
-    for source in ("vanilla",) + sources.REPRESENTATIVES:
-        jobs[f"train:{source}"] = sum(m[0] == source for m in students)
-    jobs["train_class_score"] = sum("." in m[0] for m in students)
-    jobs["train:rigd"] = sum(m[0] in sources.TEACHER_SOURCES for m in students)
-    for norm in ("linf", "l2"):
-        trained = norm in teachers and not teachers_cfg.get(norm, {}).get("checkpoint")
-        # the PAG reference of this threat model: its recipe, trained with reference_seed
-        reference = norm in configured and bool(dc.get("pag_scores"))
-        jobs[f"teacher:{norm}"] = int(trained) + int(reference)
-    imported = sum(1 for n in teachers if teachers_cfg.get(n, {}).get("checkpoint"))
-    figure_models = {
-        "figure:fig4": len(main["sources"]) if in_main else 0,
-        "figure:fig1": (1 + len(configured)) if in_main else 0,
-        "figure:fig5": len(abl["lams"]) if abl else 0,
-    }
     return {
-        "models": models_,
-        "jobs": jobs,
-        "imported_teachers": imported,
-        "figure_models": figure_models,
-        "references": len(configured),
+        "figure:fig4": len(grid.first_seed_models(d)) if in_main else 0,
+        "figure:fig1": len(grid.robust_figure_models(d)) if in_main else 0,
+        "figure:fig5": len(grid.ablation_models()) if abl and abl["dataset"] == d else 0,
     }
-
-
-def rule_counts(cfg: dict, names: list[str]) -> dict[str, int]:
-    """Jobs per workflow rule over the datasets ``names`` (what a dry run of the grid lists)."""
-    counts: dict[str, int] = {}
-    for d in names:
-        g = grid(cfg, d)
-        for kind, n in g["jobs"].items():
-            rule = RULES[kind.split(":")[0] if kind.split(":")[0] in RULES else kind][0]
-            counts[rule] = counts.get(rule, 0) + n
-        counts["teacher"] = counts.get("teacher", 0) + g["imported_teachers"]
-    return {k: v for k, v in counts.items() if v}
 
 
 # --- Timing --------------------------------------------------------------------------------------
@@ -585,7 +502,7 @@ def check_dataset(d: str, cfg: dict, args, device: torch.device, work: Path, log
         fit(
             source,
             first_rows(loaded[source], len(view.x_train)),
-            settings(cfg, d, args, lam=source_lam(cfg, d, source)),
+            settings(cfg, d, args, lam=Grid(cfg).source_lam(d, source)),
         )
     teachers = {}
     for norm in ("linf", "l2"):
@@ -604,7 +521,7 @@ def check_dataset(d: str, cfg: dict, args, device: torch.device, work: Path, log
     fit(
         "rigd",
         sources.TeacherGradients(teachers[sources.TEACHER_SOURCES[rigd]], cfg["pag"]["grad_of"]),
-        settings(cfg, d, args, lam=source_lam(cfg, d, rigd)),
+        settings(cfg, d, args, lam=Grid(cfg).source_lam(d, rigd)),
     )
 
     m["strategies"], m["precision"] = strategies(
@@ -692,7 +609,7 @@ def strategies(cfg, d, args, ds, view, source, device, log) -> tuple[dict, dict 
     """One training step of vanilla and of every exact PAG strategy (class_mean targets):
     warm-up, then ``repeats`` steps timed with the device synchronised around them only, host
     synchronisations counted, peak memory per strategy. Then the amp/channels-last deviation."""
-    s = settings(cfg, d, args, lam=source_lam(cfg, d, "class_mean"))
+    s = settings(cfg, d, args, lam=Grid(cfg).source_lam(d, "class_mean"))
     model = build_model(cfg["datasets"][d]["arch"], ds, args.width, 0).to(device)
     if getattr(s, "channels_last", False):
         model = model.to(memory_format=torch.channels_last)
@@ -955,10 +872,10 @@ def figure_check(dc, model, ds, device, work, log) -> dict:
 # --- The projection ------------------------------------------------------------------------------
 
 
-def project(d: str, cfg: dict, m: dict, args) -> list[dict]:
+def project(d: str, grid: Grid, m: dict, args) -> list[dict]:
     """One row per job kind: measured cost, projected minutes per job, the limit, the grid's jobs."""
-    dc = cfg["datasets"][d]
-    g = grid(cfg, d)
+    dc = grid.dataset_config(d)
+    kinds = job_kinds(grid, d)
     limits = dc["resources"]["runtime"]
     gpu = dc["resources"]["gpu"] > 0
     real_train, real_test = m["real_train_images"], m["real_test_images"]
@@ -973,7 +890,7 @@ def project(d: str, cfg: dict, m: dict, args) -> list[dict]:
     def row(kind, measured, unit, seconds_per_job, on_gpu=gpu, note=""):
         rule, runtime_kind = RULES[kind.split(":")[0] if kind.split(":")[0] in RULES else kind]
         minutes = seconds_per_job / 60
-        jobs = g["jobs"].get(kind, 0)
+        jobs = kinds.get(kind, 0)
         rows.append(
             {
                 "dataset": d,
@@ -1028,7 +945,9 @@ def project(d: str, cfg: dict, m: dict, args) -> list[dict]:
     for source in ("vanilla",) + sources.REPRESENTATIVES:
         training(f"train:{source}", source, dc["train"]["epochs"])
     training("train:rigd", "rigd", dc["train"]["epochs"])
-    if g["jobs"].get("train_class_score"):  # another class score: a PAG step as class_mean's
+    if kinds.get(f"train:{registry.FILE}"):  # stored targets: a PAG step as a representative's
+        training(f"train:{registry.FILE}", "class_mean", dc["train"]["epochs"])
+    if kinds.get("train_class_score"):  # another class score: a PAG step as class_mean's
         training("train_class_score", "class_mean", dc["train"]["epochs"])
     for norm in ("linf", "l2"):
         training(f"teacher:{norm}", f"teacher_{norm}", dc["teachers"]["epochs"])
@@ -1058,7 +977,7 @@ def project(d: str, cfg: dict, m: dict, args) -> list[dict]:
     )
     p = m["pag_scores"]
     images = (dc.get("pag_scores") or {}).get("images", 0)
-    refs = g["references"]
+    refs = len(grid.reference_dirs(d))
     per_image = (p["targeted_s"] + refs * p["per_reference_s"] + p["tangent_s"]) / p["images"]
     row("pag_scores", per_image, "s/image", per_image * images, note=f"{refs} references")
     if m["autoencoder"]:
@@ -1076,8 +995,8 @@ def project(d: str, cfg: dict, m: dict, args) -> list[dict]:
     f = m["figure"]
     per_model = f["attack_s"] + f["draw_s"]
     for kind in ("figure:fig4", "figure:fig1", "figure:fig5"):
-        n = g["figure_models"][kind]
-        if g["jobs"][kind]:
+        n = figure_models(grid, d)[kind]
+        if kinds.get(kind):
             row(kind, per_model, "s/model", per_model * n, note=f"{n} models")
     return rows
 
@@ -1323,8 +1242,10 @@ def main(argv=None) -> int:
             file=sys.stderr,
         )
         return 2
-    cfg = load_config(Path(args.config))
-    names = args.datasets.split(",") if args.datasets else image_datasets(cfg)
+    grid = load_config(Path(args.config))
+    cfg = grid.config
+    used = grid.used_datasets()
+    names = args.datasets.split(",") if args.datasets else [d for d in used if d in REAL_SIZES]
     unknown = [d for d in names if d not in REAL_SIZES]
     if unknown:
         print(f"error: --datasets {unknown}: the check knows {sorted(REAL_SIZES)}", file=sys.stderr)
@@ -1366,7 +1287,7 @@ def main(argv=None) -> int:
     with tempfile.TemporaryDirectory(prefix="gpu_check_") as tmp:
         for d in names:
             measured[d] = check_dataset(d, cfg, args, device, Path(tmp), log)
-            rows += project(d, cfg, measured[d], args)
+            rows += project(d, grid, measured[d], args)
     wall = time.perf_counter() - _START
     for d in names:
         print_strategies(d, measured[d])
@@ -1392,7 +1313,7 @@ def main(argv=None) -> int:
             "wall_seconds": wall,
             "datasets": measured,
             "rows": rows,
-            "grid": {**tot, "rule_counts": rule_counts(cfg, names)},
+            "grid": {**tot, "rule_counts": grid.job_counts(names)},
         }
         io.write_text(json.dumps(record, indent=1, default=str) + "\n", args.out)
         log(f"wrote {args.out}")

@@ -63,3 +63,25 @@ def write_config(dest: Path, base: str, change) -> Path:
     change(cfg)
     dest.write_text(yaml.safe_dump(cfg))
     return dest
+
+
+def load_grid(*paths: Path):
+    """The grid (pagrob.grid) of these config files merged in order (as ``--configfile a b``
+    merges them), validated against the schema with its defaults filled in."""
+    import yaml
+    from snakemake.utils import validate
+
+    from pagrob.grid import Grid
+
+    def merge(into: dict, keys: dict) -> None:
+        for key, value in keys.items():
+            if isinstance(value, dict) and isinstance(into.get(key), dict):
+                merge(into[key], value)
+            else:
+                into[key] = value
+
+    cfg: dict = {}
+    for path in paths:
+        merge(cfg, yaml.safe_load(Path(path).read_text()))
+    validate(cfg, str(ROOT / "workflow" / "schemas" / "config.schema.yaml"), set_default=True)
+    return Grid(cfg)

@@ -1,5 +1,5 @@
 # Clean accuracy and PGD robust accuracy of every model, one tidy CSV per model; where the config
-# asks for it (eval.autoattack), AutoAttack per threat model and the PGD sweeps of the
+# asks for it (eval.autoattack), AutoAttack per threat model and the PGD grid.sweeps of the
 # gradient-masking checks, each its own job; all gathered per dataset into
 # results/{dataset}/metrics.csv.
 
@@ -84,7 +84,7 @@ rule sweep:
 
 rule collect_metrics:
     input:
-        lambda w: model_metrics(w.dataset, dataset_models(w.dataset)),
+        lambda w: grid.model_metrics(w.dataset, grid.dataset_models(w.dataset)),
     output:
         results("{dataset}/metrics.csv"),
     log:

@@ -27,8 +27,10 @@ rule import_external:
 
 rule external_table:
     input:
-        metrics=lambda w: model_metrics(w.dataset, external_table_models(w.dataset)),
-        records=lambda w: external_records(w.dataset),
+        metrics=lambda w: grid.model_metrics(
+            w.dataset, grid.external_table_models(w.dataset)
+        ),
+        records=lambda w: grid.external_records(w.dataset),
         paper="workflow/resources/paper_numbers.csv",
     output:
         md=results("tables/external_{dataset}.md"),
@@ -50,6 +52,6 @@ rule external_table:
         checks=lambda w, input: checks_args(w.dataset, input.records),
     shell:
         "python -m pagrob.steps.table external --dataset {wildcards.dataset} "
-        "--externals {params.externals} --metrics {input.metrics} --paper {input.paper} "
+        "--grid.externals {params.externals} --metrics {input.metrics} --paper {input.paper} "
         "{params.checks} --out-md {output.md} --out-csv {output.csv} "
         "--out-html {output.html} > {log} 2>&1"

@@ -78,7 +78,7 @@ rule pag_baselines:
     params:
         inputs=pag_input_flags,
         args=lambda w: pag_scores_flags(w.dataset),
-        arch=lambda w: dataset_config(w.dataset)["arch"],
+        arch=lambda w: grid.dataset_config(w.dataset)["arch"],
         common=lambda w: common_flags(w.dataset),
     shell:
         "python -m pagrob.steps.pag_scores --data {input.data} --baselines --floor-arch {params.arch} "
@@ -89,7 +89,7 @@ rule pag_baselines:
 rule collect_pag_scores:
     input:
         baselines=results("{dataset}/pag_baselines.csv"),
-        models=lambda w: [f"{m}/pag_scores.csv" for m in scored_models(w.dataset)],
+        models=lambda w: [f"{m}/pag_scores.csv" for m in grid.scored_models(w.dataset)],
     output:
         results("{dataset}/pag_scores.csv"),
     log:
@@ -128,7 +128,7 @@ rule pag_scores_table:
 rule pag_vs_robustness:
     input:
         scores=results("{dataset}/pag_scores.csv"),
-        metrics=lambda w: model_metrics(w.dataset, checked_models(w.dataset)),
+        metrics=lambda w: grid.model_metrics(w.dataset, grid.checked_models(w.dataset)),
     output:
         png=report(
             results("figures/pag_vs_robustness_{dataset}.png"),
@@ -151,7 +151,7 @@ rule pag_vs_robustness:
 
 rule pag_lambda:
     input:
-        scores=lambda w: f"{results()}/{ablation_dataset()}/pag_scores.csv",
+        scores=lambda w: f"{results()}/{grid.ablation_dataset()}/pag_scores.csv",
     output:
         md=results("tables/fig5_pag_scores.md"),
         csv=results("tables/fig5_pag_scores.csv"),
@@ -174,7 +174,7 @@ rule pag_lambda:
     conda:
         "../../envs/report.yaml"
     params:
-        source=lambda w: experiment("lambda_ablation")["source"],
+        source=lambda w: grid.experiment("lambda_ablation")["source"],
     shell:
         "python -m pagrob.steps.pag_report lambda --scores {input.scores} --source {params.source} "
         "--out-md {output.md} --out-csv {output.csv} --out-html {output.html} --out-png {output.png} "
@@ -187,16 +187,16 @@ rule pag_lambda:
 rule toy_pag:
     input:
         data=results("toy/data.pt"),
-        models=lambda w: files_of(toy_pag_models()),
-        reference=toy_reference,
-        metrics=lambda w: [f"{m}/metrics.csv" for m in toy_pag_models()],
+        models=lambda w: files_of(grid.toy_pag_models()),
+        reference=grid.toy_reference,
+        metrics=lambda w: [f"{m}/metrics.csv" for m in grid.toy_pag_models()],
     output:
         md=results("tables/toy_pag.md"),
         csv=results("tables/toy_pag.csv"),
         html=report(
             results("tables/toy_pag.html"),
             caption="../report/toy_pag.rst",
-            category="Toy experiment",
+            category="Toy grid.experiment",
             labels={
                 "Result": "Toy: PAG against the known manifold, and the teacher-based score"
             },
@@ -206,8 +206,8 @@ rule toy_pag:
     conda:
         "../../envs/pytorch.yaml"
     resources:
-        mem_mb=lambda w: res("toy")["mem_mb"],
-        runtime=lambda w: res("toy")["runtime"]["figure"],
+        mem_mb=lambda w: grid.res("toy")["mem_mb"],
+        runtime=lambda w: grid.res("toy")["runtime"]["figure"],
     shell:
         "python -m pagrob.steps.toy_pag --data {input.data} --models {input.models} "
         "--reference {input.reference} --metrics {input.metrics} --device cpu --out-csv {output.csv} "

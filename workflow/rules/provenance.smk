@@ -6,7 +6,7 @@ from snakemake import __version__ as SNAKEMAKE_VERSION
 
 rule provenance:
     input:
-        outputs=all_outputs(),
+        outputs=grid.all_outputs(),
         envs=["envs/pytorch.yaml", "envs/report.yaml"],
     output:
         report(
@@ -28,17 +28,17 @@ rule provenance:
             {results("logs")}
             | {
                 folder
-                for d in used_datasets()
+                for d in grid.used_datasets()
                 for folder in (
                     f"{results()}/{d}/logs",
-                    *dataset_models(d),
-                    *configured_teachers(d),
-                    *reference_dirs(d),
+                    *grid.dataset_models(d),
+                    *grid.configured_teachers(d),
+                    *grid.reference_dirs(d),
                     *(
                         [
-                            f"{results()}/{d}/autoencoder/seed{autoencoder_config(d)['seed']}"
+                            f"{results()}/{d}/autoencoder/seed{grid.autoencoder_config(d)['seed']}"
                         ]
-                        if autoencoder_config(d)
+                        if grid.autoencoder_config(d)
                         else []
                     ),
                 )

@@ -4,12 +4,12 @@
 
 rule main_table:
     input:
-        metrics=lambda w: model_metrics(
-            w.dataset, main_models(w.dataset) + table_teachers(w.dataset)
+        metrics=lambda w: grid.model_metrics(
+            w.dataset, grid.main_models(w.dataset) + grid.table_teachers(w.dataset)
         ),
         paper="workflow/resources/paper_numbers.csv",
-        records=lambda w: checked_records(
-            w.dataset, main_models(w.dataset) + table_teachers(w.dataset)
+        records=lambda w: grid.checked_records(
+            w.dataset, grid.main_models(w.dataset) + grid.table_teachers(w.dataset)
         ),
     output:
         md=results("tables/{table}_{dataset}.md"),
@@ -31,7 +31,7 @@ rule main_table:
     conda:
         "../../envs/report.yaml"
     params:
-        check=lambda w: check_table_name(w.table, w.dataset),
+        check=lambda w: grid.check_table_name(w.table, w.dataset),
         checks=lambda w, input: checks_args(w.dataset, input.records),
     shell:
         "python -m pagrob.steps.table main --name {wildcards.table} --dataset {wildcards.dataset} "
@@ -66,7 +66,9 @@ rule lambda_table:
 
 rule seeds_table:
     input:
-        metrics=lambda w: model_metrics(experiment("seeds")["dataset"], seeds_models()),
+        metrics=lambda w: grid.model_metrics(
+            grid.experiment("seeds")["dataset"], grid.seeds_models()
+        ),
         paper="workflow/resources/paper_numbers.csv",
     output:
         md=results("tables/table4_seeds.md"),
@@ -89,7 +91,9 @@ rule seeds_table:
 
 rule ablation_table:
     input:
-        metrics=lambda w: model_metrics(ablation_dataset(), ablation_table_models()),
+        metrics=lambda w: grid.model_metrics(
+            grid.ablation_dataset(), grid.ablation_table_models()
+        ),
         paper="workflow/resources/paper_numbers.csv",
     output:
         md=results("tables/fig5_lambda_ablation.md"),
@@ -113,7 +117,7 @@ rule ablation_table:
 rule pag_figure:
     input:
         data=results("{dataset}/data.pt"),
-        models=lambda w: files_of(first_seed_models(w.dataset)),
+        models=lambda w: files_of(grid.first_seed_models(w.dataset)),
     output:
         png=report(
             results("figures/fig4_{dataset}.png"),
@@ -145,8 +149,8 @@ rule pag_figure:
 
 rule ablation_figure:
     input:
-        data=lambda w: f"{results()}/{ablation_dataset()}/data.pt",
-        models=lambda w: files_of(ablation_models()),
+        data=lambda w: f"{results()}/{grid.ablation_dataset()}/data.pt",
+        models=lambda w: files_of(grid.ablation_models()),
         table=results("tables/fig5_lambda_ablation.csv"),
     output:
         png=report(
@@ -162,14 +166,14 @@ rule ablation_figure:
         results("logs/fig5_lambda_ablation.benchmark.tsv")
     conda:
         "../../envs/pytorch.yaml"
-    threads: lambda w: res(ablation_dataset())["threads"]
+    threads: lambda w: grid.res(grid.ablation_dataset())["threads"]
     resources:
-        gpu=lambda w: res(ablation_dataset())["gpu"],
-        mem_mb=lambda w: res(ablation_dataset())["mem_mb"],
-        runtime=lambda w: res(ablation_dataset())["runtime"]["figure"],
+        gpu=lambda w: grid.res(grid.ablation_dataset())["gpu"],
+        mem_mb=lambda w: grid.res(grid.ablation_dataset())["mem_mb"],
+        runtime=lambda w: grid.res(grid.ablation_dataset())["runtime"]["figure"],
     params:
-        args=lambda w: pictures_flags(ablation_dataset()),
-        common=lambda w: common_flags(ablation_dataset()),
+        args=lambda w: pictures_flags(grid.ablation_dataset()),
+        common=lambda w: common_flags(grid.ablation_dataset()),
     shell:
         "python -m pagrob.steps.ablation_figure --data {input.data} --models {input.models} "
         "--table {input.table} {params.args} {params.common} --threads {threads} "
@@ -180,7 +184,7 @@ rule ablation_figure:
 use rule pag_figure as robust_figure with:
     input:
         data=results("{dataset}/data.pt"),
-        models=lambda w: files_of(robust_figure_models(w.dataset)),
+        models=lambda w: files_of(grid.robust_figure_models(w.dataset)),
     output:
         png=report(
             results("figures/fig1_{dataset}.png"),
@@ -200,8 +204,8 @@ use rule pag_figure as robust_figure with:
 # accuracy against eps for the main table's models.
 rule masking_table:
     input:
-        metrics=lambda w: model_metrics(w.dataset, checked_models(w.dataset)),
-        records=lambda w: autoattack_records(w.dataset),
+        metrics=lambda w: grid.model_metrics(w.dataset, grid.checked_models(w.dataset)),
+        records=lambda w: grid.autoattack_records(w.dataset),
     output:
         md=results("tables/masking_{dataset}.md"),
         csv=results("tables/masking_{dataset}.csv"),
@@ -227,7 +231,7 @@ rule masking_table:
 
 rule robustness_curves:
     input:
-        metrics=lambda w: model_metrics(w.dataset, curve_models(w.dataset)),
+        metrics=lambda w: grid.model_metrics(w.dataset, grid.curve_models(w.dataset)),
     output:
         png=report(
             results("figures/robustness_curves_{dataset}.png"),
@@ -254,10 +258,10 @@ rule robustness_curves:
 # whether alignment ranks robustness); for the toy, against its ground truth.
 rule answer:
     input:
-        metrics=lambda w: model_metrics(w.dataset, main_models(w.dataset)),
+        metrics=lambda w: grid.model_metrics(w.dataset, grid.main_models(w.dataset)),
         scores=lambda w: (
-            [f"{m}/pag_scores.csv" for m in main_models(w.dataset)]
-            if pag_scores_config(w.dataset)
+            [f"{m}/pag_scores.csv" for m in grid.main_models(w.dataset)]
+            if grid.pag_scores_config(w.dataset)
             else []
         ),
     output:
@@ -288,7 +292,7 @@ rule answer:
 
 rule answer_toy:
     input:
-        metrics=lambda w: model_metrics("toy", toy_models()),
+        metrics=lambda w: grid.model_metrics("toy", grid.toy_models()),
         toy_pag=results("tables/toy_pag.csv"),
     output:
         md=results("tables/answer_toy.md"),
@@ -314,10 +318,12 @@ rule answer_toy:
 # the PAG scores, as a table and a figure.
 rule grad_of_table:
     input:
-        metrics=lambda w: model_metrics(grad_of_dataset(), grad_of_models()),
+        metrics=lambda w: grid.model_metrics(
+            grid.grad_of_dataset(), grid.grad_of_models()
+        ),
         scores=lambda w: (
-            [f"{m}/pag_scores.csv" for m in grad_of_models()]
-            if pag_scores_config(grad_of_dataset())
+            [f"{m}/pag_scores.csv" for m in grid.grad_of_models()]
+            if grid.pag_scores_config(grid.grad_of_dataset())
             else []
         ),
         paper="workflow/resources/paper_numbers.csv",
@@ -365,8 +371,8 @@ rule unknown_target:
         target=r"results/(.+/)?(tables|figures)/[^/]+",
     localrule: True
     params:
-        refuse=lambda w: refuse_target(w.target),
+        refuse=lambda w: grid.refuse_target(w.target),
     run:
-        refuse_target(
+        grid.refuse_target(
             output[0]
         )  # never reached: the params refuse when the DAG is built

@@ -1,4 +1,4 @@
-# The toy experiment's table and Fig. 3 (Section 5.1).
+# The toy grid.experiment's table and Fig. 3 (Section 5.1).
 
 
 rule toy_table:
@@ -11,7 +11,7 @@ rule toy_table:
         html=report(
             results("tables/toy.html"),
             caption="../report/toy_table.rst",
-            category="Toy experiment",
+            category="Toy grid.experiment",
             labels={"Result": "Toy table: accuracy of vanilla and PAG"},
         ),
     log:
@@ -27,13 +27,13 @@ rule toy_table:
 rule toy_figure:
     input:
         data=results("toy/data.pt"),
-        models=files_of(toy_models()),
+        models=files_of(grid.toy_models()),
         metrics=results("toy/metrics.csv"),
     output:
         png=report(
             results("figures/fig3_toy.png"),
             caption="../report/fig3_toy.rst",
-            category="Toy experiment",
+            category="Toy grid.experiment",
             labels={"Result": "Fig. 3: decision regions"},
         ),
         pdf=results("figures/fig3_toy.pdf"),
@@ -42,8 +42,8 @@ rule toy_figure:
     conda:
         "../../envs/pytorch.yaml"
     resources:
-        mem_mb=lambda w: res("toy")["mem_mb"],
-        runtime=lambda w: res("toy")["runtime"]["figure"],
+        mem_mb=lambda w: grid.res("toy")["mem_mb"],
+        runtime=lambda w: grid.res("toy")["runtime"]["figure"],
     shell:
         "python -m pagrob.steps.toy_figure --data {input.data} --models {input.models} "
         "--metrics {input.metrics} --out-png {output.png} --out-pdf {output.pdf} > {log} 2>&1"

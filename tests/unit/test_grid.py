@@ -1,0 +1,77 @@
+"""pagrob.grid: the models, outputs and jobs a config defines, and the config's meaning-level
+checks, read by the workflow and the bench (pure Python)."""
+
+from __future__ import annotations
+
+import subprocess
+import sys
+
+import pytest
+
+from conftest import ROOT, load_grid
+from pagrob.grid import ConfigError, lam_str
+
+
+def test_the_grid_is_pure_python():
+    """The workflow imports it where no PyTorch may be installed, and it needs no Snakemake."""
+    code = (
+        "import sys; sys.modules['torch'] = None; sys.modules['snakemake'] = None; "
+        "import pagrob.grid"
+    )
+    env = {"PYTHONPATH": str(ROOT / "src")}
+    proc = subprocess.run([sys.executable, "-c", code], env=env, capture_output=True, text=True)
+    assert proc.returncode == 0, proc.stderr
+
+
+def test_lambdas_in_paths():
+    assert [lam_str(x) for x in (0, 1.0, 0.4, 2, 0.125)] == ["0", "1", "0.4", "2", "0.125"]
+
+
+def test_table1_models_are_its_sources_times_its_seeds_under_the_results_root():
+    grid = load_grid(ROOT / "config.yaml")
+    main = grid.experiment("main")
+    models = grid.main_models("cifar10")
+    assert len(models) == len(grid.main_sources("cifar10")) * len(main["seeds"])
+    assert all(m.startswith(f"{grid.config['results']}/cifar10/") for m in models)
+    lam = grid.source_lam("cifar10", "class_mean")
+    assert f"{grid.config['results']}/cifar10/class_mean/lam{lam_str(lam)}/seed0" in models
+
+
+def test_each_model_is_trained_once_and_each_job_writes_its_own_output():
+    grid = load_grid(ROOT / "demo.yaml", ROOT / "study.yaml")
+    jobs = grid.jobs()
+    outputs = [j.output for j in jobs]
+    assert len(outputs) == len(set(outputs))
+    trained = {j.output for j in jobs if j.rule in ("train", "train_class_score", "teacher")}
+    for d in grid.used_datasets():
+        assert set(grid.dataset_models(d)) <= trained | {
+            j.output for j in jobs if j.rule == "import_external"
+        }
+        # every evaluated model has its training job
+        evaluated = {j.output.rsplit("/", 1)[0] for j in jobs if j.rule == "evaluate"}
+        assert evaluated <= trained
+    assert {j.source for j in jobs if j.rule == "make_targets"} <= {
+        j.source for j in jobs if j.rule == "train"
+    }
+
+
+def test_a_reference_seed_that_a_scored_model_uses_is_refused():
+    grid = load_grid(ROOT / "demo.yaml")
+    used = grid.experiment("main")["seeds"][0]
+    grid.config["datasets"]["digits"]["pag_scores"]["reference_seed"] = used
+    with pytest.raises(ConfigError, match="reference_seed .* also the seed of"):
+        grid.jobs()
+
+
+def test_a_missing_lambda_names_the_key_to_add():
+    grid = load_grid(ROOT / "demo.yaml")
+    del grid.config["datasets"]["digits"]["lam"]["class_mean"]
+    with pytest.raises(ConfigError, match=r"datasets\.digits\.lam\.class_mean"):
+        grid.all_outputs()
+
+
+def test_a_results_root_that_results_itself_uses_is_refused():
+    grid = load_grid(ROOT / "demo.yaml")
+    grid.config["results"] = "results/digits"
+    with pytest.raises(ConfigError, match="choose another"):
+        type(grid)(grid.config)
