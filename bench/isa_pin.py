@@ -14,6 +14,7 @@ both runs are the same.
 from __future__ import annotations
 
 import argparse
+import json
 import os
 import statistics
 import subprocess
@@ -30,15 +31,13 @@ PIN = {
     "MKL_CBWR": "AVX2",
     "MKL_ENABLE_INSTRUCTIONS": "AVX2",
 }
-#: demo.yaml's digits training of Class Mean (as the workflow's train rule passes it)
-TRAIN = (
-    "--arch small_cnn --epochs 10 --batch-size 64 --optimizer sgd --lr 0.05 --momentum 0.9 "
-    "--weight-decay 0.0001 --crop-padding 1 --flip false --source class_mean --lam 0.3 --seed 0 "
-    "--grad-of logit --pag-eps 1e-8 --strategy loop --classes-per-step 0 --device cpu --threads 1"
-).split()
+#: the demo's digits model of Class Mean, whose training (its settings, in its model.json) this
+#: runs again
+MODEL = "digits/class_mean/lam0.3/seed0"
 
 
 def train(out: Path, pinned: bool, results: Path) -> float:
+    info = json.loads((results / MODEL / "model.json").read_text())
     env = {k: v for k, v in os.environ.items() if k not in PIN}
     env["PYTHONPATH"] = f"{ROOT / 'src'}{os.pathsep}{env.get('PYTHONPATH', '')}"
     if pinned:
@@ -51,7 +50,16 @@ def train(out: Path, pinned: bool, results: Path) -> float:
         str(results / "digits/data.pt"),
         "--targets",
         str(results / "digits/targets/class_mean.pt"),
-        *TRAIN,
+        "--arch",
+        info["arch"],
+        "--source",
+        info["source"],
+        "--settings",
+        json.dumps(info["settings"]),  # as the workflow trained it
+        "--device",
+        "cpu",
+        "--threads",
+        "1",
         "--overwrite",
         "--out",
         str(out),
@@ -69,8 +77,10 @@ def main() -> None:
     p.add_argument("--results", default=str(ROOT / "results/demo"), help="make demo's results root")
     args = p.parse_args()
     results = Path(args.results)
-    if not (results / "digits/targets/class_mean.pt").exists():
-        sys.exit(f"error: {results}/digits/targets/class_mean.pt is missing; run make demo first")
+    needed = [results / "digits/targets/class_mean.pt", results / MODEL / "model.json"]
+    missing = [str(p) for p in needed if not p.exists()]
+    if missing:
+        sys.exit(f"error: {', '.join(missing)} missing; run make demo first")
     sys.path.insert(0, str(ROOT / "src"))
     from pagrob import data, models
     from pagrob.attacks import Attack

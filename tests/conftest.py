@@ -85,3 +85,10 @@ def load_grid(*paths: Path):
         merge(cfg, yaml.safe_load(Path(path).read_text()))
     validate(cfg, str(ROOT / "workflow" / "schemas" / "config.schema.yaml"), set_default=True)
     return Grid(cfg)
+
+
+def settings_json(**fields) -> str:
+    """A step's ``--settings`` by hand: the JSON of these fields (pagrob.settings)."""
+    import json
+
+    return json.dumps(fields)

@@ -16,35 +16,13 @@ from __future__ import annotations
 
 import contextlib
 import math
-from dataclasses import dataclass
 
 import torch
 import torch.nn.functional as F
 from torch import Tensor, nn
 
-NORMS = ("linf", "l2")
-
-
-@dataclass(frozen=True)
-class Attack:
-    norm: str
-    eps: float
-    steps: int
-    step_size: float | None = None  # None: 2 * eps / steps, as in the paper
-    random_start: bool = True
-    bounds: tuple[float, float] | None = (0.0, 1.0)  # the input domain (None: unbounded)
-
-    def __post_init__(self):
-        if self.norm not in NORMS:
-            raise ValueError(f"attack norm must be one of {NORMS}, not {self.norm!r}")
-        if self.eps < 0 or self.steps < 0:
-            raise ValueError(f"attack eps and steps must be >= 0 (got {self.eps}, {self.steps})")
-
-    @property
-    def alpha(self) -> float:
-        if self.step_size is not None:
-            return self.step_size
-        return 2 * self.eps / self.steps if self.steps else 0.0
+# the attack's settings (pure Python, built from the config): pagrob.settings
+from pagrob.settings import NORMS, Attack  # noqa: F401
 
 
 @contextlib.contextmanager

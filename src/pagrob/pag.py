@@ -53,14 +53,10 @@ import torch
 import torch.nn.functional as F
 from torch import Tensor, nn
 
-#: the class score whose input-gradient the PAG term aligns: the raw logit (Eq. 1), the
-#: log-softmax (the authors' code), or the centred logit f_c - mean_k f_k with the targets centred
-#: the same way (g_c - mean_k g_k): only the part of both that the predictions depend on
-GRAD_OF = ("logit", "log_softmax", "centred")
-
-#: ``pag.strategy: auto``: train.py times every exact strategy on the real model and batch at the
-#: start of a run and keeps the fastest (see ``train.choose_strategy``)
-AUTO = "auto"
+# the class scores (GRAD_OF), the strategies' names, their default and ``auto`` (train.py times
+# every exact strategy at the start of a run and keeps the fastest): pagrob.settings, pure Python
+from pagrob import settings
+from pagrob.settings import AUTO, DEFAULT_STRATEGY, GRAD_OF  # noqa: F401
 
 #: where ``segmented`` cuts the forward graph: at the input of every BatchNorm (whose double
 #: backward reads it), and of every module flagged ``pag_cut = True`` (the residual blocks:
@@ -176,11 +172,6 @@ class _Step:
         return scale * sum(
             cosine_loss(g, self.target(c), self.eps).mean() for g, c in zip(grads, classes)
         )
-
-
-#: the one default of the project: TrainSettings, the train step's --strategy and pag_backward
-#: take it from here (the workflow's config schema states the same value)
-DEFAULT_STRATEGY = "segmented"
 
 
 def pag_backward(
@@ -444,6 +435,7 @@ _STRATEGIES: dict[str, Callable[[_Step], StepLosses]] = {
 }
 #: the exact strategies: every one computes the same loss and gradients (tests/unit/test_pag.py)
 STRATEGIES = tuple(_STRATEGIES)
+assert STRATEGIES == settings.STRATEGIES, "pagrob.settings.STRATEGIES names these strategies"
 #: what a run may ask for: one of them, or ``auto``
-STRATEGY_CHOICES = STRATEGIES + (AUTO,)
+STRATEGY_CHOICES = settings.STRATEGY_CHOICES
 assert DEFAULT_STRATEGY in STRATEGIES

@@ -33,7 +33,7 @@ import copy
 import statistics
 import time
 from collections.abc import Callable
-from dataclasses import MISSING, asdict, dataclass, field, fields
+from dataclasses import MISSING, asdict, dataclass, fields
 from pathlib import Path
 
 import torch
@@ -46,9 +46,17 @@ from pagrob.pag import (
     AUTO,
     DEFAULT_STRATEGY,
     STRATEGIES,
-    STRATEGY_CHOICES,
     StepLosses,
     pag_backward,
+)
+
+# a run's settings and the PAG variants (pure Python, built from the config): pagrob.settings
+from pagrob.settings import (  # noqa: F401
+    AUTHORS,
+    DEFAULT_PAG_VARIANT,
+    FOLLOW,
+    PAG_VARIANTS,
+    TrainSettings,
 )
 from pagrob.sources import TargetSource
 
@@ -65,56 +73,6 @@ AUTO_NOTE = (
     "float32 rounding, so the choice is part of this result: set pag.strategy: {strategy} to "
     "reproduce it"
 )
-
-#: ``pag_variant``: how the PAG term meets the augmentation (see the module's docstring)
-FOLLOW, AUTHORS = "follow", "authors"
-PAG_VARIANTS = (FOLLOW, AUTHORS)
-#: the one default: TrainSettings and the train step's --pag-variant take it from here
-DEFAULT_PAG_VARIANT = FOLLOW
-
-
-@dataclass
-class TrainSettings:
-    epochs: int
-    batch_size: int
-    optimizer: str = "sgd"  # "sgd" or "adam"
-    lr: float = 0.01
-    momentum: float = 0.9  # sgd only
-    weight_decay: float = 0.0
-    milestones: list[int] = field(default_factory=list)  # 1-based epochs where lr *= gamma
-    gamma: float = 0.1
-    crop_padding: int = 0  # random crop with this zero padding (0: no crop)
-    flip: bool = False  # random horizontal flip
-    lam: float = 0.0
-    grad_of: str = "logit"
-    strategy: str = DEFAULT_STRATEGY  # one of pag.STRATEGIES, or "auto": the fastest of them
-    pag_eps: float = 1e-8
-    classes_per_step: int | None = None  # None: all C classes every step
-    seed: int = 0
-    # Madry adversarial training (teachers): Attack fields (norm, eps, steps, step_size,
-    # random_start); the cross-entropy is taken on PGD examples made in eval mode.
-    adversarial: dict | None = None
-    # mixed precision: forward passes (and the training attack's) under bfloat16 autocast, the
-    # logits, losses and the PAG cosine in float32. CUDA only: a CPU run with amp is refused.
-    amp: bool = False
-    channels_last: bool = False  # model and image batches in channels-last memory format
-    pag_variant: str = DEFAULT_PAG_VARIANT  # one of PAG_VARIANTS (module docstring)
-
-    def __post_init__(self):
-        if self.strategy not in STRATEGY_CHOICES:
-            raise ValueError(f"strategy must be one of {STRATEGY_CHOICES}, not {self.strategy!r}")
-        if self.pag_variant not in PAG_VARIANTS:
-            raise ValueError(f"pag_variant must be one of {PAG_VARIANTS}, not {self.pag_variant!r}")
-        if self.pag_variant == AUTHORS and self.adversarial:
-            raise ValueError(
-                f"pag_variant {AUTHORS!r} is a PAG student's training; adversarial training (the "
-                f"RIGD teachers) takes its PGD examples of the augmented batch, variant {FOLLOW!r}"
-            )
-
-    def lr_at(self, epoch: int) -> float:
-        """Learning rate for 1-based ``epoch``."""
-        return self.lr * self.gamma ** sum(epoch >= m for m in self.milestones)
-
 
 #: steps timed at the start of a run before a ``time_limit_s`` projection is made
 PROJECT_AFTER = 3

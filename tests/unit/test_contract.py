@@ -1,17 +1,19 @@
-"""One source of truth: the config schema's defaults are the library's and the step CLIs' (a step
-run by hand behaves as the workflow runs it), and every config key the rule glue passes on by
-name is an option of the step that receives it."""
+"""One source of truth: the config schema's defaults are the library's and the steps' (their
+settings, pagrob.settings, built from the config's blocks: a step run by hand behaves as the
+workflow runs it), and every key of a block a step reads is a field of its settings."""
 
 import argparse
+import dataclasses
 import importlib
 import sys
 
 import pytest
 import yaml
 
-from conftest import ROOT
-from pagrob import autoattack, pag, sources
+from conftest import ROOT, load_grid
+from pagrob import autoattack, pag, settings, sources
 from pagrob.attacks import Attack
+from pagrob.train import TrainSettings
 
 
 class Parsed(Exception):
@@ -44,11 +46,19 @@ def dataset_schema():
     return schema()["$defs"]["dataset"]["properties"]
 
 
-def test_pag_strategy_default_is_the_librarys(monkeypatch):
+def defaults(cls) -> dict:
+    return {
+        f.name: f.default if f.default is not dataclasses.MISSING else f.default_factory()
+        for f in dataclasses.fields(cls)
+        if f.default is not dataclasses.MISSING or f.default_factory is not dataclasses.MISSING
+    }
+
+
+def test_pag_strategy_default_is_the_librarys():
     strategy = schema()["properties"]["pag"]["properties"]["strategy"]
-    assert strategy["default"] == pag.DEFAULT_STRATEGY
+    assert strategy["default"] == pag.DEFAULT_STRATEGY == defaults(TrainSettings)["strategy"]
     assert set(strategy["enum"]) == set(pag.STRATEGY_CHOICES)
-    assert step_options("pagrob.steps.train", monkeypatch)["--strategy"] == pag.DEFAULT_STRATEGY
+    assert pag.STRATEGIES == settings.STRATEGIES  # the names of the library's strategies
 
 
 def test_targets_defaults_are_the_librarys_and_the_steps(monkeypatch):
@@ -68,57 +78,69 @@ def test_source_names_agree():
     assert set(lam_pattern.strip("^$()").split("|")) == set(sources.SOURCES) - {"vanilla"}
 
 
-def test_evaluation_defaults_are_the_steps(monkeypatch):
+def test_evaluation_defaults_are_the_steps():
     e = dataset_schema()["eval"]["properties"]
-    for step in ("pagrob.steps.evaluate", "pagrob.steps.sweep", "pagrob.steps.autoattack"):
-        cli = step_options(step, monkeypatch)
-        assert cli["--max-images"] == e["max_images"]["default"], step
-        assert cli["--seed"] == e["seed"]["default"], step
-    assert (
-        step_options("pagrob.steps.evaluate", monkeypatch)["--batch-size"]
-        == e["batch_size"]["default"]
-    )
+    for key in ("batch_size", "max_images", "seed"):
+        assert defaults(settings.EvalSettings)[key] == e[key]["default"], key
     aa = e["autoattack"]["properties"]
-    cli = step_options("pagrob.steps.autoattack", monkeypatch)
-    assert (
-        cli["--version"] == aa["version"]["default"]
-        and aa["version"]["default"] in autoattack.VERSIONS
-    )
-    assert (
-        cli["--aa-seed"] == aa["seed"]["default"]
-        and cli["--batch-size"] == aa["batch_size"]["default"]
-    )
+    assert aa["version"]["default"] in autoattack.VERSIONS
+    for key in ("version", "seed", "batch_size", "images"):
+        assert defaults(settings.AutoAttackSettings)[key] == aa[key]["default"], key
     checks = e["checks"]["properties"]
-    assert (
-        step_options("pagrob.steps.sweep", monkeypatch)["--restarts"]
-        == checks["restarts"]["default"]
-    )
+    assert defaults(settings.SweepSettings)["restarts"] == checks["restarts"]["default"]
+    scores = dataset_schema()["pag_scores"]["properties"]
+    for key in ("images", "batch_size", "seed"):
+        assert defaults(settings.PagScoresSettings)[key] == scores[key]["default"], key
 
 
 def test_a_null_step_size_is_two_eps_over_steps_in_one_place():
-    """The schema's null step size reaches the steps as 'auto', which the library turns into 2ε/k."""
-    from pagrob.steps.evaluate import attack_spec
-
+    """The schema's null step size reaches the steps as null, which the library turns into 2ε/k."""
     assert "2 * eps / steps" in yaml.safe_dump(
         schema()["$defs"]["attack"]["properties"]["step_size"]
     )
-    attack = attack_spec("linf:0.1:20:auto")
+    attack = Attack.from_config("linf", {"eps": 0.1, "steps": 20, "step_size": None})
     assert attack.step_size is None and attack.alpha == pytest.approx(2 * 0.1 / 20)
     assert Attack("l2", 0.5, 10).alpha == pytest.approx(0.1)
 
 
-@pytest.mark.parametrize("step", ["pagrob.steps.train", "pagrob.steps.teacher"])
-def test_every_train_key_is_an_option_of_the_training_steps(step, monkeypatch):
-    """The train rule passes datasets.<d>.train on key by key (--batch-size for batch_size...)."""
-    cli = step_options(step, monkeypatch)
+def test_every_train_and_pag_key_is_a_field_of_the_training_settings():
+    """The train rule hands datasets.<d>.train and pag to TrainSettings.from_config whole: each
+    key is a field (pag.eps: pag_eps), with the schema's default."""
+    fields = defaults(TrainSettings) | {"epochs": None, "batch_size": None}
     train = dataset_schema()["train"]["properties"]
-    if step == "pagrob.steps.teacher":  # Madry training has no PAG term: teacher_flags drops it
-        train = {k: v for k, v in train.items() if k != "pag_variant"}
-    missing = [k for k in train if f"--{k.replace('_', '-')}" not in cli]
-    assert not missing, f"config keys datasets.<d>.train.{missing} are no option of {step}"
+    missing = [k for k in train if k not in fields]
+    assert not missing, f"config keys datasets.<d>.train.{missing} are no field of TrainSettings"
     for key, spec in train.items():
         if "default" in spec:
-            assert cli[f"--{key.replace('_', '-')}"] == spec["default"], (step, key)
+            assert fields[key] == spec["default"], key
+    pag_keys = schema()["properties"]["pag"]["properties"]
+    assert {"pag_eps" if k == "eps" else k for k in pag_keys} <= set(fields)
+
+
+def test_every_block_of_the_shipped_configs_builds_its_settings():
+    """From config.yaml's and demo.yaml's blocks, as the rules build them."""
+    for path in ("config.yaml", "demo.yaml"):
+        grid = load_grid(ROOT / path)
+        for d in grid.used_datasets():
+            dc = grid.dataset_config(d)
+            TrainSettings.from_config(dc["train"], grid.config["pag"], lam=1, seed=0)
+            settings.EvalSettings.from_config(dc["eval"])
+            if dc["eval"].get("autoattack"):
+                for norm in grid.aa_norms(d):
+                    settings.AutoAttackSettings.from_config(dc["eval"], norm)
+                settings.SweepSettings.from_config(dc["eval"], grid.aa_norms(d))
+            if dc.get("pictures"):
+                settings.PicturesSettings.from_config(dc["pictures"])
+            if dc.get("pag_scores") and d != "toy":
+                pictures = dc["pictures"]["attack"]
+                settings.PagScoresSettings.from_config(dc["pag_scores"], pictures)
+
+
+def test_a_config_key_without_its_field_is_refused_by_name():
+    with pytest.raises(ValueError, match=r"\['warmup'\] not a setting of TrainSettings"):
+        TrainSettings.from_config({"epochs": 1, "batch_size": 2, "warmup": 3}, {}, lam=0, seed=0)
+    with pytest.raises(ValueError, match=r"eval: \['restarts'\] not a setting of EvalSettings"):
+        settings.EvalSettings.from_config({"attacks": {}, "restarts": 2})
 
 
 def test_a_job_given_fewer_threads_than_the_config_refuses(tmp_path):

@@ -14,6 +14,7 @@ import pandas as pd
 import yaml
 
 from conftest import ROOT
+from fake_records import robustness_files, with_images
 
 
 def pyproject_pins() -> dict[str, str]:
@@ -117,18 +118,6 @@ def report_env_rules() -> dict[str, str]:
     return rules
 
 
-def with_images(row: dict) -> dict:
-    """The row with its per-image correctness (the first round(accuracy) of its 100 images) and
-    exact interval, as the steps write them."""
-    from pagrob import stats
-
-    right = round(row["accuracy"] * row["images"] / 100)
-    low, high = stats.accuracy_interval(right, row["images"])
-    return dict(
-        row, ci_low=low, ci_high=high, correct=stats.pack([i < right for i in range(row["images"])])
-    )
-
-
 def tidy_metrics(folder, dataset, source, lam, seed, accuracy):
     """A model's metrics.csv as the evaluate step writes it (columns: report.COLUMNS)."""
     from pagrob.report import COLUMNS
@@ -147,46 +136,6 @@ def tidy_metrics(folder, dataset, source, lam, seed, accuracy):
     path = folder / f"{dataset}_{source}_lam{lam}_seed{seed}.csv"
     pd.DataFrame(rows)[COLUMNS].to_csv(path, index=False)
     return str(path)
-
-
-def robustness_files(folder, dataset, source, lam):
-    """A checked model's AutoAttack and sweep rows and its AutoAttack records, as the steps write them."""
-    from pagrob.report import COLUMNS
-
-    model = dict(dataset=dataset, source=source, lam=lam, seed=0, classes_per_step=0, images=100)
-    rows, records = [dict(model, attack="clean", norm="none", eps=0.0, steps=0, accuracy=95.0)], []
-    for norm, eps in (("linf", 0.1), ("l2", 0.5)):
-        rows += [
-            dict(model, attack="pgd", norm=norm, eps=eps, steps=20, accuracy=40.0),
-            dict(model, attack="autoattack", norm=norm, eps=eps, steps=0, accuracy=38.0),
-            dict(model, attack="autoattack:square", norm=norm, eps=eps, steps=5000, accuracy=38.0),
-            dict(model, attack="pgd-100x5", norm=norm, eps=eps, steps=100, accuracy=39.0),
-            *[
-                dict(model, attack="curve", norm=norm, eps=eps * k, steps=20, accuracy=a)
-                for k, a in ((1, 40.0), (5, 0.0))
-            ],
-        ]
-        record = folder / f"{dataset}_{source}_{norm}.json"
-        record.write_text(
-            json.dumps(
-                {
-                    "dataset": dataset,
-                    "source": source,
-                    "lam": lam,
-                    "seed": 0,
-                    "norm": norm,
-                    "images": 100,
-                    "clean": 95.0,
-                    "stages": {"apgd-ce": 39.0, "apgd-t": 38.0, "fab-t": 38.0, "square": 38.0},
-                    "warnings": [],
-                    "pgd_same_images": {"steps": 20, "accuracy": 40.0},
-                }
-            )
-        )
-        records.append(str(record))
-    path = folder / f"{dataset}_{source}_robust.csv"
-    pd.DataFrame([with_images(r) for r in rows])[COLUMNS].to_csv(path, index=False)
-    return [str(path)], records
 
 
 def pag_scores_file(folder):

@@ -11,6 +11,7 @@ import pytest
 import torch
 from torch import nn
 
+from conftest import settings_json
 from pagrob import data, models, pag_report, pag_scores, train
 from pagrob.attacks import Attack
 from pagrob.datasets import load_digits
@@ -324,14 +325,13 @@ def test_pag_scores_step(digits, robust, tmp_path, monkeypatch):
             ref_linf,
             ref_l2,
             "--baselines",
-            "--images",
-            "12",
-            "--attack",
-            "l2:2:5:nostart",
-            "--batch-size",
-            "50",
-            "--seed",
-            "3",
+            "--settings",
+            settings_json(
+                images=12,
+                attack={"norm": "l2", "eps": 2, "steps": 5, "random_start": False},
+                batch_size=50,
+                seed=3,
+            ),
             "--device",
             "cpu",
             "--out",

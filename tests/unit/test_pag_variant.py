@@ -13,6 +13,7 @@ import torch
 import torch.nn.functional as F
 from test_pag import small_cnn as bn_cnn  # convolutions with BatchNorm, float64
 
+from conftest import settings_json
 from pagrob import io, models, sources, train
 from pagrob.data import CropFlip, Dataset
 from pagrob.pag import STRATEGIES, cosine_loss
@@ -217,15 +218,11 @@ def test_variant_settings():
         )
 
 
-def test_train_step_option_defaults_to_the_constant():
-    from pagrob.steps.train import parser
-
-    argv = "--data d --arch mlp --seed 0 --epochs 1 --batch-size 1 --lr 0.1 --out m.pt --source vanilla --lam 0".split()
-    args = parser().parse_args(argv)
-    assert args.pag_variant == train.DEFAULT_PAG_VARIANT
-    assert parser().parse_args(argv + ["--pag-variant", "authors"]).pag_variant == AUTHORS
-    action = next(a for a in parser()._actions if "--pag-variant" in a.option_strings)
-    assert tuple(action.choices) == train.PAG_VARIANTS
+def test_train_settings_default_to_the_constant():
+    s = TrainSettings.from_config({"epochs": 1, "batch_size": 1}, {}, lam=0, seed=0)
+    assert s.pag_variant == train.DEFAULT_PAG_VARIANT
+    with pytest.raises(ValueError, match="pag_variant must be one of"):
+        TrainSettings(epochs=1, batch_size=1, pag_variant="both")
 
 
 def test_checkpoints_and_the_variant(tmp_path):
@@ -298,7 +295,7 @@ def test_authors_step_on_another_device(monkeypatch):
 
 
 def test_authors_cli_trains(tmp_path, monkeypatch):
-    """--pag-variant reaches the settings saved with the model."""
+    """pag_variant reaches the settings saved with the model."""
     from pagrob.data import save_prepared
     from pagrob.steps import train as step
 
@@ -323,8 +320,11 @@ def test_authors_cli_trains(tmp_path, monkeypatch):
         seed=0,
     )
     io.save(built, tmp_path / "t.pt")
-    argv = f"train --data {tmp_path}/d.pt --arch small_cnn --seed 0 --epochs 1 --batch-size 16 --lr 0.05 --crop-padding 1 --flip true --source class_mean --lam 1 --targets {tmp_path}/t.pt --pag-variant authors --device cpu --out {tmp_path}/m.pt"
-    monkeypatch.setattr("sys.argv", argv.split())
+    settings = settings_json(
+        epochs=1, batch_size=16, lr=0.05, crop_padding=1, flip=True, lam=1, pag_variant="authors"
+    )
+    argv = f"train --data {tmp_path}/d.pt --arch small_cnn --source class_mean --targets {tmp_path}/t.pt --device cpu --out {tmp_path}/m.pt"
+    monkeypatch.setattr("sys.argv", [*argv.split(), "--settings", settings])
     step.main()
     _, meta = models.load_model(tmp_path / "m.pt")
     assert meta["settings"]["pag_variant"] == AUTHORS

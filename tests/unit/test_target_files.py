@@ -7,6 +7,7 @@ not fit is refused naming what differs."""
 import pytest
 import torch
 
+from conftest import settings_json
 from pagrob import io, models, sources, target_files
 from pagrob.data import CropFlip, Dataset, save_prepared
 from pagrob.io import BadFileError
@@ -102,26 +103,20 @@ def train(tmp_path, monkeypatch, record, variant, out="m.pt", epochs=2):
             tmp_path / "d.pt",
             "--arch",
             "small_cnn",
-            "--seed",
-            0,
-            "--epochs",
-            epochs,
-            "--batch-size",
-            16,
-            "--lr",
-            0.05,
-            "--crop-padding",
-            1,
-            "--flip",
-            "true",
+            "--settings",
+            settings_json(
+                epochs=epochs,
+                batch_size=16,
+                lr=0.05,
+                crop_padding=1,
+                flip=True,
+                lam=1,
+                pag_variant=variant,
+            ),
             "--source",
             "file",
-            "--lam",
-            1,
             "--targets",
             record,
-            "--pag-variant",
-            variant,
             "--device",
             "cpu",
             "--out",

@@ -317,14 +317,10 @@ def test_auto_strategy_is_recorded_and_changes_nothing(tmp_path, capsys):
 
 
 def test_strategy_default_is_defined_once():
-    from pagrob.steps.train import parser
-
     assert pag.DEFAULT_STRATEGY in pag.STRATEGIES
     assert TrainSettings(epochs=1, batch_size=1).strategy == pag.DEFAULT_STRATEGY
-    args = parser().parse_args(
-        "--data d --arch mlp --seed 0 --epochs 1 --batch-size 1 --lr 0.1 --out m.pt --source vanilla --lam 0".split()
-    )
-    assert args.strategy == pag.DEFAULT_STRATEGY
+    s = TrainSettings.from_config({"epochs": 1, "batch_size": 1}, {}, lam=0, seed=0)
+    assert s.strategy == pag.DEFAULT_STRATEGY
     assert set(pag.STRATEGY_CHOICES) == set(pag.STRATEGIES) | {"auto"}
     with pytest.raises(ValueError, match="strategy must be one of"):
         TrainSettings(epochs=1, batch_size=1, strategy="fastest")

@@ -12,7 +12,7 @@ import pytest
 import torch
 from torch import nn
 
-from conftest import ROOT
+from conftest import ROOT, settings_json
 from pagrob import autoattack, models, report, robustness
 from pagrob.attacks import Attack
 from pagrob.data import save_prepared
@@ -45,14 +45,8 @@ def autoattack_step(files, out, log=None):
         data,
         "--model",
         model,
-        "--norm",
-        "linf",
-        "--eps",
-        EPS,
-        "--pgd",
-        f"linf:{EPS}:20",
-        "--max-images",
-        IMAGES,
+        "--settings",
+        settings_json(pgd={"norm": "linf", "eps": EPS, "steps": 20}, images=IMAGES),
         "--threads",
         1,
         "--out",
@@ -142,14 +136,8 @@ def test_killed_autoattack_resumes_to_the_same_result(digits, uninterrupted, tmp
         digits[2][0],
         "--model",
         digits[2][1],
-        "--norm",
-        "linf",
-        "--eps",
-        EPS,
-        "--pgd",
-        f"linf:{EPS}:20",
-        "--max-images",
-        IMAGES,
+        "--settings",
+        settings_json(pgd={"norm": "linf", "eps": EPS, "steps": 20}, images=IMAGES),
         "--threads",
         1,
         "--out",

@@ -274,7 +274,7 @@ def test_external_table_sets_each_model_beside_ours_and_the_paper(tmp_path):
 def test_external_table_computes_the_checks_of_its_own_models(tmp_path, max_gap, flagged):
     """The table step checks its models from their own AutoAttack and sweep rows and records (no
     masking table of the whole grid needed): PGD-20 40% against AutoAttack 38% is a 2-point gap."""
-    from test_envs import robustness_files
+    from fake_records import robustness_files
 
     metrics, records = robustness_files(tmp_path, "digits", "external:theirs", 0.0)
     out = tmp_path / "external"
@@ -399,10 +399,10 @@ def test_external_models_get_our_evaluation(tmp_path):
     # the file source: matched once, trained with the authors' variant (its default), ours follow
     assert "--source file --file authors/sbg_data.pt --labels authors/sbg_label.pt" in dry.stdout
     train = [line for line in dry.stdout.splitlines() if "pagrob.steps.train " in line]
-    assert [("--pag-variant authors" in t, "--source file" in t) for t in train].count(
+    assert [('"pag_variant": "authors"' in t, "--source file" in t) for t in train].count(
         (True, True)
     ) == 1
-    assert sum("--pag-variant follow" in t for t in train) == 2
+    assert sum('"pag_variant": "follow"' in t for t in train) == 2
     assert "results/tables/external_digits.md" in dry.stdout
     assert "results/digits/external/their_oi/autoattack_linf.csv" in dry.stdout
     # the table alone needs its own models only (their checks computed in its step): no masking

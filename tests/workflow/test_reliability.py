@@ -13,7 +13,7 @@ from pathlib import Path
 import pytest
 import torch
 
-from conftest import BIN, ROOT, copy_workflow, snakemake, write_config
+from conftest import BIN, ROOT, copy_workflow, settings_json, snakemake, write_config
 from pagrob import io, models, sources
 from pagrob.data import make_toy, save_prepared
 from pagrob.train import TrainSettings, fit
@@ -140,20 +140,10 @@ def test_same_seed_twice_gives_identical_models_and_records_provenance(tmp_path)
             tmp_path / "data.pt",
             "--arch",
             "mlp",
-            "--seed",
-            "3",
-            "--epochs",
-            "3",
-            "--batch-size",
-            "16",
-            "--optimizer",
-            "adam",
-            "--lr",
-            "0.01",
+            "--settings",
+            settings_json(seed=3, epochs=3, batch_size=16, optimizer="adam", lr=0.01),
             "--source",
             "vanilla",
-            "--lam",
-            "0",
             "--out",
             tmp_path / name / "model.pt",
         )
@@ -261,8 +251,8 @@ def evaluate(data, model, out):
         data,
         "--model",
         model,
-        "--attack",
-        "l2:15:2",
+        "--settings",
+        json.dumps({"attacks": [{"norm": "l2", "eps": 15, "steps": 2}]}),
         "--out",
         out,
     )
@@ -387,18 +377,10 @@ def test_unwritable_output_folder_fails_before_training(tmp_path):
         tmp_path / "data.pt",
         "--arch",
         "mlp",
-        "--seed",
-        "0",
-        "--epochs",
-        "500",
-        "--batch-size",
-        "16",
-        "--lr",
-        "0.01",
+        "--settings",
+        settings_json(epochs=500, batch_size=16, lr=0.01),
         "--source",
         "vanilla",
-        "--lam",
-        "0",
         "--out",
         tmp_path / "results" / "m" / "model.pt",
     )
@@ -416,20 +398,10 @@ def test_non_finite_loss_stops_the_step_naming_epoch_and_batch(tmp_path):
         tmp_path / "data.pt",
         "--arch",
         "mlp",
-        "--seed",
-        "0",
-        "--epochs",
-        "3",
-        "--batch-size",
-        "16",
-        "--lr",
-        "0.01",
-        "--optimizer",
-        "adam",
+        "--settings",
+        settings_json(epochs=3, batch_size=16, lr=0.01, optimizer="adam"),
         "--source",
         "vanilla",
-        "--lam",
-        "0",
         "--out",
         tmp_path / "model.pt",
     )
@@ -446,39 +418,33 @@ def test_device_auto_without_cuda_refuses_a_long_cpu_training(tmp_path):
     --cpu-hours-limit is refused before any checkpoint, naming the fix; device: cpu trains."""
     ds = make_toy([[-50, -10, 30], [-30, 10, 50]], 20, 6, seed=0)
     save_prepared(ds, tmp_path / "data.pt")
-    args = [
-        "pagrob.steps.train",
-        "--data",
-        tmp_path / "data.pt",
-        "--arch",
-        "mlp",
-        "--seed",
-        "0",
-        "--epochs",
-        "10000000",
-        "--batch-size",
-        "16",
-        "--lr",
-        "0.01",
-        "--source",
-        "vanilla",
-        "--lam",
-        "0",
-        "--out",
-        tmp_path / "model.pt",
-    ]
-    proc = step(*args, "--device", "auto")
+
+    def args(epochs):
+        return [
+            "pagrob.steps.train",
+            "--data",
+            tmp_path / "data.pt",
+            "--arch",
+            "mlp",
+            "--settings",
+            settings_json(epochs=epochs, batch_size=16, lr=0.01),
+            "--source",
+            "vanilla",
+            "--out",
+            tmp_path / "model.pt",
+        ]
+
+    proc = step(*args(10000000), "--device", "auto")
     assert proc.returncode == 2, proc.stderr
     assert "device: auto found no CUDA device" in proc.stderr and "set device: cpu" in proc.stderr
     assert "more than the 3 h allowed" in proc.stderr and "Traceback" not in proc.stderr
     assert not list(tmp_path.glob("model*"))  # refused after its first steps: no checkpoint
     # the same training within the limit runs
-    short = [a if a != "10000000" else "2" for a in args]
-    assert step(*short, "--device", "auto").returncode == 0
+    assert step(*args(2), "--device", "auto").returncode == 0
     (tmp_path / "model.pt").unlink()
     (tmp_path / "model.json").unlink()
     # and asked for the CPU by name, a long one is not refused (killed here after its first epoch)
-    cmd = [sys.executable, "-m", *map(str, args), "--device", "cpu"]
+    cmd = [sys.executable, "-m", *map(str, args(10000000)), "--device", "cpu"]
     with subprocess.Popen(cmd, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True) as run:
         try:
             line = ""
@@ -532,7 +498,7 @@ def test_no_two_jobs_write_the_same_file(tmp_path):
 # --- A rerun after an input changed never resumes the old run ------------------------------------
 
 
-def interrupted_training(tmp_path, source_args):
+def interrupted_training(tmp_path, source_args, lam=0):
     """The train step on toy data, killed after its second epoch: its checkpoint stays."""
     cmd = [
         sys.executable,
@@ -542,16 +508,8 @@ def interrupted_training(tmp_path, source_args):
         tmp_path / "data.pt",
         "--arch",
         "mlp",
-        "--seed",
-        0,
-        "--epochs",
-        500,
-        "--batch-size",
-        8,
-        "--optimizer",
-        "adam",
-        "--lr",
-        0.01,
+        "--settings",
+        settings_json(epochs=500, batch_size=8, optimizer="adam", lr=0.01, lam=lam),
         *source_args,
         "--out",
         tmp_path / "model.pt",
@@ -575,7 +533,7 @@ def test_checkpoint_of_changed_input_files_is_refused(tmp_path, changed):
     targets = tmp_path / "targets.pt"
     io.save(sources.build("nearest_neighbor", ds, seed=0, nn_sample_size=10), targets)
     cmd = interrupted_training(
-        tmp_path, ["--source", "nearest_neighbor", "--lam", 1, "--targets", targets]
+        tmp_path, ["--source", "nearest_neighbor", "--targets", targets], lam=1
     )
     if changed == "data":  # the same shapes, other points: a regenerated dataset
         other = make_toy([[-50, -10, 30], [-30, 10, 50]], 40, 6, seed=1)
@@ -591,7 +549,7 @@ def test_checkpoint_of_changed_input_files_is_refused(tmp_path, changed):
 
 def test_checkpoint_of_the_same_input_files_resumes(tmp_path):
     save_prepared(make_toy([[-50, -10, 30], [-30, 10, 50]], 40, 6, seed=0), tmp_path / "data.pt")
-    cmd = interrupted_training(tmp_path, ["--source", "vanilla", "--lam", 0])
+    cmd = interrupted_training(tmp_path, ["--source", "vanilla"])
     proc = subprocess.Popen(
         cmd, cwd=ROOT, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True
     )

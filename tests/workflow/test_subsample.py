@@ -8,7 +8,7 @@ import sys
 import pandas as pd
 import torch
 
-from conftest import ROOT
+from conftest import ROOT, settings_json
 from pagrob import models
 from pagrob.data import make_toy, save_prepared
 from pagrob.pag import pag_backward
@@ -63,24 +63,14 @@ def test_subsampled_model_is_marked_in_metrics_and_tables(tmp_path):
         str(tmp_path / "data.pt"),
         "--arch",
         "mlp",
-        "--seed",
-        "0",
-        "--epochs",
-        "2",
-        "--batch-size",
-        "32",
-        "--optimizer",
-        "adam",
-        "--lr",
-        "0.01",
+        "--settings",
+        settings_json(
+            epochs=2, batch_size=32, optimizer="adam", lr=0.01, lam=1, classes_per_step=1
+        ),
         "--source",
         "nearest_neighbor",
-        "--lam",
-        "1",
         "--targets",
         str(tmp_path / "nn.pt"),
-        "--classes-per-step",
-        "1",
         "--out",
         str(tmp_path / "m.pt"),
     )
@@ -92,8 +82,10 @@ def test_subsampled_model_is_marked_in_metrics_and_tables(tmp_path):
         str(tmp_path / "data.pt"),
         "--model",
         str(tmp_path / "m.pt"),
-        "--attack",
-        "l2:15:2:2:nostart",
+        "--settings",
+        settings_json(
+            attacks=[{"norm": "l2", "eps": 15, "steps": 2, "step_size": 2, "random_start": False}]
+        ),
         "--out",
         str(tmp_path / "m.csv"),
     )

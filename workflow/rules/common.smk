@@ -9,6 +9,7 @@
 # The names of the datasets and sources, and what each reads, from the library's registry
 # (pure Python: pagrob.registry imports no PyTorch).
 from pagrob import registry
+from pagrob import settings as step_settings
 from pagrob.grid import ConfigError, Grid, files_of
 
 DATASETS = list(registry.DATASETS)
@@ -216,34 +217,42 @@ def runtime_of(kind):
 
 
 def train_flags(wildcards):
+    """The model's identity: its architecture, source and label (the settings: train_settings)."""
+    grad_of = getattr(wildcards, "grad_of", None)
+    return flags(
+        {
+            "arch": grid.dataset_config(wildcards.dataset)["arch"],
+            "source": wildcards.source,
+            "label": f"{wildcards.source}.{grad_of}" if grad_of else None,
+        }
+    )
+
+
+def settings_option(settings):
+    """--settings with the step's settings (pagrob.settings) as JSON, quoted for the shell."""
+    return f"--settings {shlex.quote(step_settings.to_json(settings))}"
+
+
+def train_settings(wildcards):
+    """datasets.<d>.train and pag as the run's TrainSettings; a model of another class score
+    than pag.grad_of (the grad_of ablation) is named <source>.<grad_of> in its path."""
     cfg = grid.dataset_config(wildcards.dataset)
     train = dict(cfg["train"])
     if wildcards.source == FILE:  # stored targets are un-augmented: their own variant
         train["pag_variant"] = grid.file_targets_config(wildcards.dataset)[
             "pag_variant"
         ]
-    # a model of another class score than pag.grad_of (the grad_of ablation) is named
-    # <source>.<grad_of> in its path and in every table
-    grad_of = getattr(wildcards, "grad_of", None)
-    return flags(
-        {
-            "arch": cfg["arch"],
-            **train,
-            "source": wildcards.source,
-            "label": f"{wildcards.source}.{grad_of}" if grad_of else None,
-            "lam": wildcards.lam,
-            "seed": wildcards.seed,
-            "grad_of": grad_of or config["pag"]["grad_of"],
-            "pag_eps": config["pag"]["eps"],
-            "strategy": config["pag"]["strategy"],
-            "classes_per_step": config["pag"]["classes_per_step"],
-        }
+    pag = dict(config["pag"])
+    pag["grad_of"] = getattr(wildcards, "grad_of", None) or pag["grad_of"]
+    return settings_option(
+        step_settings.TrainSettings.from_config(
+            train,
+            pag,
+            lam=float(wildcards.lam),
+            seed=int(wildcards.seed),
+            where=f"datasets.{wildcards.dataset}.train",
+        )
     )
-
-
-def attack_flags(dataset):
-    attacks = grid.dataset_config(dataset)["eval"]["attacks"]
-    return " ".join(f"--attack {norm}:{pgd_spec(a)}" for norm, a in attacks.items())
 
 
 def data_flags(wildcards):
@@ -264,11 +273,10 @@ def data_flags(wildcards):
     return flags({k: data[k] for k in keys})
 
 
-def pictures_flags(dataset):
-    p = grid.pictures_config(dataset)
-    a = p["attack"]
-    spec = f"l2:{a['eps']}:{a['steps']}:{a.get('step_size') or 'auto'}:nostart"
-    return f"{flags({'images': p['images']})} --attack {spec}"
+def pictures_settings(dataset):
+    return settings_option(
+        step_settings.PicturesSettings.from_config(grid.pictures_config(dataset))
+    )
 
 
 def lams_json():
@@ -338,6 +346,9 @@ def teacher_inputs(wildcards):
 
 
 def teacher_flags(wildcards):
+    """The checkpoint's description where the teacher is imported; else its architecture and
+    settings: datasets.<d>.train (without pag_variant: Madry adversarial training takes its PGD
+    examples of the augmented batch), the teachers' epochs and the training attack."""
     t, teachers = grid.teacher_config(wildcards.dataset, wildcards.norm)
     if grid.imports_teacher(wildcards.dataset, wildcards.norm, int(wildcards.seed)):
         c = t["checkpoint"]
@@ -345,18 +356,19 @@ def teacher_flags(wildcards):
             {"import_arch": c["arch"], "import_mean": c["mean"], "import_std": c["std"]}
         )
     cfg = grid.dataset_config(wildcards.dataset)
-    # Madry adversarial training takes its PGD examples of the augmented batch: no PAG variant
     train = {k: v for k, v in cfg["train"].items() if k != "pag_variant"}
-    return flags(
-        {
-            "arch": cfg["arch"],
-            **train,
-            "epochs": teachers["epochs"],
-            "eps": t["attack"]["eps"],
-            "steps": t["attack"]["steps"],
-            "step_size": t["attack"]["step_size"],
-        }
+    where = f"datasets.{wildcards.dataset}.teachers.{wildcards.norm}.attack"
+    attack = step_settings.Attack.from_config(wildcards.norm, t["attack"], where)
+    settings = step_settings.TrainSettings.from_config(
+        train,
+        {},
+        lam=0,
+        seed=int(wildcards.seed),
+        where=f"datasets.{wildcards.dataset}.train",
+        epochs=teachers["epochs"],
+        adversarial=step_settings.to_data(attack),
     )
+    return f"{flags({'arch': cfg['arch']})} {settings_option(settings)}"
 
 
 def checkpoint_flag(wildcards, input):
@@ -367,71 +379,30 @@ def checkpoint_flag(wildcards, input):
     )
 
 
-def eval_flags(wildcards):
+def eval_settings(wildcards):
     e = grid.dataset_config(wildcards.dataset)["eval"]
-    options = {
-        "batch_size": e.get("batch_size", 500),
-        "max_images": e.get("max_images", 0),
-        "seed": e.get("seed", 0),
-    }
-    return f"{flags(options)} {attack_flags(wildcards.dataset)}"
+    return settings_option(step_settings.EvalSettings.from_config(e))
 
 
 # --- Trusting the numbers: AutoAttack, the gradient-masking checks, accuracy against eps --------
 
 
-def pgd_spec(attack, eps=None, steps=None):
-    """norm:eps:steps:step_size|auto[:nostart] for the steps' --attack style options."""
-    eps = attack["eps"] if eps is None else eps
-    steps = attack["steps"] if steps is None else steps
-    spec = f"{eps}:{steps}:{attack['step_size'] if attack.get('step_size') else 'auto'}"
-    return spec + ("" if attack.get("random_start", True) else ":nostart")
-
-
-def autoattack_flags(wildcards):
+def autoattack_settings(wildcards):
     e = grid.dataset_config(wildcards.dataset)["eval"]
-    aa = grid.autoattack_config(wildcards.dataset)
-    if not aa:
+    if not grid.autoattack_config(wildcards.dataset):
         raise ConfigError(
             f"AutoAttack of a {wildcards.dataset} model asked for, but "
             f"datasets.{wildcards.dataset}.eval.autoattack is not set"
         )
-    attack = e["attacks"][wildcards.norm]
-    options = {
-        "eps": attack["eps"],
-        "version": aa["version"],
-        "aa_seed": aa["seed"],
-        "batch_size": aa["batch_size"],
-        "max_images": aa["images"],
-        "seed": e["seed"],
-    }
-    return f"{flags(options)} --pgd {wildcards.norm}:{pgd_spec(attack)}"
+    return settings_option(
+        step_settings.AutoAttackSettings.from_config(e, wildcards.norm)
+    )
 
 
-def sweep_flags(wildcards):
+def sweep_settings(wildcards):
     e = grid.dataset_config(wildcards.dataset)["eval"]
-    aa, checks = grid.autoattack_config(wildcards.dataset), e["checks"]
-    options = {
-        "batch_size": e["batch_size"],
-        "max_images": aa["images"],
-        "seed": e["seed"],
-    }
-    specs = []
-    for norm in grid.aa_norms(wildcards.dataset):
-        attack = e["attacks"][norm]
-        for eps in checks["curves"].get(norm, []):
-            curve = {
-                k: v for k, v in attack.items() if k != "step_size"
-            }  # 2 eps / steps
-            specs.append(f"--curve {norm}:{pgd_spec(curve, eps=eps)}")
-        # the strong PGD: many more steps, each as long as the table's PGD's (2 eps / its steps
-        # unless it sets one), and restarts
-        strong = dict(
-            attack,
-            step_size=attack.get("step_size") or 2 * attack["eps"] / attack["steps"],
-        )
-        specs.append(f"--strong {norm}:{pgd_spec(strong, steps=checks['steps'])}")
-    return f"{flags(options)} --restarts {checks['restarts']} {' '.join(specs)}"
+    norms = grid.aa_norms(wildcards.dataset)
+    return settings_option(step_settings.SweepSettings.from_config(e, norms))
 
 
 def checks_flags(dataset):
@@ -464,19 +435,16 @@ def autoencoder_flags(wildcards):
     )
 
 
-def pag_scores_flags(dataset):
+def pag_scores_settings(dataset):
     cfg = grid.pag_scores_config(dataset)
-    a = cfg.get("attack") or grid.pictures_config(dataset)["attack"]
-    spec = f"l2:{a['eps']}:{a['steps']}:{a.get('step_size') or 'auto'}:nostart"
-    options = {
-        "images": cfg["images"],
-        "batch_size": cfg["batch_size"],
-        "seed": cfg["seed"],
-    }
     ae = grid.autoencoder_config(dataset)
-    if ae and ae.get("noise"):
-        options["noise"] = ae["noise"]
-    return f"{flags(options)} --attack {spec}"
+    noise = ae.get("noise") if ae else None
+    pictures = (grid.dataset_config(dataset).get("pictures") or {}).get("attack")
+    if not cfg.get("attack") and not pictures:
+        grid.pictures_config(dataset)  # names the missing key
+    return settings_option(
+        step_settings.PagScoresSettings.from_config(cfg, pictures, noise=noise or None)
+    )
 
 
 def pag_inputs(wildcards):

@@ -1,5 +1,5 @@
 # Clean accuracy and PGD robust accuracy of every model, one tidy CSV per model; where the config
-# asks for it (eval.autoattack), AutoAttack per threat model and the PGD grid.sweeps of the
+# asks for it (eval.autoattack), AutoAttack per threat model and the PGD sweeps of the
 # gradient-masking checks, each its own job; all gathered per dataset into
 # results/{dataset}/metrics.csv.
 
@@ -22,10 +22,10 @@ rule evaluate:
         mem_mb=mem_of,
         runtime=runtime_of("evaluate"),
     params:
-        args=eval_flags,
+        settings=eval_settings,
         common=lambda w: common_flags(w.dataset),
     shell:
-        "python -m pagrob.steps.evaluate --data {input.data} --model {input.model} {params.args} "
+        "python -m pagrob.steps.evaluate --data {input.data} --model {input.model} {params.settings} "
         "{params.common} --threads {threads} --out {output} > {log} 2>&1"
 
 
@@ -49,11 +49,11 @@ rule autoattack:
         mem_mb=mem_of,
         runtime=runtime_of("autoattack"),
     params:
-        args=autoattack_flags,
+        settings=autoattack_settings,
         common=lambda w: common_flags(w.dataset),
     shell:
         "python -m pagrob.steps.autoattack --data {input.data} --model {input.model} "
-        "--norm {wildcards.norm} {params.args} {params.common} --threads {threads} "
+        "{params.settings} {params.common} --threads {threads} "
         "--out {output.csv} --out-json {output.record} >> {log} 2>&1"
 
 
@@ -75,10 +75,10 @@ rule sweep:
         mem_mb=mem_of,
         runtime=runtime_of("sweep"),
     params:
-        args=sweep_flags,
+        settings=sweep_settings,
         common=lambda w: common_flags(w.dataset),
     shell:
-        "python -m pagrob.steps.sweep --data {input.data} --model {input.model} {params.args} "
+        "python -m pagrob.steps.sweep --data {input.data} --model {input.model} {params.settings} "
         "{params.common} --threads {threads} --out {output} > {log} 2>&1"
 
 

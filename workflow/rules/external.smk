@@ -52,6 +52,6 @@ rule external_table:
         checks=lambda w, input: checks_args(w.dataset, input.records),
     shell:
         "python -m pagrob.steps.table external --dataset {wildcards.dataset} "
-        "--grid.externals {params.externals} --metrics {input.metrics} --paper {input.paper} "
+        "--externals {params.externals} --metrics {input.metrics} --paper {input.paper} "
         "{params.checks} --out-md {output.md} --out-csv {output.csv} "
         "--out-html {output.html} > {log} 2>&1"

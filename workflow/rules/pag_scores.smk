@@ -51,11 +51,11 @@ rule pag_scores:
         runtime=runtime_of("evaluate"),
     params:
         inputs=pag_input_flags,
-        args=lambda w: pag_scores_flags(w.dataset),
+        settings=lambda w: pag_scores_settings(w.dataset),
         common=lambda w: common_flags(w.dataset),
     shell:
         "python -m pagrob.steps.pag_scores --data {input.data} --model {input.model} "
-        "{params.inputs} {params.args} {params.common} --threads {threads} "
+        "{params.inputs} {params.settings} {params.common} --threads {threads} "
         "--out {output} > {log} 2>&1"
 
 
@@ -77,12 +77,12 @@ rule pag_baselines:
         runtime=runtime_of("evaluate"),
     params:
         inputs=pag_input_flags,
-        args=lambda w: pag_scores_flags(w.dataset),
+        settings=lambda w: pag_scores_settings(w.dataset),
         arch=lambda w: grid.dataset_config(w.dataset)["arch"],
         common=lambda w: common_flags(w.dataset),
     shell:
         "python -m pagrob.steps.pag_scores --data {input.data} --baselines --floor-arch {params.arch} "
-        "{params.inputs} {params.args} {params.common} --threads {threads} "
+        "{params.inputs} {params.settings} {params.common} --threads {threads} "
         "--out {output} > {log} 2>&1"
 
 
@@ -196,7 +196,7 @@ rule toy_pag:
         html=report(
             results("tables/toy_pag.html"),
             caption="../report/toy_pag.rst",
-            category="Toy grid.experiment",
+            category="Toy experiment",
             labels={
                 "Result": "Toy: PAG against the known manifold, and the teacher-based score"
             },

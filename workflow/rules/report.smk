@@ -139,11 +139,11 @@ rule pag_figure:
         mem_mb=mem_of,
         runtime=runtime_of("figure"),
     params:
-        args=lambda w: pictures_flags(w.dataset),
+        settings=lambda w: pictures_settings(w.dataset),
         common=lambda w: common_flags(w.dataset),
     shell:
         "python -m pagrob.steps.pag_figure --data {input.data} --models {input.models} "
-        "{params.args} {params.common} --threads {threads} --out-png {output.png} "
+        "{params.settings} {params.common} --threads {threads} --out-png {output.png} "
         "--out-pdf {output.pdf} > {log} 2>&1"
 
 
@@ -172,11 +172,11 @@ rule ablation_figure:
         mem_mb=lambda w: grid.res(grid.ablation_dataset())["mem_mb"],
         runtime=lambda w: grid.res(grid.ablation_dataset())["runtime"]["figure"],
     params:
-        args=lambda w: pictures_flags(grid.ablation_dataset()),
+        settings=lambda w: pictures_settings(grid.ablation_dataset()),
         common=lambda w: common_flags(grid.ablation_dataset()),
     shell:
         "python -m pagrob.steps.ablation_figure --data {input.data} --models {input.models} "
-        "--table {input.table} {params.args} {params.common} --threads {threads} "
+        "--table {input.table} {params.settings} {params.common} --threads {threads} "
         "--out-png {output.png} --out-pdf {output.pdf} > {log} 2>&1"
 
 

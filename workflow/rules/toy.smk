@@ -1,4 +1,4 @@
-# The toy grid.experiment's table and Fig. 3 (Section 5.1).
+# The toy experiment's table and Fig. 3 (Section 5.1).
 
 
 rule toy_table:
@@ -11,7 +11,7 @@ rule toy_table:
         html=report(
             results("tables/toy.html"),
             caption="../report/toy_table.rst",
-            category="Toy grid.experiment",
+            category="Toy experiment",
             labels={"Result": "Toy table: accuracy of vanilla and PAG"},
         ),
     log:
@@ -33,7 +33,7 @@ rule toy_figure:
         png=report(
             results("figures/fig3_toy.png"),
             caption="../report/fig3_toy.rst",
-            category="Toy grid.experiment",
+            category="Toy experiment",
             labels={"Result": "Fig. 3: decision regions"},
         ),
         pdf=results("figures/fig3_toy.pdf"),

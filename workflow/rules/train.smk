@@ -23,10 +23,12 @@ rule train:
         runtime=runtime_of("train"),
     params:
         args=train_flags,
+        settings=train_settings,
         source=source_flags,
         common=lambda w: common_flags(w.dataset),
     shell:
         "python -m pagrob.steps.train --data {input.data} {params.source} {params.args} "
+        "{params.settings} "
         "{params.common} --threads {threads} --out {output.model} >> {log} 2>&1"
 
 

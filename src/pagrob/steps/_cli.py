@@ -34,6 +34,36 @@ def parser(description: str) -> argparse.ArgumentParser:
     return p
 
 
+def add_settings(p: argparse.ArgumentParser, cls, required: bool = True) -> None:
+    """``--settings``: the step's settings as data, a JSON object of ``cls``'s fields
+    (pagrob.settings) or a file holding one; the workflow writes it from the config."""
+    import dataclasses
+
+    def field(f) -> str:
+        if f.default is not dataclasses.MISSING:
+            return f"{f.name} (default {f.default!r})"
+        if f.default_factory is not dataclasses.MISSING:
+            return f"{f.name} (default {f.default_factory()!r})"
+        return f.name
+
+    names = [field(f) for f in dataclasses.fields(cls) if f.metadata.get("data", True)]
+    p.add_argument(
+        "--settings",
+        required=required,
+        metavar="JSON|FILE",
+        help=f"a JSON object of pagrob.settings.{cls.__name__}'s fields, or a file holding one "
+        f"(attacks as objects of Attack's fields: norm, eps, steps, step_size, random_start); the "
+        f"workflow builds it from the config. Fields: {', '.join(names)}".replace("%", "%%"),
+    )
+
+
+def read_settings(args: argparse.Namespace, cls):
+    """The ``--settings`` of ``add_settings``, as ``cls`` (a bad one named in a ValueError)."""
+    from pagrob import settings
+
+    return settings.read(cls, args.settings)
+
+
 def boolean(text: str) -> bool:
     if text.lower() in ("true", "1", "yes"):
         return True

@@ -16,47 +16,38 @@ import torch
 
 from pagrob import autoattack, io, stats
 from pagrob.evaluate import robust_flags
+from pagrob.settings import AutoAttackSettings
 from pagrob.steps import _cli
-from pagrob.steps.evaluate import add_model_options, attack_spec, load_test_set, write_rows
+from pagrob.steps.evaluate import add_model_options, load_test_set, write_rows
 
 
 def main() -> None:
     p = _cli.parser(__doc__)
-    add_model_options(p)  # --max-images: AutoAttack on the first N test images
-    p.add_argument("--norm", required=True, choices=tuple(autoattack.NORM_NAMES))
-    p.add_argument("--eps", type=float, required=True)
-    p.add_argument("--version", default="standard", choices=autoattack.VERSIONS)
-    p.add_argument("--aa-seed", type=int, default=0, help="AutoAttack's seed (every stage)")
-    p.add_argument(
-        "--pgd",
-        type=attack_spec,
-        required=True,
-        help="the table's PGD (norm:eps:steps[:step_size][:nostart]), run on the same images "
-        "with --seed",
-    )
+    add_model_options(p)
+    _cli.add_settings(p, AutoAttackSettings)  # images: AutoAttack on the first N test images
     p.add_argument("--state", help="resumable state (default: <out>.state.json beside --out)")
     p.add_argument("--out", required=True, help="tidy CSV")
     p.add_argument("--out-json", required=True, help="settings, warnings, PGD on the same images")
     args = p.parse_args()
-    if args.pgd.norm != args.norm or args.pgd.eps != args.eps:
-        raise ValueError(
-            f"--pgd {args.pgd.norm} eps {args.pgd.eps} must match --norm {args.norm} --eps {args.eps}"
-        )
+    s = _cli.read_settings(args, AutoAttackSettings)
+    norm, eps = s.pgd.norm, s.pgd.eps
+    if s.version not in autoattack.VERSIONS:
+        raise ValueError(f"version {s.version!r}: one of {autoattack.VERSIONS}")
     device = _cli.setup(args, [args.out, args.out_json])
     out = Path(args.out)
     state = Path(args.state) if args.state else out.with_name(f"{out.stem}.state.json")
-    ds, model, meta, x, y = load_test_set(args, device)
+    ds, model, meta, x, y = load_test_set(args, device, s.images)
     if ds.bounds != (0.0, 1.0) or ds.num_classes < 4:
         raise ValueError(
             f"AutoAttack needs images in [0, 1] and at least 4 classes; {ds.name} has bounds "
             f"{ds.bounds} and {ds.num_classes} classes. Leave eval.autoattack out for this dataset."
         )
     settings = {
-        "version": args.version,
-        "norm": args.norm,
-        "eps": args.eps,
-        "seed": args.aa_seed,
-        "batch_size": args.batch_size,
+        "version": s.version,
+        "norm": norm,
+        "eps": eps,
+        "seed": s.seed,
+        "batch_size": s.batch_size,
         "images": len(x),
     }
     t0 = time.perf_counter()
@@ -64,22 +55,22 @@ def main() -> None:
         model,
         x,
         y,
-        args.norm,
-        args.eps,
+        norm,
+        eps,
         state_path=state,
         fingerprint=autoattack.fingerprint(args.model, args.data, **settings),
-        version=args.version,
-        seed=args.aa_seed,
-        batch_size=args.batch_size,
+        version=s.version,
+        seed=s.seed,
+        batch_size=s.batch_size,
         device=device,
         log=_cli.log,
     )
     seconds = time.perf_counter() - t0
-    pgd_attack = dataclasses.replace(args.pgd, bounds=ds.bounds)
-    pgd_flags = robust_flags(model, x, y, pgd_attack, args.batch_size, args.seed, device).cpu()
+    pgd_attack = dataclasses.replace(s.pgd, bounds=ds.bounds)
+    pgd_flags = robust_flags(model, x, y, pgd_attack, s.batch_size, s.pgd_seed, device).cpu()
     pgd_same = 100.0 * pgd_flags.sum().item() / len(x)
 
-    common = {"norm": args.norm, "eps": args.eps}
+    common = {"norm": norm, "eps": eps}
     flags = torch.tensor(result.robust_flags)  # cpu: AutoAttack's per-image result, on the host
     rows = [
         common | {"attack": "autoattack", "steps": 0, "accuracy": result.robust, "flags": flags}
@@ -91,7 +82,7 @@ def main() -> None:
     record = {
         **model_ids,
         **{k: v for k, v in settings.items() if k != "seed"},
-        "autoattack_seed": args.aa_seed,
+        "autoattack_seed": s.seed,
         "library": "pyautoattack " + _version("pyautoattack"),
         "clean": result.clean,
         "robust": result.robust,
@@ -111,7 +102,7 @@ def main() -> None:
     write_rows(meta, rows, len(x), args.out)
     state.unlink(missing_ok=True)
     _cli.log(
-        f"AutoAttack {args.version} {args.norm} eps={args.eps:g} on {len(x)} images: clean "
+        f"AutoAttack {s.version} {norm} eps={eps:g} on {len(x)} images: clean "
         f"{result.clean:.2f}%, robust {result.robust:.2f}% (PGD-{pgd_attack.steps} on the same "
         f"images {pgd_same:.2f}%) in {seconds:.1f}s"
     )

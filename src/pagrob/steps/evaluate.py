@@ -11,40 +11,20 @@ import time
 import pandas as pd
 
 from pagrob import data, io, models
-from pagrob.attacks import Attack
 from pagrob.evaluate import evaluate
 from pagrob.report import COLUMNS
+from pagrob.settings import EvalSettings
 from pagrob.steps import _cli
-
-
-def attack_spec(text: str) -> Attack:
-    """``norm:eps:steps[:step_size][:nostart]``, e.g. ``linf:0.031:20`` or ``l2:15:10:2:nostart``."""
-    parts = text.split(":")
-    try:
-        norm, eps, steps = parts[0], float(parts[1]), int(parts[2])
-        rest = parts[3:]
-        random_start = "nostart" not in rest
-        rest = [r for r in rest if r != "nostart"]
-        step_size = float(rest[0]) if rest and rest[0] != "auto" else None
-        return Attack(norm, eps, steps, step_size, random_start)
-    except (IndexError, ValueError) as e:
-        raise argparse.ArgumentTypeError(
-            f"bad attack {text!r} ({e}); expected norm:eps:steps[:step_size][:nostart]"
-        ) from None
 
 
 def add_model_options(p: argparse.ArgumentParser) -> None:
     p.add_argument("--data", required=True)
     p.add_argument("--model", required=True)
-    p.add_argument("--batch-size", type=int, default=500)
-    p.add_argument(
-        "--max-images", type=int, default=0, help="evaluate the first N test images (0: all)"
-    )
-    p.add_argument("--seed", type=int, default=0, help="seed of the attacks' random starts")
 
 
-def load_test_set(args, device: str):
-    """The model, its metadata, and the (first ``--max-images``) test images of its dataset."""
+def load_test_set(args, device: str, max_images: int = 0):
+    """The model, its metadata, and the (first ``max_images``; 0: all) test images of its
+    dataset."""
     ds = data.load_prepared(args.data)
     model, meta = models.load_model(args.model, device)
     if meta.get("dataset") != ds.name:
@@ -52,8 +32,8 @@ def load_test_set(args, device: str):
             f"model {args.model} was trained on {meta.get('dataset')!r}, not {ds.name!r}"
         )
     x, y = ds.x_test, ds.y_test
-    if args.max_images:
-        x, y = x[: args.max_images], y[: args.max_images]
+    if max_images:
+        x, y = x[:max_images], y[:max_images]
     return ds, model, meta, x, y
 
 
@@ -83,14 +63,15 @@ def write_rows(meta: dict, rows: list[dict], images: int, out) -> None:
 def main() -> None:
     p = _cli.parser(__doc__)
     add_model_options(p)
-    p.add_argument("--attack", type=attack_spec, action="append", default=[], help="repeatable")
+    _cli.add_settings(p, EvalSettings)
     p.add_argument("--out", required=True)
     args = p.parse_args()
+    s = _cli.read_settings(args, EvalSettings)
     device = _cli.setup(args, [args.out])
-    ds, model, meta, x, y = load_test_set(args, device)
+    ds, model, meta, x, y = load_test_set(args, device, s.max_images)
     t0 = time.perf_counter()
-    attacks = [dataclasses.replace(a, bounds=ds.bounds) for a in args.attack]
-    rows = evaluate(model, x, y, attacks, args.batch_size, args.seed, device)
+    attacks = [dataclasses.replace(a, bounds=ds.bounds) for a in s.attacks]
+    rows = evaluate(model, x, y, attacks, s.batch_size, s.seed, device)
     write_rows(meta, rows, len(x), args.out)
     _cli.log(f"evaluated {len(x)} images in {time.perf_counter() - t0:.1f}s -> {args.out}")
 

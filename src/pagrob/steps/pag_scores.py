@@ -7,7 +7,7 @@ model uses, named by the source stored in their file, teacher_linf and teacher_l
 (the mean cosine of the centred logits' input-gradients over images and classes: blind to a
 function added to every logit, as the predictions are), alignment_log_softmax (the same for
 log-softmax), alignment_logit (the raw logits': a diagnostic), targeted_success and
-targeted_prob (the --attack's targeted PGD on the model towards every other class, judged by the
+targeted_prob (the settings' attack: targeted PGD on the model towards every other class, judged by the
 reference). Without a reference: common_mode (the share of the gradients' energy that all
 classes have in common) and, with --autoencoder, tangent_fraction (||P_T g|| / ||g|| of the
 centred gradients in the autoencoder's tangent space) and, with --noise, on_manifold_change and
@@ -30,8 +30,8 @@ import torch
 
 from pagrob import data, io, models, pag_scores
 from pagrob.pag_report import COLUMNS
+from pagrob.settings import PagScoresSettings
 from pagrob.steps import _cli
-from pagrob.steps.evaluate import attack_spec
 
 
 def floor_model(arch: str, ds: data.Dataset, seed: int, device: str) -> models.Classifier:
@@ -66,9 +66,6 @@ def parser():
         help="robust reference model files (teacher_linf, teacher_l2)",
     )
     p.add_argument("--autoencoder", help="an autoencoder file (pagrob.steps.autoencoder)")
-    p.add_argument(
-        "--noise", type=float, help="with --autoencoder: L2 norm of the on/off-manifold noise"
-    )
     p.add_argument("--noise-draws", type=int, default=4, help="noise directions per image")
     p.add_argument("--baselines", action="store_true", help="add the baseline rows")
     p.add_argument(
@@ -76,37 +73,32 @@ def parser():
         choices=models.ARCHITECTURES,
         help="the floor's architecture (default: the first --model's, else the first reference's)",
     )
-    p.add_argument("--images", type=int, required=True, help="score on the first N test images")
-    p.add_argument(
-        "--attack", type=attack_spec, required=True, help="targeted attack, e.g. l2:3:60:nostart"
-    )
-    p.add_argument(
-        "--batch-size", type=int, default=500, help="images (or attacked images) per batch"
-    )
-    p.add_argument(
-        "--seed", type=int, default=0, help="attack starts, noise, the floor's initialisation"
-    )
+    # images: the first N test images; batch_size: images (or attacked images) per batch; seed:
+    # attack starts, noise, the floor's initialisation; noise (with --autoencoder): the L2 norm
+    # of the on/off-manifold noise
+    _cli.add_settings(p, PagScoresSettings)
     p.add_argument("--out", required=True)
     return p
 
 
 def main() -> None:
     args = parser().parse_args()
+    s = _cli.read_settings(args, PagScoresSettings)
     if not args.models and not args.baselines:
         raise ValueError("nothing to score: give --model files or --baselines")
     if not args.references and not args.autoencoder:
         raise ValueError("nothing to score against: give --references and/or --autoencoder")
-    if args.noise is not None and not args.autoencoder:
+    if s.noise is not None and not args.autoencoder:
         raise ValueError(
-            "--noise needs --autoencoder (the noise lies inside or off its tangent space)"
+            "noise needs --autoencoder (the noise lies inside or off its tangent space)"
         )
     device = _cli.setup(args, [args.out])
     ds = data.load_prepared(args.data)
-    if not 0 < args.images <= len(ds.x_test):
-        raise ValueError(f"--images {args.images}: the test set has {len(ds.x_test)} images")
-    x = ds.x_test[: args.images].to(device)
-    y = ds.y_test[: args.images].to(device)
-    attack = dataclasses.replace(args.attack, bounds=ds.bounds)
+    if not 0 < s.images <= len(ds.x_test):
+        raise ValueError(f"images {s.images}: the test set has {len(ds.x_test)} images")
+    x = ds.x_test[: s.images].to(device)
+    y = ds.y_test[: s.images].to(device)
+    attack = dataclasses.replace(s.attack, bounds=ds.bounds)
 
     def load(path):
         model, meta = models.load_model(path, device)
@@ -159,8 +151,8 @@ def main() -> None:
     if args.baselines:
         first = scored[0][2] if scored else next(iter(references.values()))[1]
         arch = args.floor_arch or first["arch"]
-        floor = floor_model(arch, ds, args.seed, device)
-        scored.append(("floor", floor, {"source": "floor", "lam": 0.0, "seed": args.seed}))
+        floor = floor_model(arch, ds, s.seed, device)
+        scored.append(("floor", floor, {"source": "floor", "lam": 0.0, "seed": s.seed}))
         if autoencoder is not None:
             base = {"lam": 0.0, "seed": ae_meta.get("seed", 0)}
             k, d = autoencoder.latent, math.prod(ds.input_shape)
@@ -178,41 +170,41 @@ def main() -> None:
             )
         for name, (model, meta) in references.items():
             ceiling = {"source": "ceiling", "lam": 0.0, "seed": meta["seed"]}
-            values = pag_scores.gradient_scores(model, x, args.batch_size, {name: model})
+            values = pag_scores.gradient_scores(model, x, s.batch_size, {name: model})
             for (score, ref), value in values.items():
                 if ref == name:
                     add(ceiling, score, ref, value)
-            g = torch.Generator().manual_seed(args.seed)  # cpu: attack starts, as for the models
+            g = torch.Generator().manual_seed(s.seed)  # cpu: attack starts, as for the models
             x_adv, targets = pag_scores.targeted_examples(
-                model, x, y, attack, ds.num_classes, args.batch_size, g
+                model, x, y, attack, ds.num_classes, s.batch_size, g
             )
             agree = pag_scores.reference_agreement(
-                model, x_adv, targets, args.batch_size, ds.num_classes - 1
+                model, x_adv, targets, s.batch_size, ds.num_classes - 1
             )
             for score, value in agree["per_image"].items():
                 add(ceiling, score, name, value)
 
     for what, model, meta in scored:
         t0 = time.perf_counter()
-        noise_g = torch.Generator().manual_seed(args.seed)  # cpu: noise draws, moved per batch
+        noise_g = torch.Generator().manual_seed(s.seed)  # cpu: noise draws, moved per batch
         values = pag_scores.gradient_scores(
             model,
             x,
-            args.batch_size,
+            s.batch_size,
             {n: r for n, (r, _) in references.items()},
             autoencoder,
-            args.noise,
+            s.noise,
             args.noise_draws,
             noise_g,
         )
         if references:
-            g = torch.Generator().manual_seed(args.seed)  # cpu: attack starts, same per model
+            g = torch.Generator().manual_seed(s.seed)  # cpu: attack starts, same per model
             x_adv, targets = pag_scores.targeted_examples(
-                model, x, y, attack, ds.num_classes, args.batch_size, g
+                model, x, y, attack, ds.num_classes, s.batch_size, g
             )
             for name, (reference, _) in references.items():
                 agree = pag_scores.reference_agreement(
-                    reference, x_adv, targets, args.batch_size, ds.num_classes - 1
+                    reference, x_adv, targets, s.batch_size, ds.num_classes - 1
                 )
                 values |= {(score, name): v for score, v in agree["per_image"].items()}
         for (score, ref), value in values.items():

@@ -10,16 +10,16 @@ import torch
 from pagrob import data, models
 from pagrob.attacks import NORMS
 from pagrob.steps import _cli
-from pagrob.steps.train import add_training_options, settings_from, train_and_save
+from pagrob.steps.train import add_training_options, train_and_save
+from pagrob.train import TrainSettings
 
 
 def main() -> None:
     p = _cli.parser(__doc__)
-    add_training_options(p, required=False)
+    add_training_options(p)
+    _cli.add_settings(p, TrainSettings, required=False)  # with its adversarial attack
     p.add_argument("--norm", required=True, choices=NORMS)
-    p.add_argument("--eps", type=float, help="training attack radius")
-    p.add_argument("--steps", type=int, help="training attack PGD steps")
-    p.add_argument("--step-size", type=float, help="training attack step size")
+    p.add_argument("--seed", type=int, required=True, help="the teacher's seed (its folder's)")
     p.add_argument("--import-state-dict", help="import this checkpoint instead of training")
     p.add_argument(
         "--import-arch", choices=models.ARCHITECTURES, help="the imported checkpoint's architecture"
@@ -37,23 +37,18 @@ def main() -> None:
     if args.import_state_dict:
         import_checkpoint(args, ds, source)
         return
-    missing = [
-        f"--{k.replace('_', '-')}"
-        for k in ("arch", "epochs", "batch_size", "lr", "eps", "steps")
-        if getattr(args, k) is None
-    ]
-    if missing:
+    if not (args.arch and args.settings):
         raise ValueError(
-            f"adversarial training needs {', '.join(missing)} (or --import-state-dict)"
+            "adversarial training needs --arch and --settings (or --import-state-dict)"
         )
-    adversarial = {
-        "norm": args.norm,
-        "eps": args.eps,
-        "steps": args.steps,
-        "step_size": args.step_size,
-        "random_start": True,
-    }
-    settings = settings_from(args, adversarial=adversarial)
+    settings = _cli.read_settings(args, TrainSettings)
+    attack = settings.adversarial or {}
+    if attack.get("norm") != args.norm or settings.seed != args.seed or settings.lam:
+        raise ValueError(
+            f"--settings train {attack.get('norm')!r} adversarially, seed {settings.seed}, lam "
+            f"{settings.lam}: a {args.norm} teacher of seed {args.seed} needs adversarial.norm "
+            f"{args.norm!r}, seed {args.seed} and lam 0"
+        )
     ds.x_train, ds.y_train = ds.x_train.to(device), ds.y_train.to(device)
     train_and_save(args, ds, settings, None, device, source=source)
 

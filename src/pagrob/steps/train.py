@@ -12,46 +12,20 @@ from pathlib import Path
 
 import torch
 
-from pagrob import data, io, models, pag, sources, target_files
+from pagrob import data, io, models, sources, target_files
 from pagrob.pag import AUTO
 from pagrob.steps import _cli
-from pagrob.train import AUTO_NOTE, DEFAULT_PAG_VARIANT, PAG_VARIANTS, TooLong, TrainSettings, fit
+from pagrob.train import AUTO_NOTE, TooLong, TrainSettings, fit
 
 #: ``--device auto`` without CUDA: the most hours of CPU training a job starts without being told
 #: to (``device: cpu``), e.g. not config.yaml's 100-epoch ResNet-18s
 CPU_HOURS_LIMIT = 3.0
 
 
-def add_training_options(p, required: bool = True) -> None:
+def add_training_options(p) -> None:
+    """What every training step (students and teachers) takes besides its settings."""
     p.add_argument("--data", required=True, help="prepared dataset file")
-    p.add_argument("--arch", required=required, choices=models.ARCHITECTURES)
-    p.add_argument("--seed", type=int, required=True)
-    p.add_argument("--epochs", type=int, required=required)
-    p.add_argument("--batch-size", type=int, required=required)
-    p.add_argument("--optimizer", default="sgd", choices=["sgd", "adam"])
-    p.add_argument("--lr", type=float, required=required)
-    p.add_argument("--momentum", type=float, default=0.9)
-    p.add_argument("--weight-decay", type=float, default=0.0)
-    p.add_argument(
-        "--milestones",
-        type=_cli.int_list,
-        default=[],
-        help="e.g. '50 75': lr *= gamma from these epochs",
-    )
-    p.add_argument("--gamma", type=float, default=0.1)
-    p.add_argument(
-        "--crop-padding", type=int, default=0, help="random crop with this zero padding (0: none)"
-    )
-    p.add_argument("--flip", type=_cli.boolean, default=False, help="random horizontal flips")
-    p.add_argument(
-        "--amp",
-        type=_cli.boolean,
-        default=False,
-        help="bfloat16 autocast (CUDA only; refused on the CPU)",
-    )
-    p.add_argument(
-        "--channels-last", type=_cli.boolean, default=False, help="channels-last memory format"
-    )
+    p.add_argument("--arch", choices=models.ARCHITECTURES, help="the model's architecture")
     p.add_argument("--out", required=True, help="the final model file")
     p.add_argument(
         "--checkpoint", help="resume file (default: <name of --out>.checkpoint.pt beside it)"
@@ -68,42 +42,29 @@ def add_training_options(p, required: bool = True) -> None:
 def parser():
     p = _cli.parser(__doc__)
     add_training_options(p)
+    _cli.add_settings(p, TrainSettings)
     p.add_argument("--source", required=True, choices=sources.SOURCES)
     p.add_argument(
         "--label",
         help="the model's source in its file and every table (default: --source); the workflow "
         "names a model of another class score than pag.grad_of <source>.<grad_of>",
     )
-    p.add_argument("--lam", type=float, required=True, help="PAG weight (0 for vanilla)")
     p.add_argument(
         "--targets", help="representative and file sources: the file built by make_targets"
     )
     p.add_argument("--teacher", help="rigd_* sources: the robust teacher's model file")
-    p.add_argument("--grad-of", default="logit", choices=pag.GRAD_OF)
-    p.add_argument(
-        "--strategy",
-        default=pag.DEFAULT_STRATEGY,
-        choices=pag.STRATEGY_CHOICES,
-        help="how the C input-gradients are computed (identical results); auto: the fastest, timed at the start",
-    )
-    p.add_argument("--pag-eps", type=float, default=1e-8, help="epsilon of Eq. (2)")
-    p.add_argument("--classes-per-step", type=int, default=0, help="0: all classes every step")
-    p.add_argument(
-        "--pag-variant",
-        default=DEFAULT_PAG_VARIANT,
-        choices=PAG_VARIANTS,
-        help="follow: CE and PAG on the per-image augmented batch, targets following each crop and "
-        "flip; authors: the released code's (CE on one view, PAG gradient w.r.t. the un-augmented "
-        "image through another, each one crop and flip per step, un-augmented targets)",
-    )
     return p
 
 
 def main() -> None:
     args = parser().parse_args()
-    if (args.source == "vanilla") != (args.lam == 0):
+    if not args.arch:
+        raise ValueError("--arch is needed: the architecture to train")
+    settings = _cli.read_settings(args, TrainSettings)
+    if (args.source == "vanilla") != (settings.lam == 0):
         raise ValueError(
-            f"source {args.source!r} with lam {args.lam}: vanilla needs lam 0, PAG sources lam > 0"
+            f"source {args.source!r} with lam {settings.lam}: vanilla needs lam 0, PAG sources "
+            "lam > 0"
         )
     if (args.source in sources.REPRESENTATIVES or args.source == sources.FILE) and not args.targets:
         raise ValueError(
@@ -116,15 +77,6 @@ def main() -> None:
         ds.x_train.to(device),
         ds.y_train.to(device),
     )  # once, shared by the sources
-    settings = settings_from(
-        args,
-        lam=args.lam,
-        grad_of=args.grad_of,
-        strategy=args.strategy,
-        pag_eps=args.pag_eps,
-        classes_per_step=args.classes_per_step or None,
-        pag_variant=args.pag_variant,
-    )
     source = None
     if args.source in sources.REPRESENTATIVES:
         source = sources.load_representatives(args.targets, ds, args.source, device)
@@ -142,27 +94,8 @@ def main() -> None:
             raise ValueError(
                 f"teacher {args.teacher} was trained on {meta.get('dataset')!r}, not {ds.name!r}"
             )
-        source = sources.TeacherGradients(teacher, args.grad_of)
+        source = sources.TeacherGradients(teacher, settings.grad_of)
     train_and_save(args, ds, settings, source, device, source=args.label or args.source)
-
-
-def settings_from(args, **extra) -> TrainSettings:
-    return TrainSettings(
-        epochs=args.epochs,
-        batch_size=args.batch_size,
-        optimizer=args.optimizer,
-        lr=args.lr,
-        momentum=args.momentum,
-        weight_decay=args.weight_decay,
-        milestones=args.milestones,
-        gamma=args.gamma,
-        crop_padding=args.crop_padding,
-        flip=args.flip,
-        seed=args.seed,
-        amp=args.amp,
-        channels_last=args.channels_last,
-        **extra,
-    )
 
 
 def train_and_save(args, ds, settings: TrainSettings, target_source, device: str, **meta) -> None:
@@ -170,7 +103,7 @@ def train_and_save(args, ds, settings: TrainSettings, target_source, device: str
     checkpoint = (
         Path(args.checkpoint) if args.checkpoint else out.with_name(f"{out.stem}.checkpoint.pt")
     )
-    torch.manual_seed(args.seed)
+    torch.manual_seed(settings.seed)
     model = models.build_model(args.arch, ds.input_shape, ds.num_classes, ds.mean, ds.std)
     _cli.log(
         f"training {args.arch} on {ds.name} ({len(ds.x_train)} images) on {device}, "
@@ -215,7 +148,7 @@ def train_and_save(args, ds, settings: TrainSettings, target_source, device: str
         ds.num_classes,
         dataset=ds.name,
         classes=ds.classes,
-        seed=args.seed,
+        seed=settings.seed,
         lam=settings.lam,
         # settings hold the strategy asked for (maybe "auto"); this, the one that computed it
         settings=asdict(settings),
