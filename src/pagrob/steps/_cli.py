@@ -64,6 +64,32 @@ def read_settings(args: argparse.Namespace, cls):
     return settings.read(cls, args.settings)
 
 
+def add_table_outputs(p: argparse.ArgumentParser, required: bool = True) -> None:
+    """A table's files: --out-md (the table), --out-csv (its numbers), --out-html (the report's
+    page of it; optional)."""
+    p.add_argument("--out-md", required=required, help="the table (Markdown)")
+    p.add_argument("--out-csv", required=required, help="the table's numbers (CSV)")
+    p.add_argument("--out-html", help="also the table as an HTML page (for the report)")
+
+
+def add_figure_outputs(p: argparse.ArgumentParser, required: bool = True) -> None:
+    """A figure's files: --out-png and --out-pdf."""
+    p.add_argument("--out-png", required=required, help="the figure (PNG)")
+    p.add_argument("--out-pdf", required=required, help="the figure (PDF)")
+
+
+def write_table(args: argparse.Namespace, numbers, text: str, title: str | None = None) -> None:
+    """The files of ``add_table_outputs``: ``numbers`` (a DataFrame) as CSV, ``text`` (the
+    Markdown table) and, where --out-html is given, its HTML page (``title`` where the text has
+    no heading)."""
+    from pagrob import html_table, io
+
+    io.write_text(numbers.to_csv(index=False), args.out_csv)
+    io.write_text(text, args.out_md)
+    if args.out_html:
+        io.write_text(html_table.page(text, title), args.out_html)
+
+
 def boolean(text: str) -> bool:
     if text.lower() in ("true", "1", "yes"):
         return True

@@ -11,7 +11,7 @@ import argparse
 
 import pandas as pd
 
-from pagrob import answer, html_table, io, pag_report, report
+from pagrob import answer, pag_report, report
 from pagrob.steps import _cli
 
 
@@ -24,9 +24,7 @@ def main() -> None:
     p.add_argument("--metrics", nargs="+", required=True, help="tidy metrics CSVs")
     p.add_argument("--scores", nargs="+", help="images: the models' PAG scores (pag_scores.csv)")
     p.add_argument("--toy-pag", help="toy: results/tables/toy_pag.csv")
-    p.add_argument("--out-md", required=True)
-    p.add_argument("--out-csv", required=True)
-    p.add_argument("--out-html")
+    _cli.add_table_outputs(p)
     args = p.parse_args()
     metrics = pd.concat([report.read_metrics(m) for m in args.metrics], ignore_index=True)
     if args.what == "images":
@@ -38,10 +36,7 @@ def main() -> None:
         if not args.toy_pag:
             raise ValueError("toy needs --toy-pag (results/tables/toy_pag.csv)")
         full, text = answer.toy_answer(metrics, pd.read_csv(args.toy_pag))
-    io.write_text(full.to_csv(index=False), args.out_csv)
-    io.write_text(text, args.out_md)
-    if args.out_html:
-        io.write_text(html_table.page(text, text.splitlines()[0].lstrip("# ")), args.out_html)
+    _cli.write_table(args, full, text, text.splitlines()[0].lstrip("# "))
     print(text)
 
 

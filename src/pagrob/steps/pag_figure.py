@@ -15,8 +15,7 @@ def add_picture_options(p) -> None:
     p.add_argument("--models", nargs="+", required=True)
     _cli.add_settings(p, PicturesSettings)
     p.add_argument("--seed", type=int, default=0, help="the attack's random start (none: unused)")
-    p.add_argument("--out-png", required=True)
-    p.add_argument("--out-pdf", required=True)
+    _cli.add_figure_outputs(p)
 
 
 def attack_rows(args, s: PicturesSettings, device, label) -> tuple[data.Dataset, list]:

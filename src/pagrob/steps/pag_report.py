@@ -11,7 +11,7 @@ import argparse
 
 import pandas as pd
 
-from pagrob import html_table, io, pag_report, report
+from pagrob import io, pag_report, report
 from pagrob.steps import _cli
 
 
@@ -34,13 +34,8 @@ def main() -> None:
         "(default: the instruments alignment, alignment_log_softmax, tangent_fraction, those present)",
     )
     p.add_argument("--source", help="lambda: the ablated source, e.g. class_mean")
-    p.add_argument("--out-md")
-    p.add_argument("--out-csv")
-    p.add_argument(
-        "--out-html", help="table, lambda: also the table as an HTML page (for the report)"
-    )
-    p.add_argument("--out-png")
-    p.add_argument("--out-pdf")
+    _cli.add_table_outputs(p, required=False)  # table, lambda; plot: --out-csv, its points
+    _cli.add_figure_outputs(p, required=False)
     args = p.parse_args()
     scores = pag_report.read_scores(args.scores)
     if args.what == "plot":
@@ -68,15 +63,12 @@ def main() -> None:
             from pagrob import pag_figures
 
             pag_figures.pag_vs_lambda(scores, args.source, args.out_png, args.out_pdf, score)
-    io.write_text(full.to_csv(index=False), args.out_csv)
-    io.write_text(text, args.out_md)
-    if args.out_html:
-        title = (
-            "PAG scores"
-            if args.what == "table"
-            else f"PAG score against λ ({pag_report.method(args.source)})"
-        )
-        io.write_text(html_table.page(text, title), args.out_html)
+    title = (
+        "PAG scores"
+        if args.what == "table"
+        else f"PAG score against λ ({pag_report.method(args.source)})"
+    )
+    _cli.write_table(args, full, text, title)
     print(text)
 
 

@@ -13,7 +13,7 @@ import argparse
 
 import pandas as pd
 
-from pagrob import html_table, io, report, robustness
+from pagrob import report, robustness
 from pagrob.steps import _cli
 
 
@@ -32,11 +32,8 @@ def main() -> None:
         "--zero-at", type=float, help="checks: the most accuracy (%%) allowed at the largest eps"
     )
     p.add_argument("--title", default="", help="curves: the figure's title")
-    p.add_argument("--out-md")
-    p.add_argument("--out-csv")
-    p.add_argument("--out-html", help="checks: also the table as an HTML page (for the report)")
-    p.add_argument("--out-png")
-    p.add_argument("--out-pdf")
+    _cli.add_table_outputs(p, required=False)  # checks
+    _cli.add_figure_outputs(p, required=False)  # curves
     args = p.parse_args()
     metrics = pd.concat([report.read_metrics(m) for m in args.metrics], ignore_index=True)
     if args.what == "checks":
@@ -59,10 +56,7 @@ def main() -> None:
             zero_at=args.zero_at,
         )
         text = robustness.masking_table(checks, report.method)
-        io.write_text(checks.to_csv(index=False), args.out_csv)
-        io.write_text(text, args.out_md)
-        if args.out_html:
-            io.write_text(html_table.page(text), args.out_html)
+        _cli.write_table(args, checks, text)
         print(text)
     else:
         if not (args.out_png and args.out_pdf):

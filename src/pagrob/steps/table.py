@@ -9,7 +9,7 @@ import json
 
 import pandas as pd
 
-from pagrob import html_table, io, report
+from pagrob import report
 from pagrob.steps import _cli
 
 
@@ -43,16 +43,13 @@ def main() -> None:
     p.add_argument(
         "--zero-at", type=float, help="main, external: as pagrob.steps.robustness checks"
     )
-    p.add_argument("--out-md", required=True)
-    p.add_argument("--out-csv", required=True)
-    p.add_argument("--out-html", help="also the table as an HTML page (for the report)")
+    _cli.add_table_outputs(p)
     p.add_argument("--scores", nargs="+", help="grad_of: the models' PAG scores (pag_scores.csv)")
     p.add_argument(
         "--default-score",
         help="grad_of: pag.grad_of, the class score of the models named without one",
     )
-    p.add_argument("--out-png", help="grad_of: its figure")
-    p.add_argument("--out-pdf", help="grad_of: its figure")
+    _cli.add_figure_outputs(p, required=False)  # grad_of: its figure
     args = p.parse_args()
     paper = report.read_paper(args.paper)
     if args.table == "lambda":
@@ -94,10 +91,7 @@ def main() -> None:
                 pag_figures.grad_of_figure(full, args.out_png, args.out_pdf)
         else:
             full, text = report.ablation_table(metrics, paper)
-    io.write_text(full.to_csv(index=False), args.out_csv)
-    io.write_text(text, args.out_md)
-    if args.out_html:
-        io.write_text(html_table.page(text), args.out_html)
+    _cli.write_table(args, full, text)
     print(text)
 
 

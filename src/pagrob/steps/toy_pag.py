@@ -16,7 +16,7 @@ import warnings
 import pandas as pd
 import torch
 
-from pagrob import data, html_table, io, models, report, toy_pag
+from pagrob import data, models, report, toy_pag
 from pagrob.steps import _cli
 
 CSV_COLUMNS = [
@@ -93,9 +93,7 @@ def main() -> None:
         "--norm", choices=("linf", "l2"), help="the robust column's PGD (default: the only one)"
     )
     p.add_argument("--batch-size", type=int, default=toy_pag.BATCH_SIZE, help="points per batch")
-    p.add_argument("--out-csv", required=True)
-    p.add_argument("--out-md", required=True)
-    p.add_argument("--out-html", required=True)
+    _cli.add_table_outputs(p)
     args = p.parse_args()
     device = _cli.setup(args, [args.out_csv, args.out_md, args.out_html])
     ds = data.load_prepared(args.data)
@@ -158,7 +156,6 @@ def main() -> None:
             f"teacher alignment {scores[1]:.3f}"
         )
     table = pd.DataFrame(rows, columns=CSV_COLUMNS)
-    io.write_text(table.to_csv(index=False), args.out_csv)
 
     pgd = pd.concat(used)
     attack = report.metric_labels(pgd)[pgd["norm"].iloc[0]]
@@ -208,8 +205,7 @@ def main() -> None:
         f'set; the robust column is {attack} (attack "pgd" of the metrics); the reference\'s '
         "cells are blank where the metrics hold none of it.\n"
     )
-    io.write_text(text, args.out_md)
-    io.write_text(html_table.page(text), args.out_html)
+    _cli.write_table(args, table, text)
     _cli.log(
         f"{len(args.models)} models and the reference -> "
         f"{args.out_csv}, {args.out_md}, {args.out_html}"
