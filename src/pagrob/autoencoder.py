@@ -21,7 +21,7 @@ import math
 import time
 from collections.abc import Callable
 from contextlib import contextmanager
-from dataclasses import asdict, dataclass
+from dataclasses import asdict
 from pathlib import Path
 
 import torch
@@ -29,6 +29,7 @@ import torch.nn.functional as F
 from torch import Tensor, nn
 
 from pagrob import io
+from pagrob.settings import AutoencoderSettings  # its settings, pure Python (built from the config)
 
 ARCHS = ("mlp", "conv")
 FILE_KEYS = ("state_dict", "arch", "input_shape", "latent", "settings")
@@ -153,16 +154,6 @@ def _evaluating(module: nn.Module):
 
 
 # --- Training ------------------------------------------------------------------------------------
-
-
-@dataclass
-class AutoencoderSettings:
-    arch: str
-    latent: int
-    epochs: int
-    batch_size: int
-    lr: float
-    seed: int
 
 
 def epoch_generator(seed: int, epoch: int) -> torch.Generator:

@@ -268,6 +268,26 @@ class PicturesSettings:
         )
 
 
+@dataclass(frozen=True)
+class AutoencoderSettings:
+    """The autoencoder of the tangent-space scores (datasets.<d>.autoencoder; its noise is the
+    PAG scores')."""
+
+    arch: str
+    latent: int
+    epochs: int
+    batch_size: int
+    lr: float
+    seed: int = 0
+
+    def __post_init__(self):
+        _as_floats(self)
+
+    @classmethod
+    def from_config(cls, block: dict) -> AutoencoderSettings:
+        return cls(**picked(cls, block, "autoencoder", skip=("noise",)))
+
+
 # --- As data: the JSON a rule writes and a step reads ---------------------------------------------
 
 

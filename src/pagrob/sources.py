@@ -151,10 +151,8 @@ def clustered_nn(
     Cost: k-means is scikit-learn's Lloyd algorithm in float32 (``KMEANS_N_INIT`` k-means++
     starts, at most 300 iterations each); one iteration costs n_c * k * D multiply-adds per
     class, so CIFAR-10 (5,000 x 3,072 per class) with k = 10 is 0.15 GFLOP, k = 100 1.5 GFLOP
-    per iteration, with about n_c * D * 4 bytes (60 MiB) for the class's data. Measured on one
-    CPU thread with CIFAR-sized synthetic classes (5,000 x 3,072): about 4.5 s per class at
-    k = 10 and 20 s at k = 100, so under a minute and about 3.5 minutes for CIFAR-10's ten
-    classes. The assignment is chunked float32 matrix products, N * C * k * D multiply-adds in
+    per iteration, with about n_c * D * 4 bytes (60 MiB) for the class's data; its time on one
+    CPU thread: bench/kmeans_targets.py (README, Performance). The assignment is chunked float32 matrix products, N * C * k * D multiply-adds in
     all (1.5e11 for CIFAR-10 at k = 100, seconds), chunk * k distances at a time.
     """
     from sklearn.cluster import KMeans

@@ -13,6 +13,7 @@ import torch
 from torch import nn
 from torch.func import jacfwd
 
+from conftest import settings_json
 from pagrob import autoencoder as A
 from pagrob import data
 from pagrob.datasets import load_digits
@@ -209,18 +210,8 @@ def test_step_trains_saves_and_refuses_to_overwrite(tmp_path, digits, monkeypatc
         "pagrob.steps.autoencoder",
         "--data",
         str(prepared),
-        "--arch",
-        "mlp",
-        "--latent",
-        "8",
-        "--epochs",
-        "2",
-        "--batch-size",
-        "64",
-        "--lr",
-        "1e-3",
-        "--seed",
-        "0",
+        "--settings",
+        settings_json(arch="mlp", latent=8, epochs=2, batch_size=64, lr=1e-3, seed=0),
         "--out",
         str(out),
         "--device",
@@ -259,8 +250,9 @@ def test_step_trains_saves_and_refuses_to_overwrite(tmp_path, digits, monkeypatc
     )
     data.save_prepared(odd, tmp_path / "odd.pt")
     args = [a if a != str(prepared) else str(tmp_path / "odd.pt") for a in cmd[3:]]
-    args[args.index("mlp")] = "conv"
+    settings = args.index("--settings") + 1
+    args[settings] = args[settings].replace('"mlp"', '"conv"')
     args[args.index(str(out))] = str(tmp_path / "odd" / "model.pt")
     monkeypatch.setattr(sys, "argv", ["autoencoder", *args])
-    with pytest.raises(ValueError, match="--arch mlp"):
+    with pytest.raises(ValueError, match="use arch mlp"):
         step.main()

@@ -131,6 +131,8 @@ def test_every_block_of_the_shipped_configs_builds_its_settings():
                 settings.SweepSettings.from_config(dc["eval"], grid.aa_norms(d))
             if dc.get("pictures"):
                 settings.PicturesSettings.from_config(dc["pictures"])
+            if dc.get("autoencoder"):
+                settings.AutoencoderSettings.from_config(dc["autoencoder"])
             if dc.get("pag_scores") and d != "toy":
                 pictures = dc["pictures"]["attack"]
                 settings.PagScoresSettings.from_config(dc["pag_scores"], pictures)

@@ -422,7 +422,7 @@ def checks_args(dataset, records):
 # --- Measuring PAG: scores against independent robust references and an autoencoder ----------
 
 
-def autoencoder_flags(wildcards):
+def autoencoder_settings(wildcards):
     ae = grid.autoencoder_config(wildcards.dataset)
     if not ae or int(wildcards.seed) != ae["seed"]:
         raise ConfigError(
@@ -430,9 +430,7 @@ def autoencoder_flags(wildcards):
             f"config: datasets.{wildcards.dataset}.autoencoder "
             + (f"has seed {ae['seed']}" if ae else "is not set")
         )
-    return flags(
-        {k: ae[k] for k in ("arch", "latent", "epochs", "batch_size", "lr", "seed")}
-    )
+    return settings_option(step_settings.AutoencoderSettings.from_config(ae))
 
 
 def pag_scores_settings(dataset):

@@ -25,10 +25,10 @@ rule autoencoder:
         mem_mb=mem_of,
         runtime=runtime_of("train"),
     params:
-        args=autoencoder_flags,
+        settings=autoencoder_settings,
         common=lambda w: common_flags(w.dataset),
     shell:
-        "python -m pagrob.steps.autoencoder --data {input.data} {params.args} {params.common} "
+        "python -m pagrob.steps.autoencoder --data {input.data} {params.settings} {params.common} "
         "--threads {threads} --out {output.model} > {log} 2>&1"
 
 

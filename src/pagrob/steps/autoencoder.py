@@ -13,18 +13,15 @@ import math
 import torch
 
 from pagrob import autoencoder, data
+from pagrob.settings import AutoencoderSettings
 from pagrob.steps import _cli
 
 
 def parser():
     p = _cli.parser(__doc__)
     p.add_argument("--data", required=True, help="prepared dataset file")
-    p.add_argument("--arch", required=True, choices=autoencoder.ARCHS)
-    p.add_argument("--latent", type=int, required=True, help="latent size k")
-    p.add_argument("--epochs", type=int, required=True)
-    p.add_argument("--batch-size", type=int, required=True)
-    p.add_argument("--lr", type=float, required=True, help="Adam's learning rate")
-    p.add_argument("--seed", type=int, required=True)
+    # arch: one of autoencoder.ARCHS; latent: the latent size k; lr: Adam's learning rate
+    _cli.add_settings(p, AutoencoderSettings)
     p.add_argument("--out", required=True, help="the autoencoder file (.pt; a .json beside it)")
     return p
 
@@ -38,33 +35,28 @@ def check_inputs(arch: str, ds: data.Dataset, latent: int) -> None:
         )
     if arch == "conv" and (len(shape) != 3 or any(s % 8 for s in shape[1:])):
         raise ValueError(
-            f"--arch conv needs C x H x W images with H and W divisible by 8, but {ds.name} has "
-            f"inputs of shape {shape}; use --arch mlp"
+            f"arch conv needs C x H x W images with H and W divisible by 8, but {ds.name} has "
+            f"inputs of shape {shape}; use arch mlp (datasets.<d>.autoencoder.arch)"
         )
     d = math.prod(shape)
     if not 1 <= latent < d:
-        raise ValueError(f"--latent {latent} for {ds.name} (d = {d}): choose 1 <= --latent < {d}")
+        raise ValueError(f"latent {latent} for {ds.name} (d = {d}): choose 1 <= latent < {d}")
 
 
 def main() -> None:
     args = parser().parse_args()
+    settings = _cli.read_settings(args, AutoencoderSettings)
+    if settings.arch not in autoencoder.ARCHS:
+        raise ValueError(f"arch {settings.arch!r}: one of {autoencoder.ARCHS}")
     device = _cli.setup(args, [args.out])
     ds = data.load_prepared(args.data)
-    check_inputs(args.arch, ds, args.latent)
-    settings = autoencoder.AutoencoderSettings(
-        arch=args.arch,
-        latent=args.latent,
-        epochs=args.epochs,
-        batch_size=args.batch_size,
-        lr=args.lr,
-        seed=args.seed,
-    )
+    check_inputs(settings.arch, ds, settings.latent)
     x_train = ds.x_train.to(device)  # once
-    torch.manual_seed(args.seed)
-    ae = autoencoder.build(args.arch, ds.input_shape, args.latent)
-    d, k = math.prod(ds.input_shape), args.latent
+    torch.manual_seed(settings.seed)
+    ae = autoencoder.build(settings.arch, ds.input_shape, settings.latent)
+    d, k = math.prod(ds.input_shape), settings.latent
     _cli.log(
-        f"training the {args.arch} autoencoder (latent {k}, d {d}) on {ds.name} "
+        f"training the {settings.arch} autoencoder (latent {k}, d {d}) on {ds.name} "
         f"({len(x_train)} images) on {device}, {sum(p.numel() for p in ae.parameters())} "
         f"parameters, settings {settings}"
     )
