@@ -228,6 +228,26 @@ class SweepSettings:
 
 
 @dataclass(frozen=True)
+class ChecksSettings:
+    """The thresholds of the gradient-masking checks (eval.checks), in points of accuracy:
+    robust may exceed clean and accuracy may rise from one eps to the next by ``tolerance``;
+    PGD may exceed AutoAttack or the strong PGD by ``max_gap``; at most ``zero_at`` % is left
+    at the curve's largest eps."""
+
+    tolerance: float = 1.0
+    max_gap: float = 10.0
+    zero_at: float = 5.0
+
+    def __post_init__(self):
+        _as_floats(self)
+
+    @classmethod
+    def from_config(cls, checks: dict) -> ChecksSettings:
+        sweep_keys = ("sweep", "steps", "restarts", "curves")  # the sweep's (SweepSettings)
+        return cls(**picked(cls, checks, "eval.checks", skip=sweep_keys))
+
+
+@dataclass(frozen=True)
 class PagScoresSettings:
     """PAG scores (datasets.<d>.pag_scores: images, batch_size, seed): the targeted L2 attack
     (its attack, or the pictures', Fig. 4's; no random start) and, with an autoencoder, the L2
@@ -372,17 +392,17 @@ def _as_floats(settings) -> None:
             object.__setattr__(settings, f.name, float(value))
 
 
-def read(cls, text: str):
+def read(cls, text: str, option: str = "--settings"):
     """``--settings``: a JSON object of ``cls``'s fields, or the path of a file holding one."""
-    where = "--settings"
+    where = option
     if not text.lstrip().startswith("{"):
         path = Path(text)
         if not path.is_file():
             raise ValueError(
-                f"--settings {text}: no such file; give a JSON file of {cls.__name__}'s fields, "
+                f"{option} {text}: no such file; give a JSON file of {cls.__name__}'s fields, "
                 "or the JSON itself"
             )
-        where, text = f"--settings {text}", path.read_text()
+        where, text = f"{option} {text}", path.read_text()
     try:
         data = json.loads(text)
     except json.JSONDecodeError as e:

@@ -88,6 +88,8 @@ def test_evaluation_defaults_are_the_steps():
         assert defaults(settings.AutoAttackSettings)[key] == aa[key]["default"], key
     checks = e["checks"]["properties"]
     assert defaults(settings.SweepSettings)["restarts"] == checks["restarts"]["default"]
+    for key in ("tolerance", "max_gap", "zero_at"):
+        assert defaults(settings.ChecksSettings)[key] == checks[key]["default"], key
     scores = dataset_schema()["pag_scores"]["properties"]
     for key in ("images", "batch_size", "seed"):
         assert defaults(settings.PagScoresSettings)[key] == scores[key]["default"], key
@@ -129,6 +131,7 @@ def test_every_block_of_the_shipped_configs_builds_its_settings():
                 for norm in grid.aa_norms(d):
                     settings.AutoAttackSettings.from_config(dc["eval"], norm)
                 settings.SweepSettings.from_config(dc["eval"], grid.aa_norms(d))
+                settings.ChecksSettings.from_config(dc["eval"]["checks"])
             if dc.get("pictures"):
                 settings.PicturesSettings.from_config(dc["pictures"])
             if dc.get("autoencoder"):

@@ -291,12 +291,8 @@ def test_external_table_computes_the_checks_of_its_own_models(tmp_path, max_gap,
         *metrics,
         "--records",
         *records,
-        "--tolerance",
-        "1",
-        "--max-gap",
-        str(max_gap),
-        "--zero-at",
-        "5",
+        "--checks",
+        f'{{"tolerance": 1, "max_gap": {max_gap}, "zero_at": 5}}',
         "--paper",
         str(ROOT / "workflow/resources/paper_numbers.csv"),
         "--out-md",
@@ -312,15 +308,13 @@ def test_external_table_computes_the_checks_of_its_own_models(tmp_path, max_gap,
     ) == flagged
     # without the thresholds the records cannot be checked: said, not ignored
     proc = subprocess.run(
-        cmd[: cmd.index("--tolerance")] + cmd[cmd.index("--paper") :],
+        cmd[: cmd.index("--checks")] + cmd[cmd.index("--paper") :],
         capture_output=True,
         text=True,
         cwd=ROOT,
         env=STEP_ENV,
     )
-    assert (
-        proc.returncode != 0 and "--records needs --tolerance, --max-gap, --zero-at" in proc.stderr
-    )
+    assert proc.returncode != 0 and "--records needs --checks" in proc.stderr
 
 
 # --- The workflow ----------------------------------------------------------------------------------
@@ -419,7 +413,7 @@ def test_external_models_get_our_evaluation(tmp_path):
         for m in ("external/their_oi", "one_image/lam0.3/seed0")
         for n in ("linf", "l2")
     )
-    assert "--max-gap 10.0" in command
+    assert '"max_gap": 10.0' in command
 
 
 def test_file_source_needs_a_file(tmp_path):

@@ -406,10 +406,10 @@ def sweep_settings(wildcards):
 
 
 def checks_flags(dataset):
+    """--checks: the gradient-masking checks' thresholds (eval.checks) as JSON."""
     c = grid.dataset_config(dataset)["eval"]["checks"]
-    return flags(
-        {"tolerance": c["tolerance"], "max_gap": c["max_gap"], "zero_at": c["zero_at"]}
-    )
+    settings = step_settings.to_json(step_settings.ChecksSettings.from_config(c))
+    return f"--checks {shlex.quote(settings)}"
 
 
 def checks_args(dataset, records):

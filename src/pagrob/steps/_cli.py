@@ -34,9 +34,11 @@ def parser(description: str) -> argparse.ArgumentParser:
     return p
 
 
-def add_settings(p: argparse.ArgumentParser, cls, required: bool = True) -> None:
-    """``--settings``: the step's settings as data, a JSON object of ``cls``'s fields
-    (pagrob.settings) or a file holding one; the workflow writes it from the config."""
+def add_settings(
+    p: argparse.ArgumentParser, cls, required: bool = True, option: str = "--settings"
+) -> None:
+    """``--settings`` (or ``option``): the step's settings as data, a JSON object of ``cls``'s
+    fields (pagrob.settings) or a file holding one; the workflow writes it from the config."""
     import dataclasses
 
     def field(f) -> str:
@@ -48,7 +50,7 @@ def add_settings(p: argparse.ArgumentParser, cls, required: bool = True) -> None
 
     names = [field(f) for f in dataclasses.fields(cls) if f.metadata.get("data", True)]
     p.add_argument(
-        "--settings",
+        option,
         required=required,
         metavar="JSON|FILE",
         help=f"a JSON object of pagrob.settings.{cls.__name__}'s fields, or a file holding one "
@@ -57,11 +59,11 @@ def add_settings(p: argparse.ArgumentParser, cls, required: bool = True) -> None
     )
 
 
-def read_settings(args: argparse.Namespace, cls):
-    """The ``--settings`` of ``add_settings``, as ``cls`` (a bad one named in a ValueError)."""
+def read_settings(args: argparse.Namespace, cls, option: str = "--settings"):
+    """The ``option`` of ``add_settings``, as ``cls`` (a bad one named in a ValueError)."""
     from pagrob import settings
 
-    return settings.read(cls, args.settings)
+    return settings.read(cls, getattr(args, option.lstrip("-").replace("-", "_")), option)
 
 
 def add_table_outputs(p: argparse.ArgumentParser, required: bool = True) -> None:

@@ -14,6 +14,7 @@ import argparse
 import pandas as pd
 
 from pagrob import report, robustness
+from pagrob.settings import ChecksSettings
 from pagrob.steps import _cli
 
 
@@ -22,15 +23,7 @@ def main() -> None:
     p.add_argument("what", choices=["checks", "curves"])
     p.add_argument("--metrics", nargs="+", required=True, help="tidy metrics CSVs")
     p.add_argument("--records", nargs="*", default=[], help="checks: the AutoAttack JSON records")
-    p.add_argument(
-        "--tolerance", type=float, help="checks: points (robust <= clean, monotone in eps)"
-    )
-    p.add_argument(
-        "--max-gap", type=float, help="checks: points PGD may exceed AutoAttack or a stronger PGD"
-    )
-    p.add_argument(
-        "--zero-at", type=float, help="checks: the most accuracy (%%) allowed at the largest eps"
-    )
+    _cli.add_settings(p, ChecksSettings, required=False, option="--checks")  # checks
     p.add_argument("--title", default="", help="curves: the figure's title")
     _cli.add_table_outputs(p, required=False)  # checks
     _cli.add_figure_outputs(p, required=False)  # curves
@@ -39,21 +32,20 @@ def main() -> None:
     if args.what == "checks":
         needed = {
             "--records": args.records,
-            "--tolerance": args.tolerance,
-            "--max-gap": args.max_gap,
-            "--zero-at": args.zero_at,
+            "--checks": args.checks,
             "--out-md": args.out_md,
             "--out-csv": args.out_csv,
         }
         missing = [k for k, v in needed.items() if v in (None, [])]
         if missing:
             raise ValueError(f"checks needs {', '.join(missing)}")
+        s = _cli.read_settings(args, ChecksSettings, "--checks")
         checks = robustness.masking_checks(
             metrics,
             robustness.read_records(args.records),
-            tolerance=args.tolerance,
-            max_gap=args.max_gap,
-            zero_at=args.zero_at,
+            tolerance=s.tolerance,
+            max_gap=s.max_gap,
+            zero_at=s.zero_at,
         )
         text = robustness.masking_table(checks, report.method)
         _cli.write_table(args, checks, text)

@@ -10,6 +10,7 @@ import json
 import pandas as pd
 
 from pagrob import report
+from pagrob.settings import ChecksSettings
 from pagrob.steps import _cli
 
 
@@ -31,18 +32,11 @@ def main() -> None:
         nargs="*",
         default=[],
         help="main, external: the AutoAttack records of its models; their gradient-masking checks "
-        "are computed here (from --metrics, with --tolerance, --max-gap, --zero-at) and footnoted, "
+        "are computed here (from --metrics, with --checks) and footnoted, "
         "so the table needs no other model's",
     )
-    p.add_argument(
-        "--tolerance", type=float, help="main, external: as pagrob.steps.robustness checks"
-    )
-    p.add_argument(
-        "--max-gap", type=float, help="main, external: as pagrob.steps.robustness checks"
-    )
-    p.add_argument(
-        "--zero-at", type=float, help="main, external: as pagrob.steps.robustness checks"
-    )
+    # main, external: as pagrob.steps.robustness checks
+    _cli.add_settings(p, ChecksSettings, required=False, option="--checks")
     _cli.add_table_outputs(p)
     p.add_argument("--scores", nargs="+", help="grad_of: the models' PAG scores (pag_scores.csv)")
     p.add_argument(
@@ -102,20 +96,15 @@ def own_checks(args, metrics: pd.DataFrame) -> dict | None:
         return None
     from pagrob import robustness
 
-    thresholds = {
-        "--tolerance": args.tolerance,
-        "--max-gap": args.max_gap,
-        "--zero-at": args.zero_at,
-    }
-    missing = [k for k, v in thresholds.items() if v is None]
-    if missing:
-        raise ValueError(f"--records needs {', '.join(missing)}")
+    if not args.checks:
+        raise ValueError("--records needs --checks (the checks' thresholds)")
+    s = _cli.read_settings(args, ChecksSettings, "--checks")
     checks = robustness.masking_checks(
         metrics,
         robustness.read_records(args.records),
-        tolerance=args.tolerance,
-        max_gap=args.max_gap,
-        zero_at=args.zero_at,
+        tolerance=s.tolerance,
+        max_gap=s.max_gap,
+        zero_at=s.zero_at,
     )
     return robustness.flags_by_model(checks)
 
