@@ -228,9 +228,10 @@ def train_flags(wildcards):
     )
 
 
-def settings_option(settings):
-    """--settings with the step's settings (pagrob.settings) as JSON, quoted for the shell."""
-    return f"--settings {shlex.quote(step_settings.to_json(settings))}"
+def settings_option(settings, option="--settings"):
+    """--settings (or ``option``) with the step's settings (pagrob.settings) as JSON, quoted for
+    the shell."""
+    return f"{option} {shlex.quote(step_settings.to_json(settings))}"
 
 
 def train_settings(wildcards):
@@ -408,8 +409,7 @@ def sweep_settings(wildcards):
 def checks_flags(dataset):
     """--checks: the gradient-masking checks' thresholds (eval.checks) as JSON."""
     c = grid.dataset_config(dataset)["eval"]["checks"]
-    settings = step_settings.to_json(step_settings.ChecksSettings.from_config(c))
-    return f"--checks {shlex.quote(settings)}"
+    return settings_option(step_settings.ChecksSettings.from_config(c), "--checks")
 
 
 def checks_args(dataset, records):
