@@ -141,7 +141,7 @@ def test_same_seed_twice_gives_identical_models_and_records_provenance(tmp_path)
             "--arch",
             "mlp",
             "--settings",
-            settings_json(seed=3, epochs=3, batch_size=16, optimizer="adam", lr=0.01),
+            settings_json(seed=3, epochs=3, batch_size=16, optimizer="adam", lr=0.02),
             "--source",
             "vanilla",
             "--out",
@@ -154,6 +154,24 @@ def test_same_seed_twice_gives_identical_models_and_records_provenance(tmp_path)
     assert info["seed"] == 3 and info["settings"]["seed"] == 3
     assert info["versions"]["torch"] == str(torch.__version__) and "python" in info["versions"]
     assert len(info["history"]) == 3
+    # its recorded settings, handed back as a file, train the same model again (README)
+    (tmp_path / "settings.json").write_text(json.dumps(info["settings"]))
+    proc = step(
+        "pagrob.steps.train",
+        "--data",
+        tmp_path / "data.pt",
+        "--arch",
+        info["arch"],
+        "--settings",
+        tmp_path / "settings.json",
+        "--source",
+        info["source"],
+        "--out",
+        tmp_path / "c" / "model.pt",
+    )
+    assert proc.returncode == 0, proc.stderr
+    c = torch.load(tmp_path / "c" / "model.pt", weights_only=True)
+    assert all(torch.equal(a["state_dict"][k], c["state_dict"][k]) for k in a["state_dict"])
 
 
 # --- Checkpoints and half-written files ----------------------------------------------------------
