@@ -3,24 +3,10 @@ checks, read by the workflow and the bench (pure Python)."""
 
 from __future__ import annotations
 
-import subprocess
-import sys
-
 import pytest
 
 from conftest import ROOT, load_grid
 from pagrob.grid import ConfigError, lam_str
-
-
-def test_the_grid_is_pure_python():
-    """The workflow imports it where no PyTorch may be installed, and it needs no Snakemake."""
-    code = (
-        "import sys; sys.modules['torch'] = None; sys.modules['snakemake'] = None; "
-        "import pagrob.grid"
-    )
-    env = {"PYTHONPATH": str(ROOT / "src")}
-    proc = subprocess.run([sys.executable, "-c", code], env=env, capture_output=True, text=True)
-    assert proc.returncode == 0, proc.stderr
 
 
 def test_lambdas_in_paths():

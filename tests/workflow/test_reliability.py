@@ -27,6 +27,23 @@ def step(*args, cwd=ROOT):
     )
 
 
+def train_args(data, out, settings, source="vanilla", arch="mlp") -> list:
+    """The train step's arguments by hand (``settings``: its --settings, JSON or a file)."""
+    return [
+        "pagrob.steps.train",
+        "--data",
+        data,
+        "--arch",
+        arch,
+        "--settings",
+        settings,
+        "--source",
+        source,
+        "--out",
+        out,
+    ]
+
+
 # --- Interrupted training, through Snakemake ----------------------------------------------------
 
 
@@ -134,19 +151,8 @@ def test_same_seed_twice_gives_identical_models_and_records_provenance(tmp_path)
     ds = make_toy([[-50, -10, 30], [-30, 10, 50]], 40, 12, seed=0)
     save_prepared(ds, tmp_path / "data.pt")
     for name in ("a", "b"):
-        proc = step(
-            "pagrob.steps.train",
-            "--data",
-            tmp_path / "data.pt",
-            "--arch",
-            "mlp",
-            "--settings",
-            settings_json(seed=3, epochs=3, batch_size=16, optimizer="adam", lr=0.02),
-            "--source",
-            "vanilla",
-            "--out",
-            tmp_path / name / "model.pt",
-        )
+        settings = settings_json(seed=3, epochs=3, batch_size=16, optimizer="adam", lr=0.02)
+        proc = step(*train_args(tmp_path / "data.pt", tmp_path / name / "model.pt", settings))
         assert proc.returncode == 0, proc.stderr
     a, b = (torch.load(tmp_path / n / "model.pt", weights_only=True) for n in "ab")
     assert all(torch.equal(a["state_dict"][k], b["state_dict"][k]) for k in a["state_dict"])
@@ -156,19 +162,9 @@ def test_same_seed_twice_gives_identical_models_and_records_provenance(tmp_path)
     assert len(info["history"]) == 3
     # its recorded settings, handed back as a file, train the same model again (README)
     (tmp_path / "settings.json").write_text(json.dumps(info["settings"]))
-    proc = step(
-        "pagrob.steps.train",
-        "--data",
-        tmp_path / "data.pt",
-        "--arch",
-        info["arch"],
-        "--settings",
-        tmp_path / "settings.json",
-        "--source",
-        info["source"],
-        "--out",
-        tmp_path / "c" / "model.pt",
-    )
+    settings = tmp_path / "settings.json"
+    out = tmp_path / "c" / "model.pt"
+    proc = step(*train_args(tmp_path / "data.pt", out, settings, info["source"], info["arch"]))
     assert proc.returncode == 0, proc.stderr
     c = torch.load(tmp_path / "c" / "model.pt", weights_only=True)
     assert all(torch.equal(a["state_dict"][k], c["state_dict"][k]) for k in a["state_dict"])
@@ -389,19 +385,8 @@ def test_unwritable_output_folder_fails_before_training(tmp_path):
     ds = make_toy([[-50, -10, 30], [-30, 10, 50]], 20, 6, seed=0)
     save_prepared(ds, tmp_path / "data.pt")
     (tmp_path / "results").write_text("a file where a folder should be")
-    proc = step(
-        "pagrob.steps.train",
-        "--data",
-        tmp_path / "data.pt",
-        "--arch",
-        "mlp",
-        "--settings",
-        settings_json(epochs=500, batch_size=16, lr=0.01),
-        "--source",
-        "vanilla",
-        "--out",
-        tmp_path / "results" / "m" / "model.pt",
-    )
+    settings = settings_json(epochs=500, batch_size=16, lr=0.01)
+    proc = step(*train_args(tmp_path / "data.pt", tmp_path / "results/m/model.pt", settings))
     assert proc.returncode == 2
     assert "cannot write into" in proc.stderr and "training" not in proc.stdout
 
@@ -410,19 +395,8 @@ def test_non_finite_loss_stops_the_step_naming_epoch_and_batch(tmp_path):
     ds = make_toy([[-50, -10, 30], [-30, 10, 50]], 20, 6, seed=0)
     ds.x_train[5] = float("nan")
     save_prepared(ds, tmp_path / "data.pt")
-    proc = step(
-        "pagrob.steps.train",
-        "--data",
-        tmp_path / "data.pt",
-        "--arch",
-        "mlp",
-        "--settings",
-        settings_json(epochs=3, batch_size=16, lr=0.01, optimizer="adam"),
-        "--source",
-        "vanilla",
-        "--out",
-        tmp_path / "model.pt",
-    )
+    settings = settings_json(epochs=3, batch_size=16, lr=0.01, optimizer="adam")
+    proc = step(*train_args(tmp_path / "data.pt", tmp_path / "model.pt", settings))
     assert proc.returncode == 2
     assert (
         "error: non-finite loss at epoch 1, batch" in proc.stderr and "Traceback" not in proc.stderr
@@ -438,19 +412,8 @@ def test_device_auto_without_cuda_refuses_a_long_cpu_training(tmp_path):
     save_prepared(ds, tmp_path / "data.pt")
 
     def args(epochs):
-        return [
-            "pagrob.steps.train",
-            "--data",
-            tmp_path / "data.pt",
-            "--arch",
-            "mlp",
-            "--settings",
-            settings_json(epochs=epochs, batch_size=16, lr=0.01),
-            "--source",
-            "vanilla",
-            "--out",
-            tmp_path / "model.pt",
-        ]
+        settings = settings_json(epochs=epochs, batch_size=16, lr=0.01)
+        return train_args(tmp_path / "data.pt", tmp_path / "model.pt", settings)
 
     proc = step(*args(10000000), "--device", "auto")
     assert proc.returncode == 2, proc.stderr
@@ -516,21 +479,14 @@ def test_no_two_jobs_write_the_same_file(tmp_path):
 # --- A rerun after an input changed never resumes the old run ------------------------------------
 
 
-def interrupted_training(tmp_path, source_args, lam=0):
+def interrupted_training(tmp_path, source="vanilla", extra=(), lam=0):
     """The train step on toy data, killed after its second epoch: its checkpoint stays."""
+    settings = settings_json(epochs=500, batch_size=8, optimizer="adam", lr=0.01, lam=lam)
     cmd = [
         sys.executable,
         "-m",
-        "pagrob.steps.train",
-        "--data",
-        tmp_path / "data.pt",
-        "--arch",
-        "mlp",
-        "--settings",
-        settings_json(epochs=500, batch_size=8, optimizer="adam", lr=0.01, lam=lam),
-        *source_args,
-        "--out",
-        tmp_path / "model.pt",
+        *train_args(tmp_path / "data.pt", tmp_path / "model.pt", settings, source),
+        *extra,
     ]
     proc = subprocess.Popen(
         list(map(str, cmd)), cwd=ROOT, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True
@@ -550,9 +506,7 @@ def test_checkpoint_of_changed_input_files_is_refused(tmp_path, changed):
     save_prepared(ds, tmp_path / "data.pt")
     targets = tmp_path / "targets.pt"
     io.save(sources.build("nearest_neighbor", ds, seed=0, nn_sample_size=10), targets)
-    cmd = interrupted_training(
-        tmp_path, ["--source", "nearest_neighbor", "--targets", targets], lam=1
-    )
+    cmd = interrupted_training(tmp_path, "nearest_neighbor", ["--targets", targets], lam=1)
     if changed == "data":  # the same shapes, other points: a regenerated dataset
         other = make_toy([[-50, -10, 30], [-30, 10, 50]], 40, 6, seed=1)
         save_prepared(other, tmp_path / "data.pt")
@@ -567,7 +521,7 @@ def test_checkpoint_of_changed_input_files_is_refused(tmp_path, changed):
 
 def test_checkpoint_of_the_same_input_files_resumes(tmp_path):
     save_prepared(make_toy([[-50, -10, 30], [-30, 10, 50]], 40, 6, seed=0), tmp_path / "data.pt")
-    cmd = interrupted_training(tmp_path, ["--source", "vanilla"])
+    cmd = interrupted_training(tmp_path)
     proc = subprocess.Popen(
         cmd, cwd=ROOT, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True
     )
