@@ -82,7 +82,7 @@ onsuccess:
     front_page()  # with the answers this run wrote
     minutes, seconds = divmod(round(time.time() - STARTED), 60)
     cores = workflow.resource_settings.cores  # None when jobs go to a cluster
-    where = f" with {cores} cores" if cores else ""
+    where = f" with {cores} cores on {cpu_model()}" if cores else ""
     print(f"Workflow finished: {minutes} min {seconds} s wall time{where}.")
 
 

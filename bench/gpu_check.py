@@ -188,7 +188,7 @@ def job_kind(job: Job) -> str | None:
     """The kind of the table that times ``job`` (None: imports cost no GPU time)."""
     if job.rule == "prepare_data":
         return "data"
-    if job.rule == "make_targets":
+    if job.rule in ("make_targets", "draw_targets"):
         return f"targets:{job.source}"
     if job.rule == "train":
         return "train:rigd" if job.source in registry.RIGD else f"train:{job.source}"
@@ -196,8 +196,8 @@ def job_kind(job: Job) -> str | None:
         return None if job.imported else f"teacher:{job.norm}"
     if job.rule == "autoattack":
         return f"autoattack:{job.norm}"
-    if job.rule in ("import_external", "toy_pag", "toy_figure"):
-        return None
+    if job.rule in ("import_external", "toy_pag", "toy_figure", *Grid.TOY_BATCHED.values()):
+        return None  # no GPU time: imports, and the toy's CPU jobs
     return FIGURE_KINDS.get(job.rule, job.rule)
 
 

@@ -1,25 +1,32 @@
-"""The paper's question answered from one run's numbers, in a few generated lines per dataset
-(pandas and scipy only: runs in the report environment).
+"""The paper's question answered from one run's numbers: a frame of tests, a compact page and
+the figure's data (pandas and scipy only: runs in the report environment).
 
-For an image dataset (``image_answer``):
+Training runs are the evidence: a recipe's difference to vanilla is taken over its seeds, each
+seed paired with vanilla's run of the same seed and evaluated on the same test images, with an
+interval that covers both the seeds and the images (``stats.seeds_and_images``). For an image
+dataset (``image_answer``):
 
-1. Are the PAG-trained models more robust than vanilla? Per source and threat model, under
-   AutoAttack (and under the table's PGD), the difference in robust accuracy to the vanilla
-   model of the same seed on the same test images: with one seed a paired bootstrap interval over
-   the images and the exact McNemar test (``stats.paired_difference``); with several, the
-   t-interval over the seeds' paired differences.
-2. Are their gradients more aligned? Per source and instrument (alignment against each reference,
-   the tangent-space fraction), the difference to vanilla's score: a paired bootstrap over the
-   images with one seed, a t-interval over the seeds with several.
+1. Are the PAG-trained models more robust than vanilla? Per source and threat model, robust
+   accuracy minus vanilla's under AutoAttack where every seed got it whole, else under its APGD
+   stages (APGD-CE, APGD-T: the cheaper stage the seeds outside eval.autoattack.full_seeds get;
+   what the whole version takes off is the masking table's ``later_stages_gain``), else under the
+   table's PGD. Secondary lines, labelled and never a verdict: the table's PGD over the seeds, and
+   the first seed's whole AutoAttack on the test images alone.
+2. Are their gradients more aligned? Per source and instrument (the alignment with each
+   independent robust reference, the tangent-space fraction), the score minus vanilla's.
 3. Does alignment rank robustness? Per instrument and threat model, Spearman's rho between the
-   score and the AutoAttack accuracy over the models independent of the reference, with a
-   bootstrap interval and a permutation p-value (``stats.rank_correlation``).
+   models' alignment and their robust accuracy (``stats.clustered_rank_correlation``: a model is
+   one point however many seeds it has), with its exact permutation p-value, and beside it the
+   same without vanilla (how much of rho is vanilla against the rest).
 
-For the toy (``toy_answer``), the ground truth: the PAG model against vanilla under the toy's PGD
-and in manifold alignment, and whether manifold alignment ranks robustness and the
-teacher-based alignment ranks the models as the ground truth does.
+Models that saw a robust model (``registry.circular``: RIGD students, the teachers, imported
+models) answer none of these: they are shown as the ceiling, never tested, never a ranking point
+(``ranking`` refuses them).
 
-Every verdict follows ``stats.verdict``'s rule from the 95% interval, never a hand-written word.
+Every verdict belongs to the page's family (every row whose role is ``verdict``); the family's
+p-values are adjusted by Holm (``stats.holm``) and each verdict follows ``stats.verdict`` from
+the adjusted p-value, the one rule; the unadjusted p-values and the 95% intervals stay in the
+CSV. For the toy (``toy_answer``), the same over its seeds against its ground truth.
 """
 
 from __future__ import annotations
@@ -29,7 +36,7 @@ import math
 import numpy as np
 import pandas as pd
 
-from pagrob import pag_report, report, stats
+from pagrob import pag_report, registry, report, stats
 
 COLUMNS = [
     "dataset",
@@ -43,391 +50,518 @@ COLUMNS = [
     "ci_low",
     "ci_high",
     "p",
-    "n",
+    "p_holm",
+    "seeds",
+    "images",
     "interval",
+    "role",
     "verdict",
 ]
-#: the robustness metrics compared, AutoAttack first (the answer's), then the table's PGD
-ROBUST_METRICS = ("aa_linf", "aa_l2", "linf", "l2")
-#: the instruments of question 2 (score, reference or None: each reference)
-ALIGNMENT_INSTRUMENTS = (
-    ("alignment", None),
-    ("alignment_log_softmax", None),
-    ("tangent_fraction", "autoencoder"),
+#: a row's role: in the page's family of verdicts; shown as the ceiling (a circular model); the
+#: primary measure of a model with one seed (its images alone: shown, never a verdict); a
+#: secondary line (another attack, or the first seed's whole AutoAttack alone)
+VERDICT, CEILING, ONE_SEED, SECONDARY = "verdict", "ceiling", "one seed", "secondary"
+#: the range of each kind of difference (an interval never leaves it): accuracy in points, a
+#: cosine, a fraction
+BOUNDS = {"accuracy": 100.0, "alignment": 2.0, "tangent_fraction": 1.0, "manifold_alignment": 1.0}
+#: the robustness measures, strongest first: (metric prefix, name)
+MEASURES = (
+    ("aa_", "AutoAttack"),
+    ("apgd_", "AutoAttack's APGD-CE+T"),
+    ("", "PGD"),
 )
-NORM_SYMBOLS = {"linf": "L∞", "l2": "L2"}
+#: the instruments of questions 2 and 3: (score, reference; None: each robust reference)
+INSTRUMENTS = (("alignment", None), ("tangent_fraction", "autoencoder"))
+NORM_SYMBOLS = report.NORM_SYMBOLS
+#: the fewest models a rank correlation is computed over
+MIN_MODELS = 3
+#: the words of each question's verdict: (higher, lower, none)
+WORDS = {
+    "robustness": ("more robust", "less robust", "no detectable difference"),
+    "alignment": ("more aligned", "less aligned", "no detectable difference"),
+    "ranking": ("ranks robustness", "ranks it inversely", "no detectable rank correlation"),
+}
 
 
-def _students(metrics: pd.DataFrame) -> list[tuple[str, float]]:
-    keys = metrics[~metrics["source"].isin(("vanilla", *report.TEACHERS))][["source", "lam"]]
-    pairs = keys.drop_duplicates().itertuples(index=False)
-    order = {s: i for i, s in enumerate(report.SOURCE_ORDER)}
-    return sorted(((s, float(lam)) for s, lam in pairs), key=lambda p: (order.get(p[0], 99), p[1]))
+# --- the pieces: per-seed per-image values of a model ------------------------------------------
 
 
-def _flags(rows: pd.DataFrame) -> dict[int, np.ndarray]:
-    """seed -> per-image correctness of the rows (one per seed) that recorded it."""
+def _key(df: pd.DataFrame, source: str, lam: float) -> pd.DataFrame:
+    return df[(df["source"] == source) & (df["lam"].astype(float) == float(lam))]
+
+
+def flags(metrics: pd.DataFrame, source: str, lam: float, metric: str) -> dict[int, np.ndarray]:
+    """seed -> the model's per-image correctness (0/1 floats) under ``metric``, for the seeds
+    that recorded it."""
     out = {}
-    for _, r in rows.iterrows():
+    for _, r in _key(metrics[metrics["metric"] == metric], source, lam).iterrows():
         if isinstance(r["correct"], str) and r["correct"].startswith("x"):
-            out[int(r["seed"])] = stats.unpack(r["correct"], int(r["images"]))
+            out[int(r["seed"])] = stats.unpack(r["correct"], int(r["images"])).astype(float)
     return out
 
 
-def _combine(per_seed: dict[int, dict]) -> tuple[float, float, float, float, str]:
-    """(estimate, low, high, p, interval) from per-seed paired results."""
-    if len(per_seed) == 1:
-        ((seed, r),) = per_seed.items()
-        return (
-            r["diff"],
-            r["ci_low"],
-            r["ci_high"],
-            r.get("mcnemar_p", math.nan),
-            (f"paired bootstrap over {r['n']} images, seed {seed}"),
-        )
-    mean, half = stats.t_interval([r["diff"] for r in per_seed.values()])
-    return (
-        mean,
-        mean - half,
-        mean + half,
-        math.nan,
-        (
-            f"t over {len(per_seed)} seeds' paired differences ({next(iter(per_seed.values()))['n']} images each)"
-        ),
-    )
-
-
-def robustness_rows(metrics: pd.DataFrame, dataset: str) -> list[dict]:
-    """Question 1: each source against vanilla, per robustness metric with per-image results."""
-    rows = []
-    metrics = metrics[metrics["metric"].isin(ROBUST_METRICS)]
-    vanilla = metrics[metrics["source"] == "vanilla"]
-    for source, lam in _students(metrics):
-        mine = metrics[(metrics["source"] == source) & (metrics["lam"].astype(float) == lam)]
-        for metric in ROBUST_METRICS:
-            a = _flags(mine[mine["metric"] == metric])
-            b = _flags(vanilla[vanilla["metric"] == metric])
-            seeds = sorted(set(a) & set(b))
-            seeds = [s for s in seeds if len(a[s]) == len(b[s])]
-            if not seeds:
-                continue
-            per_seed = {s: stats.paired_difference(a[s], b[s]) for s in seeds}
-            est, low, high, p, interval = _combine(per_seed)
-            rows.append(
-                {
-                    "dataset": dataset,
-                    "question": "robustness",
-                    "source": source,
-                    "lam": lam,
-                    "measure": "AutoAttack" if metric.startswith("aa_") else "PGD",
-                    "reference": "vanilla",
-                    "norm": metric.removeprefix("aa_"),
-                    "estimate": est,
-                    "ci_low": low,
-                    "ci_high": high,
-                    "p": p,
-                    "n": len(seeds),
-                    "interval": interval,
-                    "verdict": stats.verdict(low, high, "more robust", "less robust"),
-                }
-            )
-    return rows
-
-
-def _per_image(rows: pd.DataFrame) -> dict[int, np.ndarray]:
+def per_image(scores: pd.DataFrame, source: str, lam: float, score, ref) -> dict[int, np.ndarray]:
+    """seed -> the model's per-image values of ``score`` against ``ref``."""
+    sel = _key(scores[(scores["score"] == score) & (scores["reference"] == ref)], source, lam)
     out = {}
-    for _, r in rows.iterrows():
+    for _, r in sel.iterrows():
         if isinstance(r["per_image"], str) and r["per_image"]:
             out[int(r["seed"])] = np.array([float(v) for v in r["per_image"].split(";")])
     return out
 
 
-def _models(df: pd.DataFrame) -> set[tuple]:
-    return set(zip(df["source"], df["lam"].astype(float), df["seed"].astype(int)))
+def students(df: pd.DataFrame) -> list[tuple[str, float]]:
+    """The (source, lam) of every model but vanilla and the baselines, in the tables' order."""
+    keys = df[~df["source"].isin(("vanilla", *pag_report.BASELINES))][["source", "lam"]]
+    pairs = {(s, float(lam)) for s, lam in keys.drop_duplicates().itertuples(index=False)}
+    order = {s: i for i, s in enumerate(report.SOURCE_ORDER)}
+    return sorted(pairs, key=lambda p: (order.get(p[0].split(".")[0], 99), p[0], p[1]))
 
 
-def alignment_rows(scores: pd.DataFrame, dataset: str, models: set[tuple]) -> list[dict]:
-    """Question 2: each source's score against vanilla's, per instrument, for ``models`` (source,
-    lam, seed: the main table's) only."""
+def role_of(source: str) -> str:
+    return CEILING if registry.circular(source) else VERDICT
+
+
+# --- the differences to vanilla -----------------------------------------------------------------
+
+
+def difference(a: dict, b: dict, bound: float) -> dict | None:
+    """``a`` minus ``b`` (seed -> per-image values) over their common seeds (same images):
+    with two seeds or more, over seeds and images (``stats.seeds_and_images``); with one, a
+    paired bootstrap over its images alone (no verdict: a training seed is the unit)."""
+    seeds = [s for s in sorted(set(a) & set(b)) if len(a[s]) == len(b[s])]
+    if not seeds:
+        return None
+    d = np.stack([a[s] - b[s] for s in seeds])
+    if len(seeds) > 1:
+        r = stats.seeds_and_images(d, bound)
+        df = "" if math.isnan(r["df"]) else f", {r['df']:.0f} df"
+        text = f"t over {len(seeds)} seeds × {d.shape[1]} images (seeds and images{df})"
+        return {**r, "interval": text, "one_seed": False}
+    r = stats.paired_mean_difference(a[seeds[0]], b[seeds[0]])
+    r = {**r, "ci_low": max(-bound, r["ci_low"]), "ci_high": min(bound, r["ci_high"])}
+    text = f"seed {seeds[0]} alone: bootstrap over its {d.shape[1]} test images"
+    return {
+        **r,
+        "p": math.nan,
+        "seeds": 1,
+        "images": d.shape[1],
+        "interval": text,
+        "one_seed": True,
+    }
+
+
+def _row(dataset, question, source, lam, measure, reference, norm, r, role) -> dict:
+    if r.get("one_seed"):
+        role = ONE_SEED if role == VERDICT else role
+    return {
+        "dataset": dataset,
+        "question": question,
+        "source": source,
+        "lam": lam,
+        "measure": measure,
+        "reference": reference,
+        "norm": norm,
+        "estimate": r["diff"],
+        "ci_low": r["ci_low"],
+        "ci_high": r["ci_high"],
+        "p": r.get("p", math.nan),
+        "p_holm": math.nan,
+        "seeds": r["seeds"],
+        "images": r["images"],
+        "interval": r["interval"],
+        "role": role,
+        "verdict": "",
+    }
+
+
+def robust_measure(metrics: pd.DataFrame, norm: str) -> tuple[str, str] | None:
+    """(metric, name) of the strongest robustness measure of ``norm`` that vanilla and every
+    model that never saw a robust model have on all their seeds (None: no such measure)."""
+    seeds = set(metrics[metrics["metric"] == "clean"]["seed"].astype(int))
+    models = [("vanilla", 0.0)] + [m for m in students(metrics) if not registry.circular(m[0])]
+    for prefix, name in MEASURES:
+        metric = prefix + norm
+        if all(set(flags(metrics, s, lam, metric)) >= seeds for s, lam in models):
+            return metric, name
+    return None
+
+
+def _lines(metrics: pd.DataFrame, source: str, norm: str) -> list[tuple[str, str, str]]:
+    """(metric, measure, role) of a model's robustness lines for ``norm``: the primary measure
+    (its verdict, or the ceiling), then the secondary ones (the table's PGD; the first seed's
+    whole AutoAttack where the seeds got its APGD stages)."""
+    found = robust_measure(metrics, norm)
+    if found is None:
+        return []
+    primary, name = found
+    lines = [(primary, name, role_of(source))]
+    if primary != norm:
+        lines.append((norm, "PGD", SECONDARY))
+    if primary.startswith("apgd_"):
+        lines.append(("aa_" + norm, "AutoAttack", SECONDARY))
+    return lines
+
+
+def robustness_rows(metrics: pd.DataFrame, dataset: str) -> list[dict]:
+    """Question 1: each model against vanilla, per threat model, robust accuracy in points."""
     rows = []
-    refs = pag_report.references(scores["reference"])
-    scores = scores[
-        [
-            m in models
-            for m in zip(scores["source"], scores["lam"].astype(float), scores["seed"].astype(int))
-        ]
-    ]
-    vanilla = scores[scores["source"] == "vanilla"]
-    students = scores[~scores["source"].isin(("vanilla", *report.TEACHERS, *pag_report.BASELINES))]
-    for score, fixed in ALIGNMENT_INSTRUMENTS:
-        for ref in [fixed] if fixed else refs:
-            sel = lambda df: df[(df["score"] == score) & (df["reference"] == ref)]  # noqa: E731
-            b = _per_image(sel(vanilla))
-            for source, lam in _students(students):
-                mine = sel(
-                    students[
-                        (students["source"] == source) & (students["lam"].astype(float) == lam)
-                    ]
-                )
-                a = _per_image(mine)
-                seeds = [s for s in sorted(set(a) & set(b)) if len(a[s]) == len(b[s])]
-                if not seeds:
-                    continue
-                per_seed = {s: stats.paired_mean_difference(a[s], b[s]) for s in seeds}
-                est, low, high, _, interval = _combine(per_seed)
-                relation = set(mine["relation"]) - {"independent"}
+    norms = [n for n in NORM_SYMBOLS if (metrics["metric"] == n).any()]
+
+    def points(source, lam, metric):
+        return {s: 100.0 * v for s, v in flags(metrics, source, lam, metric).items()}
+
+    for source, lam in students(metrics):
+        for norm in norms:
+            lines = _lines(metrics, source, norm)
+            if lines and not points(source, lam, lines[0][0]):  # e.g. a teacher spared
+                lines = [(norm, "PGD", lines[0][2])]  # AutoAttack: its PGD, the one line
+            for metric, measure, role in lines:
+                a, b = points(source, lam, metric), points("vanilla", 0.0, metric)
+                if metric.startswith("aa_") and role == SECONDARY:  # the first seed alone
+                    first = sorted(set(a) & set(b))[:1]
+                    a, b = {k: a[k] for k in first}, {k: b[k] for k in first}
+                r = difference(a, b, BOUNDS["accuracy"])
+                if r is not None:
+                    rows.append(
+                        _row(dataset, "robustness", source, lam, measure, "vanilla", norm, r, role)
+                    )
+    return rows
+
+
+def instruments(scores: pd.DataFrame) -> list[tuple[str, str]]:
+    """(score, reference) of every instrument the scores hold."""
+    present = set(zip(scores["score"], scores["reference"]))
+    out = []
+    for score, fixed in INSTRUMENTS:
+        refs = [fixed] if fixed else pag_report.references(scores["reference"])
+        out += [(score, ref) for ref in refs if (score, ref) in present]
+    return out
+
+
+def alignment_rows(scores: pd.DataFrame, dataset: str) -> list[dict]:
+    """Question 2: each model's score minus vanilla's, per instrument."""
+    rows = []
+    for score, ref in instruments(scores):
+        b = per_image(scores, "vanilla", 0.0, score, ref)
+        for source, lam in students(scores):
+            r = difference(per_image(scores, source, lam, score, ref), b, BOUNDS[score])
+            if r is not None:
                 rows.append(
-                    {
-                        "dataset": dataset,
-                        "question": "alignment",
-                        "source": source,
-                        "lam": lam,
-                        "measure": score,
-                        "reference": ref,
-                        "norm": "",
-                        "estimate": est,
-                        "ci_low": low,
-                        "ci_high": high,
-                        "p": math.nan,
-                        "n": len(seeds),
-                        "interval": interval + (" (same recipe)" if relation else ""),
-                        "verdict": stats.verdict(low, high),
-                    }
+                    _row(dataset, "alignment", source, lam, score, ref, "", r, role_of(source))
                 )
     return rows
 
 
-#: the fewest points a rank correlation's interval is drawn from (fewer: not measured)
-MIN_POINTS = 5
+# --- does alignment rank robustness? --------------------------------------------------------------
 
 
-def correlation_rows(scores: pd.DataFrame, metrics: pd.DataFrame, dataset: str) -> list[dict]:
-    """Question 3: per instrument and threat model, Spearman's rho between the score and the
-    AutoAttack accuracy over the independent models (a point per model and seed)."""
+def ranking(points: list[dict]) -> dict:
+    """Spearman's rho between the models of ``points`` (each a dict: source, lam, x: per-image
+    scores, y: per-image robust flags, one per seed), a model one point
+    (``stats.clustered_rank_correlation``). A model that saw a robust model is refused: its
+    agreement with robustness is circular (``registry.circular``)."""
+    bad = sorted({p["source"] for p in points if registry.circular(p["source"])})
+    if bad:
+        raise ValueError(
+            f"{bad} saw a robust model (registry.circular): never a point of a ranking of "
+            "whether PAG implies robustness; they are the ceiling"
+        )
+    clusters = [(p["source"], float(p["lam"])) for p in points]
+    return stats.clustered_rank_correlation(
+        [p["x"] for p in points], [p["y"] for p in points], clusters
+    )
+
+
+def ranking_rows(scores: pd.DataFrame, metrics: pd.DataFrame, dataset: str) -> list[dict]:
+    """Question 3: per instrument and threat model, rho over the models that never saw a robust
+    model (all of them, then without vanilla: a secondary line)."""
     rows = []
-    for score, _ in ALIGNMENT_INSTRUMENTS:
-        points = pag_report.robustness_points(scores, metrics, score)
-        for norm, g in points.groupby("norm", sort=False):
-            g = g[g["relation"] == "independent"]
-            if len(g) < MIN_POINTS:
-                continue
-            r = stats.rank_correlation(g["value"], g["accuracy"])
-            rows.append(
-                {
-                    "dataset": dataset,
-                    "question": "ranking",
-                    "source": "",
-                    "lam": math.nan,
-                    "measure": score,
-                    "reference": str(g["reference"].iloc[0]),
-                    "norm": norm,
-                    "estimate": r["rho"],
-                    "ci_low": r["ci_low"],
-                    "ci_high": r["ci_high"],
-                    "p": r["p"],
-                    "n": r["n"],
-                    "interval": f"bootstrap over {r['n']} models (and seeds), permutation p",
-                    "verdict": stats.verdict(
-                        r["ci_low"],
-                        r["ci_high"],
-                        "ranks robustness (positive rank correlation)",
-                        "ranks it inversely",
-                        "no detectable rank correlation",
-                    ),
-                }
-            )
+    for norm in [n for n in NORM_SYMBOLS if (metrics["metric"] == n).any()]:
+        found = robust_measure(metrics, norm)
+        if found is None:
+            continue
+        metric, name = found
+        for score, ref in instruments(scores):
+            if ref.startswith("teacher_") and ref != f"teacher_{norm}":
+                continue  # an alignment ranks the robustness of its reference's threat model
+            points = []
+            for source, lam in [("vanilla", 0.0), *students(scores)]:
+                if registry.circular(source):
+                    continue
+                x = per_image(scores, source, lam, score, ref)
+                y = flags(metrics, source, lam, metric)
+                points += [
+                    {"source": source, "lam": lam, "x": x[s], "y": y[s]} for s in x if s in y
+                ]
+            for without in (False, True):
+                chosen = [p for p in points if not (without and p["source"] == "vanilla")]
+                if len({(p["source"], p["lam"]) for p in chosen}) < MIN_MODELS:
+                    continue
+                r = ranking(chosen)
+                text = f"{r['models']} models ({r['points']} runs)" + (
+                    ", without vanilla" if without else ""
+                )
+                r = {**r, "diff": r["rho"], "seeds": r["points"], "images": math.nan}
+                row = _row(
+                    dataset,
+                    "ranking",
+                    "without vanilla" if without else "",
+                    math.nan,
+                    f"{score} vs {name}",
+                    ref,
+                    norm,
+                    {**r, "interval": f"{text}; p cannot fall below {r['p_min']:.3f}"},
+                    SECONDARY if without else VERDICT,
+                )
+                rows.append(row)
     return rows
 
 
-def _num(v: float, digits: int = 1) -> str:
+# --- the family, and the page ---------------------------------------------------------------------
+
+
+def decide(df: pd.DataFrame) -> pd.DataFrame:
+    """Holm over the page's family (its ``verdict`` rows), then each verdict from its adjusted
+    p-value (``stats.verdict``); the other rows say what they are."""
+    df = df.copy()
+    family = df["role"] == VERDICT
+    df.loc[family, "p_holm"] = stats.holm(df.loc[family, "p"].astype(float))
+    for i, r in df.iterrows():
+        if r["role"] == VERDICT:
+            df.at[i, "verdict"] = stats.verdict(r["estimate"], r["p_holm"], *WORDS[r["question"]])
+        else:
+            df.at[i, "verdict"] = {
+                CEILING: "ceiling: not tested",
+                ONE_SEED: "one seed: not tested",
+            }.get(r["role"], "secondary")
+    return df
+
+
+def _num(v, digits: int = 1) -> str:
     return "n/a" if v is None or (isinstance(v, float) and math.isnan(v)) else f"{v:+.{digits}f}"
 
 
-def _p(p: float) -> str:
-    if p is None or math.isnan(p):
-        return ""
-    return ", p < 0.001" if p < 0.001 else f", p = {p:.3f}"
+def _p(p) -> str:
+    if p is None or (isinstance(p, float) and math.isnan(p)):
+        return "n/a"
+    return "< 0.001" if p < 0.001 else f"{p:.3f}"
 
 
-def markdown(df: pd.DataFrame, dataset: str) -> str:
-    """The answer page: the rule, then a line per source (and instrument)."""
-    name = lambda s: report.method(s)  # noqa: E731
-    lines = [
-        f"# The answer on {dataset}",
-        "",
-        f"Generated from this run's numbers; every verdict follows one rule: {stats.RULE} "
-        "(for a rank correlation: above 0, “ranks robustness”; below, “inversely”). "
-        "95% intervals in brackets.",
-        "",
-    ]
-    rob = df[df["question"] == "robustness"]
-    if len(rob):
-        lines += [
-            "## Are the PAG-trained models more robust than vanilla?",
-            "",
-            "Robust accuracy minus vanilla's (the same seed, on the same test images), in "
-            "points; AutoAttack first, the table's PGD in parentheses.",
-            "",
-        ]
-        for (source, lam), g in rob.groupby(["source", "lam"], sort=False):
-            parts = []
-            for norm in ("linf", "l2"):
-                aa = g[(g["norm"] == norm) & (g["measure"] == "AutoAttack")]
-                pgd = g[(g["norm"] == norm) & (g["measure"] == "PGD")]
-                main = aa if len(aa) else pgd
-                if not len(main):
-                    continue
-                r = main.iloc[0]
-                text = (
-                    f"{NORM_SYMBOLS[norm]} {r['measure']} {_num(r['estimate'])} "
-                    f"[{_num(r['ci_low'])}, {_num(r['ci_high'])}]{_p(r['p'])} "
-                    f"({r['interval']}): **{r['verdict']}**"
-                )
-                if len(aa) and len(pgd):
-                    q = pgd.iloc[0]
-                    text += (
-                        f" (PGD {_num(q['estimate'])} [{_num(q['ci_low'])}, "
-                        f"{_num(q['ci_high'])}], {q['interval']})"
-                    )
-                parts.append(text)
-            lines.append(f"- {name(source)} (λ {lam:g}): " + "; ".join(parts))
-        lines.append("")
-    ali = df[df["question"] == "alignment"]
-    if len(ali):
-        lines += [
-            "## Are their gradients more aligned than vanilla's?",
-            "",
-            "Each instrument's score minus vanilla's (alignment: with each independent "
-            "robust reference; tangent-space fraction: with the data manifold).",
-            "",
-        ]
-        for (measure, ref), g in ali.groupby(["measure", "reference"], sort=False):
-            label = pag_report._column(measure, ref)
-            parts = [
-                f"{name(r['source'])} {_num(r['estimate'], 3)} [{_num(r['ci_low'], 3)}, "
-                f"{_num(r['ci_high'], 3)}]: **{r['verdict']}**"
-                for _, r in g.iterrows()
-            ]
-            lines.append(f"- {label} ({g['interval'].iloc[0]}): " + "; ".join(parts))
-        lines.append("")
+MARKS = {"more robust": "↑", "more aligned": "↑", "less robust": "↓", "less aligned": "↓"}
+
+
+def _cell(r, digits: int) -> str:
+    mark = MARKS.get(r["verdict"], "·" if r["role"] == VERDICT else "")
+    return f"{_num(r['estimate'], digits)} [{_num(r['ci_low'], digits)}, {_num(r['ci_high'], digits)}] {mark}".strip()
+
+
+#: the toy's instruments, by name: the ground truth and the instrument it validates
+TOY_NAMES = {
+    "manifold_alignment": "manifold alignment (the truth)",
+    "teacher_alignment": "teacher alignment (the instrument)",
+}
+#: each measure's unit, for the page's legend
+UNITS = {
+    "alignment": "an alignment as a cosine",
+    "tangent_fraction": "the tangent-space fraction as a fraction",
+    "manifold_alignment": "the manifold alignment as |cosine|",
+    "teacher_alignment": "the teacher alignment as a cosine",
+}
+
+
+def column(r) -> str:
+    """A compact table's (and the figure's) column: the threat model, or the instrument."""
+    if r["question"] == "robustness":
+        return f"{NORM_SYMBOLS[r['norm']]} robust accuracy"
+    if r["measure"] in TOY_NAMES:
+        return TOY_NAMES[r["measure"]]
+    return pag_report._column(r["measure"], r["reference"])
+
+
+def compact(df: pd.DataFrame) -> pd.DataFrame:
+    """One row per model, one column per primary measure and instrument: the difference to
+    vanilla, its interval and its verdict's mark; the ceiling's rows last."""
+    main = df[df["question"].isin(("robustness", "alignment")) & (df["role"] != SECONDARY)]
+    tested = main[main["role"] != CEILING]
+    primary = dict(zip(tested["norm"], tested["measure"]))  # each threat model's measure
+    rows = {}
+    for _, r in main.iterrows():
+        key = (r["role"] == CEILING, r["source"], r["lam"])
+        label = report.method(r["source"]) + {CEILING: " (ceiling)", ONE_SEED: " (one seed)"}.get(
+            r["role"], ""
+        )
+        row = rows.setdefault(key, {"model": label, "λ": f"{r['lam']:g}", "seeds": ""})
+        row["seeds"] = str(int(r["seeds"])) if not row["seeds"] else row["seeds"]
+        cell = _cell(r, 1 if r["question"] == "robustness" else 3)
+        if r["question"] == "robustness" and primary.get(r["norm"], r["measure"]) != r["measure"]:
+            cell += f" ({r['measure']})"  # e.g. a teacher's PGD where the models got AutoAttack
+        row[column(r)] = cell
+    order = sorted(rows, key=lambda k: k[0])  # the ceiling last, the tables' order kept
+    return pd.DataFrame([rows[k] for k in order]).fillna("")
+
+
+def ranking_table(df: pd.DataFrame) -> pd.DataFrame:
+    """The rank correlations, each with its twin without vanilla beside it."""
     cor = df[df["question"] == "ranking"]
-    if len(cor):
+    verdicts, twins = cor[cor["role"] == VERDICT], cor[cor["role"] == SECONDARY]
+    cells = []
+    for _, r in verdicts.iterrows():
+        twin = twins[
+            (twins["measure"] == r["measure"])
+            & (twins["reference"] == r["reference"])
+            & (twins["norm"] == r["norm"])
+        ]
+        score, measure = r["measure"].split(" vs ", 1)
+        t = twin.iloc[0] if len(twin) else None
+        cells.append(
+            {
+                "instrument": pag_report._column(score, r["reference"]),
+                "robustness": f"{NORM_SYMBOLS[r['norm']]} {measure}",
+                "models": r["interval"].split(";")[0],
+                "ρ [95%]": f"{_num(r['estimate'], 2)} [{_num(r['ci_low'], 2)}, "
+                f"{_num(r['ci_high'], 2)}]",
+                "p": _p(r["p"]),
+                "p (Holm)": _p(r["p_holm"]),
+                "verdict": r["verdict"],
+                "ρ without vanilla": "n/a"
+                if t is None
+                else f"{_num(t['estimate'], 2)} (p {_p(t['p'])})",
+            }
+        )
+    return pd.DataFrame(cells)
+
+
+def stage_gap(metrics: pd.DataFrame) -> str:
+    """Where a seed got both AutoAttack's APGD stages and its whole version: how much the rest
+    of the version (FAB-T, Square) takes off (the cheaper stage's overestimate), in points."""
+    lines = []
+    for norm in NORM_SYMBOLS:
+        apgd = metrics[metrics["metric"] == f"apgd_{norm}"]
+        aa = metrics[metrics["metric"] == f"aa_{norm}"]
+        both = apgd.merge(aa, on=["source", "lam", "seed"], suffixes=("", "_aa"))
+        if both.empty or set(apgd["seed"]) <= set(aa["seed"]):
+            continue  # every seed got the whole version: no cheaper stage to vouch for
+        gaps = (both["accuracy"] - both["accuracy_aa"]).tolist()
+        seeds = ", ".join(str(s) for s in sorted(both["seed"].unique()))
+        span = (
+            f"{min(gaps):.2f}" if min(gaps) == max(gaps) else f"{min(gaps):.2f} to {max(gaps):.2f}"
+        )
+        lines.append(f"{NORM_SYMBOLS[norm]}: {span} points, {len(gaps)} models of seed {seeds}")
+    if not lines:
+        return ""
+    return (
+        "- **AutoAttack's cheaper stage.** Seeds outside eval.autoattack.full_seeds get its APGD "
+        "stages (APGD-CE, then APGD-T); where a seed got the whole version too, the rest of it "
+        "(FAB-T, Square) took off " + "; ".join(lines) + " (the masking table's "
+        "later_stages_gain)."
+    )
+
+
+def markdown(df: pd.DataFrame, title: str, figure: str | None, notes=()) -> str:
+    """The answer page: the figure, a compact table, the rank correlations, then short words."""
+    n = int((df["role"] == VERDICT).sum())
+    lines = [f"# {title}", ""]
+    if figure:
+        lines += [f"![{title}]({figure})", ""]
+    table = compact(df)
+    tested = df[df["question"].eq("robustness") & df["role"].isin((VERDICT, ONE_SEED))]
+    primary = dict(zip(tested["norm"], tested["measure"]))
+    if len(table):
+        measures = "; ".join(f"{NORM_SYMBOLS[n]} under {m}" for n, m in primary.items())
+        units = [f"robust accuracy in points ({measures})"] if primary else []
+        units += [UNITS[m] for m in dict.fromkeys(df["measure"]) if m in UNITS]
         lines += [
-            "## Does alignment rank robustness?",
-            "",
-            "Spearman's ρ between each instrument and the AutoAttack accuracy over the "
-            "models independent of the reference.",
+            report.markdown(table),
+            f"Each cell: the model minus vanilla, {', '.join(units)}; [95% interval]; ↑ / ↓ a "
+            "decided difference, · none detected.",
             "",
         ]
-        for _, r in cor.iterrows():
-            label = pag_report._column(r["measure"], r["reference"])
-            lines.append(
-                f"- {label}, {NORM_SYMBOLS.get(r['norm'], r['norm'])}: ρ = {_num(r['estimate'], 2)} "
-                f"[{_num(r['ci_low'], 2)}, {_num(r['ci_high'], 2)}], permutation p = "
-                f"{r['p']:.3f}, {int(r['n'])} models: **{r['verdict']}**"
+    ranks = ranking_table(df)
+    if len(ranks):
+        lines += [
+            "Does alignment rank robustness? Spearman's ρ between the models' alignment and "
+            "robust accuracy, a model one point (its seeds and images resampled within it).",
+            "",
+            report.markdown(ranks),
+        ]
+    whole = df[(df["role"] == SECONDARY) & (df["measure"] == "AutoAttack")]
+    if len(whole):  # the first seed's whole AutoAttack, where the seeds got its APGD stages
+        first = whole.iloc[0]
+        lines += [
+            f"A secondary line, no verdict: the whole AutoAttack ({NORM_SYMBOLS[first['norm']]}) "
+            f"minus vanilla's, {first['interval']}: "
+            + "; ".join(
+                f"{report.method(r['source'])} {_num(r['estimate'])} "
+                f"[{_num(r['ci_low'])}, {_num(r['ci_high'])}]"
+                for _, r in whole.iterrows()
             )
-        lines.append("")
-    return "\n".join(lines)
+            + ".",
+            "",
+        ]
+    lines += [
+        "How to read it:",
+        "",
+        f"- **One rule.** The family is this page's {n} verdicts, their p-values adjusted by "
+        "Holm's method (valid whatever their dependence); a verdict is "
+        f"{stats.RULE}. The unadjusted p-values and the secondary lines are in the CSV.",
+        "- **Seeds are the evidence.** A difference is taken over the training seeds, each "
+        "paired with vanilla's run of the same seed on the same test images; its 95% interval "
+        "covers both the seeds and the images (a t-interval, Welch–Satterthwaite degrees of "
+        "freedom), within the range the difference can take. One seed decides nothing.",
+        "- **Circular models are the ceiling.** Models that saw a robust model (RIGD students, "
+        "the adversarially trained teachers, imported models) are shown, never tested and "
+        "never a point of a ranking.",
+        *notes,
+    ]
+    return "\n".join(lines).rstrip() + "\n"
 
 
-def image_answer(metrics: pd.DataFrame, scores: pd.DataFrame | None, dataset: str):
-    """(frame, markdown) for an image dataset."""
+def image_answer(
+    metrics: pd.DataFrame, scores: pd.DataFrame | None, dataset: str, figure: str | None = None
+):
+    """(frame, markdown) for an image dataset; the page opens on ``figure`` (its path)."""
     rows = robustness_rows(metrics, dataset)
     if scores is not None and len(scores):
-        rows += alignment_rows(scores, dataset, _models(metrics))
-        rows += correlation_rows(scores, metrics, dataset)
+        rows += alignment_rows(scores, dataset)
+        rows += ranking_rows(scores, metrics, dataset)
     if not rows:
         raise ValueError(
             f"nothing to answer on {dataset}: no vanilla model, or no per-image results "
             "(rebuild the metrics: their 'correct' column)"
         )
-    df = pd.DataFrame(rows, columns=COLUMNS)
-    return df, markdown(df, dataset)
+    df = decide(pd.DataFrame(rows, columns=COLUMNS))
+    notes = [line for line in (stage_gap(metrics),) if line]
+    return df, markdown(df, f"The answer on {dataset}", figure, notes)
 
 
-def toy_answer(metrics: pd.DataFrame, toy_pag: pd.DataFrame):
-    """(frame, markdown) for the toy: its ground truth."""
+def toy_answer(metrics: pd.DataFrame, toy_pag: pd.DataFrame, figure: str | None = None):
+    """(frame, markdown) for the toy: robustness and the ground truth (manifold alignment), and
+    whether the teacher-based instrument sees the ground truth's difference, over the seeds."""
     rows = robustness_rows(metrics, "toy")
     models = toy_pag[toy_pag["role"] == "model"]
-    pag = models[~models["source"].isin(("vanilla", *report.TEACHERS))]
-    vanilla = models[models["source"] == "vanilla"].set_index("seed")
-    for (source, lam), g in pag.groupby(["source", "lam"], sort=False):
-        diffs = [
-            r["manifold_alignment"] - vanilla.loc[r["seed"], "manifold_alignment"]
-            for _, r in g.iterrows()
-            if r["seed"] in vanilla.index
-        ]
-        if len(diffs) > 1:
-            mean, half = stats.t_interval(diffs)
-            rows.append(
-                {
-                    "dataset": "toy",
-                    "question": "alignment",
-                    "source": source,
-                    "lam": float(lam),
-                    "measure": "manifold_alignment",
-                    "reference": "the data's line",
-                    "norm": "",
-                    "estimate": mean,
-                    "ci_low": mean - half,
-                    "ci_high": mean + half,
-                    "p": math.nan,
-                    "n": len(diffs),
-                    "interval": f"t over {len(diffs)} seeds",
-                    "verdict": stats.verdict(mean - half, mean + half),
-                }
+    for score in ("manifold_alignment", "teacher_alignment"):
+        column_ = f"{score}_per_point"
+        values = {
+            (s, float(lam), int(seed)): np.array([float(v) for v in str(text).split(";")])
+            for s, lam, seed, text in zip(
+                models["source"], models["lam"], models["seed"], models[column_]
             )
-    for x, y, measure, what in (
-        ("manifold_alignment", "robust", "manifold_alignment", "robust accuracy"),
-        ("teacher_alignment", "manifold_alignment", "teacher_alignment", "manifold alignment"),
-    ):
-        sel = models.dropna(subset=[x, y])
-        r = stats.rank_correlation(sel[x], sel[y])
-        rows.append(
-            {
-                "dataset": "toy",
-                "question": "ranking",
-                "source": "",
-                "lam": math.nan,
-                "measure": measure,
-                "reference": what,
-                "norm": "",
-                "estimate": r["rho"],
-                "ci_low": r["ci_low"],
-                "ci_high": r["ci_high"],
-                "p": r["p"],
-                "n": r["n"],
-                "interval": f"bootstrap over {r['n']} models, permutation p",
-                "verdict": stats.verdict(
-                    r["ci_low"],
-                    r["ci_high"],
-                    "ranks it (positive)",
-                    "ranks it inversely",
-                    "no detectable rank correlation",
-                ),
-            }
-        )
-    df = pd.DataFrame(rows, columns=COLUMNS)
-    lines = markdown(df[df["question"] == "robustness"], "toy").splitlines()
-    lines += ["## Do their gradients follow the data's line (the ground truth)?", ""]
-    for _, r in df[df["question"] == "alignment"].iterrows():
-        lines.append(
-            f"- PAG ({report.method(r['source'])}) manifold alignment minus vanilla's "
-            f"{_num(r['estimate'], 3)} [{_num(r['ci_low'], 3)}, {_num(r['ci_high'], 3)}] "
-            f"({r['interval']}): **{r['verdict']}**"
-        )
-    lines += [
-        "",
-        "## Does the ground truth rank robustness, and does the teacher-based score "
-        "rank the models as the ground truth does?",
-        "",
-    ]
-    for _, r in df[df["question"] == "ranking"].iterrows():
-        lines.append(
-            f"- ρ({r['measure'].replace('_', ' ')}, {r['reference']}) = "
-            f"{_num(r['estimate'], 2)} [{_num(r['ci_low'], 2)}, {_num(r['ci_high'], 2)}], "
-            f"permutation p = {r['p']:.3f}, {int(r['n'])} models: **{r['verdict']}**"
-        )
-    return df, "\n".join(lines).replace(
-        "# The answer on toy", "# The answer on the toy data"
-    ) + "\n"
+        }
+        b = {seed: v for (s, _, seed), v in values.items() if s == "vanilla"}
+        for source, lam in students(models):
+            a = {seed: v for (s, l_, seed), v in values.items() if (s, l_) == (source, lam)}
+            r = difference(
+                a,
+                b,
+                BOUNDS["manifold_alignment"]
+                if score == "manifold_alignment"
+                else BOUNDS["alignment"],
+            )
+            if r is not None:
+                ref = "the data's line" if score == "manifold_alignment" else "the toy reference"
+                rows.append(
+                    _row("toy", "alignment", source, lam, score, ref, "", r, role_of(source))
+                )
+    df = decide(pd.DataFrame(rows, columns=COLUMNS))
+    return df, markdown(df, "The answer on the toy data", figure)

@@ -59,11 +59,13 @@ STAGE_STEPS = {
 class AutoAttackResult:
     images: int
     clean: float  # accuracy in percent
-    robust: float
-    stages: dict[str, float]  # accuracy after each stage, percent, in run order
+    robust: float  # after the last stage run
+    stages: dict[str, float]  # accuracy after each stage run, percent, in run order
     warnings: list[str] = field(default_factory=list)
     resumed: bool = False
-    robust_flags: list[bool] = field(default_factory=list)  # per image, after every stage
+    robust_flags: list[bool] = field(default_factory=list)  # per image, after the last stage
+    stage_flags: dict[str, list[bool]] = field(default_factory=dict)  # per image, after each
+    complete: bool = True  # every stage of the version ran (else: its first ``len(stages)``)
 
 
 class _Warnings(logging.Handler):
@@ -99,16 +101,26 @@ def run(
     batch_size: int = 500,
     device: str = "cpu",
     log: Callable[[str], None] = print,
+    stages: tuple[str, ...] | None = None,
 ) -> AutoAttackResult:
     """AutoAttack on ``x, y`` (kept where they are; each batch goes to ``device``), resuming
     from ``state_path`` when it holds an unfinished run of the same ``fingerprint``. The state
-    file is left in place (the caller removes it once the result is saved)."""
+    file is left in place (the caller removes it once the result is saved). ``stages``: the
+    version's first stages only (e.g. ``("apgd-ce", "apgd-t")``, exactly what a whole run
+    computes after them); None: all."""
     from pyautoattack import AutoAttack
 
     if norm not in NORM_NAMES:
         raise ValueError(f"AutoAttack norm must be one of {tuple(NORM_NAMES)}, not {norm!r}")
     if version not in STAGES:
         raise ValueError(f"AutoAttack version must be one of {VERSIONS}, not {version!r}")
+    order = STAGES[version]
+    if stages is not None and tuple(stages) != order[: len(stages)]:
+        raise ValueError(
+            f"AutoAttack stages {list(stages)}: a run of version {version!r} can stop after any of "
+            f"its stages, in its order {list(order)}, not run others"
+        )
+    run_stages = order if stages is None else tuple(stages)
     state_path = Path(state_path)
     state = _resume(state_path, fingerprint, log)
     resumed = state is not None
@@ -124,6 +136,7 @@ def run(
                 "batch": 0,
                 "standing": None,
                 "stages": {},
+                "stage_robust": {},
                 "warnings": [],
             }
             io.write_text(json.dumps(state), state_path)
@@ -135,9 +148,7 @@ def run(
             attack = AutoAttack(
                 model, norm=NORM_NAMES[norm], eps=eps, version=version, seed=seed, device=device
             )
-            _run_stages(
-                attack, model, x, y, state, state_path, STAGES[version], batch_size, device, log
-            )
+            _run_stages(attack, model, x, y, state, state_path, run_stages, batch_size, device, log)
         finally:
             aa_logger.removeHandler(handler)
     robust = torch.tensor(state["robust"])  # cpu: the saved per-image flags, counted on the host
@@ -149,6 +160,8 @@ def run(
         warnings=list(state["warnings"]),
         resumed=resumed,
         robust_flags=[bool(v) for v in state["robust"]],
+        stage_flags={k: [bool(v) for v in f] for k, f in state["stage_robust"].items()},
+        complete=run_stages == order,
     )
 
 
@@ -177,6 +190,7 @@ def _run_stages(attack, model, x, y, state, state_path, stages, batch_size, devi
                 f"{stage}: batch {b + 1}/{batches}, {fooled.sum().item()} of {len(index)} images fooled"
             )
         state["stages"][stage] = 100.0 * robust.sum().item() / n
+        state["stage_robust"][stage] = robust.tolist()
         state["stage"], state["batch"], state["standing"] = state["stage"] + 1, 0, None
         io.write_text(json.dumps(state), state_path)
         log(
@@ -199,6 +213,7 @@ def _resume(state_path: Path, fp: dict, log) -> dict | None:
             "batch",
             "standing",
             "stages",
+            "stage_robust",
             "warnings",
         }
         if not isinstance(state, dict) or keys - set(state):

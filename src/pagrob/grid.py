@@ -18,7 +18,7 @@ from collections import Counter
 from dataclasses import dataclass
 
 from pagrob import registry
-from pagrob.registry import FILE, REPRESENTATIVES, RIGD
+from pagrob.registry import DRAWN, FILE, REPRESENTATIVES, RIGD
 
 
 class ConfigError(Exception):
@@ -106,6 +106,20 @@ class Grid:
             for seed in exp["seeds"]
         ]
 
+    def toy_recipes(self):
+        """The toy experiment's recipes, (source, lam): vanilla and its PAG source."""
+        exp = self.experiment("toy")
+        if not exp:
+            return []
+        return [("vanilla", 0), (exp["source"], self.source_lam("toy", exp["source"]))]
+
+    def toy_seeds(self):
+        return list((self.experiment("toy") or {}).get("seeds", []))
+
+    def toy_draws(self, source):
+        """The targets files the toy models of a drawn ``source`` read (one per draw seed)."""
+        return list(dict.fromkeys(self.targets_file("toy", source, s) for s in self.toy_seeds()))
+
     def teacher_config(self, dataset, norm):
         teachers = self.dataset_config(dataset).get("teachers") or {}
         if norm not in teachers:
@@ -177,12 +191,15 @@ class Grid:
         return table
 
     def table_teachers(self, dataset):
-        """The teachers of the RIGD sources in a main table (shown as reference rows)."""
-        return [
+        """The adversarially trained teachers a main table shows as reference rows (and the
+        answer as the ceiling): those of its RIGD sources, and every configured one (also
+        the PAG scores' realistic ceiling)."""
+        rigd = [
             self.teacher_dir(dataset, RIGD[s])
             for s in self.experiment("main")["sources"]
             if s in RIGD
         ]
+        return list(dict.fromkeys(rigd + self.configured_teachers(dataset)))
 
     def seeds_models(self):
         """Table 4: one source over several seeds."""
@@ -326,6 +343,7 @@ class Grid:
         if self.experiment("toy"):
             if self.toy_pag_enabled():
                 outs += [f"{self.results()}/tables/answer_toy.{ext}" for ext in ("md", "csv")]
+                outs += [f"{self.results()}/figures/answer_toy.{ext}" for ext in ("png", "pdf")]
             outs += [f"{self.results()}/tables/toy.{ext}" for ext in ("md", "csv")]
             outs += [f"{self.results()}/figures/fig3_toy.{ext}" for ext in ("png", "pdf")]
         if self.experiment("main"):
@@ -335,6 +353,9 @@ class Grid:
                     f"{self.results()}/tables/{table}_{dataset}.{ext}" for ext in ("md", "csv")
                 ]
                 outs += [f"{self.results()}/tables/answer_{dataset}.{ext}" for ext in ("md", "csv")]
+                outs += [
+                    f"{self.results()}/figures/answer_{dataset}.{ext}" for ext in ("png", "pdf")
+                ]
                 outs += [f"{self.results()}/figures/fig4_{dataset}.{ext}" for ext in ("png", "pdf")]
                 if self.configured_teachers(dataset):
                     outs += [
@@ -397,6 +418,15 @@ class Grid:
             models = [m for m in models if int(m.rsplit("seed", 1)[1]) in aa["seeds"]]
         # imported models get the whole evaluation: that is what they are imported for
         return list(dict.fromkeys(models + self.external_models(dataset)))
+
+    def aa_full(self, dataset, model):
+        """Whether the checked ``model`` (its folder) gets AutoAttack's whole version: its seed
+        is one of eval.autoattack.full_seeds (null: every seed), or it is imported. The others
+        get its APGD stages (settings.APGD_STAGES), on the same images."""
+        full = (self.autoattack_config(dataset) or {}).get("full_seeds")
+        if full is None or "/external/" in model:
+            return True
+        return int(model.rsplit("seed", 1)[1]) in full
 
     def eval_norms(self, dataset):
         return list(self.dataset_config(dataset)["eval"]["attacks"])
@@ -501,7 +531,7 @@ class Grid:
         scored = [
             m for m in self.scored_model_dirs(dataset) if m.rsplit("seed", 1)[-1] == str(seed)
         ]
-        if seed == teachers["seed"]:
+        if seed == teachers["seed"] and self.ceiling_teachers(dataset):
             scored.append(f"datasets.{dataset}.teachers.seed")
         if scored:
             raise ConfigError(
@@ -524,12 +554,17 @@ class Grid:
     def pag_references(self, dataset):
         return files_of(self.reference_dirs(dataset))
 
+    def ceiling_teachers(self, dataset):
+        """The teachers at their seed, scored as the realistic ceiling (robust models of the
+        references' recipe with another seed) unless pag_scores.ceiling is false."""
+        cfg = self.dataset_config(dataset).get("pag_scores") or {}
+        return self.configured_teachers(dataset) if cfg.get("ceiling", True) else []
+
     def scored_model_dirs(self, dataset):
-        """Every model of the dataset, and the teachers at their seed: robust models of the
-        references' recipe with another seed, the realistic ceiling."""
+        """Every model of the dataset, and the realistic ceiling (``ceiling_teachers``)."""
         if dataset == "toy":
-            return self.toy_models() + self.configured_teachers("toy")
-        return list(dict.fromkeys(self.dataset_models(dataset) + self.configured_teachers(dataset)))
+            return self.toy_models() + self.ceiling_teachers("toy")
+        return list(dict.fromkeys(self.dataset_models(dataset) + self.ceiling_teachers(dataset)))
 
     def scored_models(self, dataset):
         """Every model of the dataset gets a PAG score (when pag_scores is configured)."""
@@ -593,6 +628,17 @@ class Grid:
     def ablation_dataset(self):
         return self.experiment("lambda_ablation")["dataset"]
 
+    def targets_file(self, dataset, source, seed):
+        """The targets a model of ``source`` (a representative or the file source) with training
+        seed ``seed`` trains with: a drawn source's draw from that seed (from targets.seed where
+        targets.per_seed is false), <root>/<dataset>/targets/<source>/seed<draw>.pt; another's
+        one file per dataset, <root>/<dataset>/targets/<source>.pt."""
+        if source in DRAWN:
+            t = self.dataset_config(dataset)["targets"]
+            draw = int(seed) if t["per_seed"] else t["seed"]
+            return self.results(f"{dataset}/targets/{source}/seed{draw}.pt")
+        return self.results(f"{dataset}/targets/{source}.pt")
+
     def file_targets_config(self, dataset):
         """datasets.<dataset>.targets.file, which the file source needs."""
         spec = self.dataset_config(dataset)["targets"].get("file")
@@ -646,10 +692,15 @@ class Grid:
 
         job("prepare_data", self.results(f"{d}/data.pt"))
         folders = self.model_folders(d)
-        trained = [m.split("/")[-3] for m in folders if "/external/" not in m]
-        for source in dict.fromkeys(trained):
+        targets = {}  # each targets file once, with the source it is for
+        for m in folders:
+            if "/external/" in m:
+                continue
+            source = m.split("/")[-3].split(".")[0]  # a class-score variant: its source's
             if source in REPRESENTATIVES or source == FILE:
-                job("make_targets", self.results(f"{d}/targets/{source}.pt"), source=source)
+                targets.setdefault(self.targets_file(d, source, m.rsplit("seed", 1)[1]), source)
+        for path, source in targets.items():
+            job("draw_targets" if source in DRAWN else "make_targets", path, source=source)
         for m in folders:
             source = m.split("/")[-3]
             if "/external/" in m:
@@ -670,7 +721,7 @@ class Grid:
                 job("toy_figure", self.results("figures/fig3_toy.png"))
             if self.toy_pag_enabled():
                 job("toy_pag", self.results("tables/toy_pag.csv"))
-            return out
+            return self._toy_per_recipe(out)
         for m in self.checked_models(d):
             for norm in self.aa_norms(d):
                 job("autoattack", f"{m}/autoattack_{norm}.csv", norm=norm)
@@ -690,6 +741,33 @@ class Grid:
         abl = self.experiment("lambda_ablation")
         if abl and abl["dataset"] == d:
             job("ablation_figure", self.results("figures/fig5_lambda_ablation.png"))
+        return out
+
+    #: the toy's per-seed rules and the rule that runs every seed of a recipe in one job
+    TOY_BATCHED = {
+        "train": "train_toy",
+        "evaluate": "evaluate_toy",
+        "draw_targets": "draw_toy_targets",
+    }
+
+    def _toy_per_recipe(self, jobs: list[Job]) -> list[Job]:
+        """The toy experiment's per-seed jobs (training, evaluation, drawn targets) as one job
+        per recipe (per drawn source for the targets), named by its log: its jobs are so small
+        that a job's start-up outweighs its work (workflow/rules/toy.smk)."""
+        models = set(self.toy_models())
+        out, seen = [], set()
+        for j in jobs:
+            model = j.output.removesuffix("/metrics.csv")
+            if j.rule in ("train", "evaluate") and model in models:
+                log = f"{model.rsplit('/', 1)[0]}/{j.rule}.log"
+            elif j.rule == "draw_targets":
+                log = self.results(f"toy/logs/targets_{j.source}.log")
+            else:
+                out.append(j)
+                continue
+            if log not in seen:
+                seen.add(log)
+                out.append(Job(self.TOY_BATCHED[j.rule], j.dataset, log, source=j.source))
         return out
 
     def job_counts(self, datasets=None) -> dict[str, int]:

@@ -3,13 +3,16 @@ only), so that `snakemake --report` shows every table as a table: its report ren
 results in the page, while Markdown and CSV results are only offered as downloads.
 
 Understands what the table steps write: ``#`` headings, pipe tables, ``-`` and ``1.`` lists,
-paragraphs (their line breaks kept), and ``**bold**`` / `` `code` `` inline. In a table, columns
+an image on a line of its own (``![alt](file.png)``: embedded, so the page stays
+self-contained, where the step hands over its bytes), paragraphs (their line breaks kept), and
+``**bold**`` / `` `code` `` inline. In a table, columns
 headed ``... (paper)`` (the paper's numbers) and ``... Δ`` (ours − paper) are shaded so that they
 read apart from ours. Any other line is kept as text.
 """
 
 from __future__ import annotations
 
+import base64
 import html
 import re
 
@@ -26,6 +29,7 @@ th.paper, td.paper { background: #fdf3d8; }
 th.delta, td.delta { background: #f5f7fa; color: #52606d; font-style: italic; }
 tbody tr:hover td { background: #e6f0ff; }
 p, li { max-width: 60em; }
+img { max-width: 100%; }
 code { background: #f0f2f5; padding: 0 0.2em; }
 """
 
@@ -34,6 +38,7 @@ _SEPARATOR = re.compile(r"^\s*\|(\s*:?-{3,}:?\s*\|)+\s*$")
 _HEADING = re.compile(r"^(#{1,6})\s+(.*)$")
 _BULLET = re.compile(r"^\s*[-*]\s+(.*)$")
 _NUMBERED = re.compile(r"^\s*\d+\.\s+(.*)$")
+_IMAGE = re.compile(r"^!\[([^\]]*)\]\(([^)\s]+)\)\s*$")
 
 
 def inline(text: str) -> str:
@@ -75,8 +80,16 @@ def _table(rows: list[str]) -> str:
     return "\n".join(lines)
 
 
-def markdown_to_html(text: str) -> str:
-    """The HTML body of the markdown ``text`` (the subset the table steps write)."""
+def _image(alt: str, src: str, images: dict) -> str:
+    """An image: embedded as a data URI where ``images`` holds its PNG bytes, else linked."""
+    if src in images:
+        src = "data:image/png;base64," + base64.b64encode(images[src]).decode("ascii")
+    return f'<p><img alt="{html.escape(alt)}" src="{html.escape(src)}"></p>'
+
+
+def markdown_to_html(text: str, images: dict | None = None) -> str:
+    """The HTML body of the markdown ``text`` (the subset the table steps write); ``images``:
+    an image's path as the text names it -> its PNG bytes, to embed."""
     lines = text.splitlines()
     out: list[str] = []
     i = 0
@@ -90,6 +103,9 @@ def markdown_to_html(text: str) -> str:
                 j += 1
             out.append(_table(lines[i:j]))
             i = j
+        elif m := _IMAGE.match(line):
+            out.append(_image(m.group(1), m.group(2), images or {}))
+            i += 1
         elif m := _HEADING.match(line):
             level = len(m.group(1))
             out.append(f"<h{level}>{inline(m.group(2))}</h{level}>")
@@ -120,14 +136,14 @@ def markdown_to_html(text: str) -> str:
     return "\n".join(out)
 
 
-def page(text: str, title: str | None = None) -> str:
+def page(text: str, title: str | None = None, images: dict | None = None) -> str:
     """A whole HTML document for the markdown ``text``; ``title`` (default: its first heading)
-    is shown as a heading when the text has none."""
+    is shown as a heading when the text has none; ``images`` as ``markdown_to_html``'s."""
     first = next((m.group(2) for line in text.splitlines() if (m := _HEADING.match(line))), None)
     heading = "" if first or not title else f"<h1>{inline(title)}</h1>\n"
     name = html.escape(first or title or "Table")
     return (
         '<!doctype html>\n<html lang="en">\n<head>\n<meta charset="utf-8">\n'
         f"<title>{name}</title>\n<style>{STYLE}</style>\n</head>\n<body>\n"
-        f"{heading}{markdown_to_html(text)}\n</body>\n</html>\n"
+        f"{heading}{markdown_to_html(text, images)}\n</body>\n</html>\n"
     )

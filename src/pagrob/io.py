@@ -148,13 +148,26 @@ def versions() -> dict[str, str]:
 ISA_VARIABLES = ("ATEN_CPU_CAPABILITY", "DNNL_MAX_CPU_ISA", "MKL_CBWR", "MKL_ENABLE_INSTRUCTIONS")
 
 
+def cpu_model() -> str:
+    """The CPU's model name (Linux: /proc/cpuinfo's ``model name``; elsewhere the platform's)."""
+    try:
+        for line in Path("/proc/cpuinfo").read_text().splitlines():
+            if line.startswith("model name"):
+                return line.split(":", 1)[1].strip()
+    except OSError:
+        pass
+    return platform.processor() or platform.machine() or "unknown"
+
+
 def environment() -> dict:
     """What else decides a CPU result beside the code and the seed, recorded beside every model
-    and AutoAttack result: the instruction set PyTorch's kernels use and the pins asked for, the
-    torch threads, the torch build, and the git commit of the code (from the workflow)."""
+    and AutoAttack result: the CPU and the instruction set PyTorch's kernels use and the pins
+    asked for, the torch threads, the torch build, and the git commit of the code (from the
+    workflow)."""
     import torch
 
     return {
+        "cpu": cpu_model(),
         "cpu_capability": torch.backends.cpu.get_cpu_capability(),
         "isa_pins": {k: os.environ[k] for k in ISA_VARIABLES if k in os.environ},
         "threads": torch.get_num_threads(),

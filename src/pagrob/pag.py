@@ -6,9 +6,17 @@
 with the cosine taken per sample over all input dimensions and the sum over classes averaged
 over the batch.
 
-The input-gradient of class c is the gradient of sum_i s(x_i)_c over the batch *as it is*: in
-train mode BatchNorm uses the real batch's statistics, and the gradient includes their
-dependence on every image. ``s`` is the raw logit f(x)_c (the paper's formula, ``grad_of =
+BatchNorm (``batchnorm``): in train mode a BatchNorm layer normalises with the statistics of the
+batch, so the input-gradient of class c, the gradient of sum_i s(x_i)_c, depends on every image
+of the batch. ``batch`` takes that gradient as it is (the batch's summed score, the statistics'
+dependence on every image included: what the authors' code computes); ``frozen`` takes each
+image's own gradient, the batch's statistics held as constants in the PAG term (the per-image
+reading of Eq. 1: the gradient an eval-mode model has when its running statistics equal the
+batch's). In ``frozen`` the PAG term's forward leaves the running statistics alone and the
+cross-entropy takes its own plain forward (the usual training's, statistics and all), which
+updates them once. Models without BatchNorm (and eval mode) compute the same in both.
+
+``s`` is the raw logit f(x)_c (the paper's formula, ``grad_of =
 "logit"``), log_softmax(f(x))_c (what the authors' released code differentiates, ``grad_of =
 "log_softmax"``), or the centred logit f(x)_c - (1/C) sum_k f(x)_k against the centred targets
 g(x, c) - (1/C) sum_k g(x, k) (``grad_of = "centred"``: only the part of both that the
@@ -56,7 +64,13 @@ from torch import Tensor, nn
 # the class scores (GRAD_OF), the strategies' names, their default and ``auto`` (train.py times
 # every exact strategy at the start of a run and keeps the fastest): pagrob.settings, pure Python
 from pagrob import settings
-from pagrob.settings import AUTO, DEFAULT_STRATEGY, GRAD_OF  # noqa: F401
+from pagrob.settings import (  # noqa: F401
+    AUTO,
+    BATCHNORM,
+    DEFAULT_BATCHNORM,
+    DEFAULT_STRATEGY,
+    GRAD_OF,
+)
 
 #: where ``segmented`` cuts the forward graph: at the input of every BatchNorm (whose double
 #: backward reads it), and of every module flagged ``pag_cut = True`` (the residual blocks:
@@ -126,6 +140,7 @@ class _Step:
     ce_input: Tensor | None
     autocast: torch.dtype | None
     view: Callable[[Tensor], Tensor] | None = None
+    batchnorm: str = DEFAULT_BATCHNORM  # one of settings.BATCHNORM (the module's docstring)
     num_classes: int | None = None  # C, once resolve() knows it
     _target_mean: Tensor | None = None  # centred: mean_k g_k, computed once per step
 
@@ -138,6 +153,18 @@ class _Step:
         without a view), so that input-gradients are taken with respect to ``inp`` through the
         view."""
         return self.logits(inp if self.view is None else self.view(inp))
+
+    @property
+    def frozen(self) -> bool:
+        """Whether the PAG term holds batch statistics as constants (``batchnorm: frozen``) in a
+        model that has them (a BatchNorm layer in train mode)."""
+        return self.batchnorm == "frozen" and bool(_batch_statistics(self.model))
+
+    def pag_forward(self, inp: Tensor) -> Tensor:
+        """``forward`` for the PAG term: with ``batchnorm: frozen``, every BatchNorm normalises
+        with the batch's statistics taken as constants, its running statistics untouched."""
+        with _frozen_batchnorm(self.model) if self.frozen else contextlib.nullcontext():
+            return self.forward(inp)
 
     def logits(self, inp: Tensor) -> Tensor:
         """The model's logits at ``inp`` (in float32 under autocast)."""
@@ -164,14 +191,55 @@ class _Step:
         return self.targets(c) - self._target_mean
 
     def cross_entropy(self, logits: Tensor) -> tuple[Tensor, Tensor]:
-        """(logits the CE is taken on, CE): ``logits`` themselves, or a forward of ``ce_input``."""
-        ce_logits = logits if self.ce_input is None else self.logits(self.ce_input)
+        """(logits the CE is taken on, CE): ``logits`` themselves, or a forward of ``ce_input``;
+        with frozen batch statistics a plain forward of the batch (the PAG term's ``logits``
+        hold the statistics as constants, the cross-entropy's must not)."""
+        if self.ce_input is not None:
+            ce_logits = self.logits(self.ce_input)
+        elif self.frozen:
+            ce_logits = self.forward(self.x.detach())
+        else:
+            ce_logits = logits
         return ce_logits, F.cross_entropy(ce_logits, self.y)
 
     def pag_sum(self, grads: Sequence[Tensor], classes: list[int], scale: float) -> Tensor:
         return scale * sum(
             cosine_loss(g, self.target(c), self.eps).mean() for g, c in zip(grads, classes)
         )
+
+
+def class_input_gradients(
+    model: nn.Module,
+    x: Tensor,
+    grad_of: str = "logit",
+    batchnorm: str = DEFAULT_BATCHNORM,
+    classes: Sequence[int] | None = None,
+) -> Tensor:
+    """[k, B, ...]: the input-gradients that the PAG term aligns, one per class of ``classes``
+    (default: all), for the batch ``x`` in the model's current mode, as a training step with
+    ``batchnorm`` takes them (no graph kept; the running statistics are left as they were)."""
+    step = _Step(
+        model,
+        x.detach().requires_grad_(True),
+        None,
+        None,
+        0.0,
+        grad_of,
+        1e-8,
+        None,
+        None,
+        None,
+        batchnorm=batchnorm,
+    )
+    saved = [b.clone() for b in model.buffers()]
+    try:
+        scores = class_scores(step.pag_forward(step.x), grad_of)
+        picked = range(scores.shape[1]) if classes is None else classes
+        return torch.stack([input_gradient(scores, step.x, c, create_graph=False) for c in picked])
+    finally:
+        with torch.no_grad():
+            for b, v in zip(model.buffers(), saved):
+                b.copy_(v)
 
 
 def pag_backward(
@@ -188,6 +256,7 @@ def pag_backward(
     ce_input: Tensor | None = None,
     autocast: torch.dtype | None = None,
     view: Callable[[Tensor], Tensor] | None = None,
+    batchnorm: str = DEFAULT_BATCHNORM,
 ) -> StepLosses:
     """Forward ``x``, compute CE + lam * PAG and backpropagate into the parameters' ``.grad``.
 
@@ -203,7 +272,12 @@ def pag_backward(
     training takes them through a random crop and flip of the un-augmented image
     (``train.PAG_VARIANTS``). Every strategy applies it to what it forwards (``replicated`` to
     the B x k stacked copies, so a view must treat rows alike, as a one-row ``CropFlip`` does).
+
+    ``batchnorm``: ``batch`` or ``frozen``, how the PAG term meets BatchNorm's batch statistics
+    (the module's docstring).
     """
+    if batchnorm not in BATCHNORM:
+        raise ValueError(f"batchnorm must be one of {BATCHNORM}, not {batchnorm!r}")
     if lam == 0 or targets is None:
         step = _Step(model, x, y, None, lam, grad_of, eps, None, ce_input, autocast, view)
         ce_logits, ce = step.cross_entropy(step.forward(x) if ce_input is None else None)
@@ -224,6 +298,7 @@ def pag_backward(
         ce_input,
         autocast,
         view,
+        batchnorm,
     )
     return _STRATEGIES[strategy](step)
 
@@ -232,7 +307,7 @@ def pag_backward(
 
 
 def _loop(s: _Step) -> StepLosses:
-    logits = s.forward(s.x)
+    logits = s.pag_forward(s.x)
     classes, scale = s.resolve(logits.shape[1])
     scores = class_scores(logits, s.grad_of)
     grads = [input_gradient(scores, s.x, c, create_graph=True) for c in classes]
@@ -240,7 +315,7 @@ def _loop(s: _Step) -> StepLosses:
 
 
 def _batched(s: _Step) -> StepLosses:
-    logits = s.forward(s.x)
+    logits = s.pag_forward(s.x)
     classes, scale = s.resolve(logits.shape[1])
     scores = class_scores(logits, s.grad_of)
     onehots = _onehots(classes, scores)[:, None, :].expand(len(classes), *scores.shape)
@@ -266,7 +341,7 @@ def _one_backward(s: _Step, logits: Tensor, grads, classes, scale) -> StepLosses
 
 
 def _accumulate(s: _Step) -> StepLosses:
-    logits = s.forward(s.x)
+    logits = s.pag_forward(s.x)
     classes, scale = s.resolve(logits.shape[1])
     scores = class_scores(logits, s.grad_of)
     ce_logits, ce = s.cross_entropy(logits)
@@ -326,7 +401,7 @@ def _input_gradient_through_cuts(top: Tensor, x: Tensor, cuts) -> Tensor:
 
 def _segmented(s: _Step) -> StepLosses:
     with _cut_inputs(s.model) as cuts:
-        logits = s.forward(s.x)
+        logits = s.pag_forward(s.x)
     leaves = [leaf for _, leaf in cuts]
     classes, scale = s.resolve(logits.shape[1])
     scores = class_scores(logits, s.grad_of)
@@ -350,42 +425,71 @@ def _segmented(s: _Step) -> StepLosses:
 # --- replicated ----------------------------------------------------------------------------------
 
 
-def _grouped_batchnorm_forward(bn: nn.modules.batchnorm._BatchNorm, groups: int):
+def _batch_statistics(model: nn.Module) -> list[nn.modules.batchnorm._BatchNorm]:
+    """The BatchNorm layers of ``model`` that normalise with the batch's statistics (train mode,
+    or no running statistics)."""
+    return [
+        m
+        for m in model.modules()
+        if isinstance(m, nn.modules.batchnorm._BatchNorm) and (m.training or m.running_mean is None)
+    ]
+
+
+def _normalise(
+    bn: nn.modules.batchnorm._BatchNorm, inp: Tensor, groups: int, frozen: bool
+) -> Tensor:
+    """BatchNorm of ``inp`` (``groups`` stacked copies of a batch, each normalised with its own
+    statistics), in float32 at least; the statistics held as constants when ``frozen``."""
+    n = inp.shape[0] // groups
+    work = torch.promote_types(inp.dtype, torch.float32)  # statistics in float32 at least
+    copies = inp.unflatten(0, (groups, n)).to(work)  # [groups, n, C, ...]
+    dims = (1,) + tuple(range(3, copies.dim()))
+    with torch.no_grad() if frozen else contextlib.nullcontext():
+        var, mean = torch.var_mean(copies, dim=dims, correction=0, keepdim=True)
+    out = (copies - mean) * torch.rsqrt(var + bn.eps)
+    if bn.affine:
+        shape = (1, 1, -1) + (1,) * (copies.dim() - 3)
+        out = out * bn.weight.view(shape) + bn.bias.view(shape)
+    return out.flatten(0, 1).to(inp.dtype)
+
+
+def _grouped_batchnorm_forward(
+    bn: nn.modules.batchnorm._BatchNorm, groups: int, frozen: bool = False
+):
     """A forward for ``bn`` on a batch of ``groups`` stacked copies: each copy is normalised
     with its own batch statistics (as if it were alone), and the running statistics are updated
-    once, by the module's own forward of the first copy (no graph)."""
+    once, by the module's own forward of the first copy (no graph); with ``frozen`` the
+    statistics are constants and the running statistics are left to the cross-entropy's forward.
+    """
     plain = type(bn).forward
 
     def forward(inp: Tensor) -> Tensor:
         if not bn.training and bn.running_mean is not None:  # eval mode: no statistics of the batch
             return plain(bn, inp)
-        n = inp.shape[0] // groups
-        if bn.training and bn.track_running_stats:
+        if bn.training and bn.track_running_stats and not frozen:
             with torch.no_grad():
-                plain(bn, inp[:n])  # updates running_mean/var and num_batches_tracked once
-        work = torch.promote_types(inp.dtype, torch.float32)  # statistics in float32 at least
-        copies = inp.unflatten(0, (groups, n)).to(work)  # [groups, n, C, ...]
-        dims = (1,) + tuple(range(3, copies.dim()))
-        var, mean = torch.var_mean(copies, dim=dims, correction=0, keepdim=True)
-        out = (copies - mean) * torch.rsqrt(var + bn.eps)
-        if bn.affine:
-            shape = (1, 1, -1) + (1,) * (copies.dim() - 3)
-            out = out * bn.weight.view(shape) + bn.bias.view(shape)
-        return out.flatten(0, 1).to(inp.dtype)
+                plain(bn, inp[: inp.shape[0] // groups])  # updates the running statistics once
+        return _normalise(bn, inp, groups, frozen)
 
     return forward
 
 
 @contextlib.contextmanager
-def _grouped_batchnorm(model: nn.Module, groups: int):
+def _grouped_batchnorm(model: nn.Module, groups: int, frozen: bool = False):
     bns = [m for m in model.modules() if isinstance(m, nn.modules.batchnorm._BatchNorm)]
     for bn in bns:
-        bn.forward = _grouped_batchnorm_forward(bn, groups)
+        bn.forward = _grouped_batchnorm_forward(bn, groups, frozen)
     try:
         yield
     finally:
         for bn in bns:
             del bn.forward
+
+
+def _frozen_batchnorm(model: nn.Module):
+    """Inside, every BatchNorm that normalises with the batch's statistics holds them as
+    constants and leaves its running statistics alone (``batchnorm: frozen``)."""
+    return _grouped_batchnorm(model, 1, frozen=True)
 
 
 def _num_classes(model: nn.Module) -> int:
@@ -410,7 +514,7 @@ def _replicated(s: _Step) -> StepLosses:
     if s.x.dim() == 4 and s.x.is_contiguous(memory_format=torch.channels_last):
         stacked = stacked.contiguous(memory_format=torch.channels_last)
     stacked.requires_grad_(True)
-    with _grouped_batchnorm(s.model, k):
+    with _grouped_batchnorm(s.model, k, frozen=s.frozen):
         logits = s.forward(stacked)  # [k * B, C]
     if logits.shape[1] != num_classes:
         raise ValueError(
@@ -421,7 +525,7 @@ def _replicated(s: _Step) -> StepLosses:
     (g,) = torch.autograd.grad((scores * onehot[:, None, :]).sum(), stacked, create_graph=True)
     u = torch.stack([s.target(c) for c in classes]).flatten(0, 1)
     pag = scale * cosine_loss(g, u, s.eps).view(k, b).mean(1).sum()
-    ce_logits, ce = s.cross_entropy(logits[:b])  # copy 0 is the batch's own forward
+    ce_logits, ce = s.cross_entropy(logits[:b])  # copy 0 is the batch's own forward (batch)
     torch.autograd.backward(ce + s.lam * pag, inputs=s.params)
     return StepLosses(ce_logits.detach(), ce.detach(), pag.detach())
 

@@ -15,7 +15,7 @@ matplotlib.use("Agg")
 import matplotlib.pyplot as plt  # noqa: E402
 import pandas as pd  # noqa: E402
 
-from pagrob import report  # noqa: E402
+from pagrob import registry, report  # noqa: E402
 from pagrob.pag_report import SCORE_NAMES, method, references, robustness_points, spearman  # noqa: E402
 from pagrob.plots import lam_axis, save  # noqa: E402
 
@@ -28,22 +28,29 @@ def _colors(sources) -> dict[str, str]:
     return {s: f"C{i % 10}" for i, s in enumerate(ranked)}
 
 
+def _circular(points: pd.DataFrame) -> pd.Series:
+    """Which points are models that saw a robust model (registry.circular): never ranked."""
+    return points["source"].map(registry.circular)
+
+
 def _rho_text(points: pd.DataFrame) -> str:
-    """ρ over the independent points with its bootstrap interval and permutation p
-    (pagrob.stats.rank_correlation), then ρ with all points."""
+    """ρ over the models that never saw a robust model, a model one point whatever its seeds,
+    with its bootstrap interval and exact permutation p (pagrob.stats.clustered_rank_correlation),
+    then ρ with all points."""
     from pagrob import stats
 
-    honest = points[points["relation"] == "independent"]
-    r = stats.rank_correlation(honest["value"], honest["accuracy"])
+    honest = points[~_circular(points)]
+    clusters = list(zip(honest["source"], honest["lam"].astype(float)))
+    r = stats.clustered_rank_correlation(honest["value"], honest["accuracy"], clusters)
     rho = r["rho"]
     text = f"ρ = {'n/a' if math.isnan(rho) else f'{rho:+.2f}'}"
     if not math.isnan(r["ci_low"]):
         text += f" [{r['ci_low']:+.2f}, {r['ci_high']:+.2f}], p = {r['p']:.2f}"
-    text += f", n = {len(honest)}"
+    text += f", {r['models']} models ({r['points']} runs)"
     if len(honest) < len(points):
         rho_all = spearman(points["value"], points["accuracy"])
         rho_all = "n/a" if math.isnan(rho_all) else f"{rho_all:+.2f}"
-        text += f" (same recipe excluded; with them ρ = {rho_all}, n = {len(points)})"
+        text += f" (circular models excluded; with them, runs as points, ρ = {rho_all})"
     return text
 
 
@@ -65,8 +72,8 @@ def pag_vs_robustness(scores: pd.DataFrame, metrics: pd.DataFrame, score, png, p
     """One row of panels per score of ``score`` (a name or a list: the instruments), one panel per
     threat model (norm, ε) of the metrics' AutoAttack rows: each model's score (against the
     reference of that threat model, where the score has references) on x, its AutoAttack
-    accuracy on y, coloured by source and labelled; points of the reference's own recipe
-    (another seed of it, or a RIGD student of it) hollow and left out of the title's Spearman ρ.
+    accuracy on y, coloured by source and labelled; the models that saw a robust model (RIGD
+    students, teachers: registry.circular) hollow and left out of the title's Spearman ρ.
     Returns the points of every score (column ``score``)."""
     names = [score] if isinstance(score, str) else list(score)
     found = []
@@ -93,7 +100,7 @@ def pag_vs_robustness(scores: pd.DataFrame, metrics: pd.DataFrame, score, png, p
         name = points["score"].iloc[0]
         for ax, ((norm, eps), g) in zip(axes[row], panels):
             for source, s in g.groupby("source", sort=False):
-                hollow = s["relation"] != "independent"
+                hollow = _circular(s)
                 ax.scatter(
                     s["value"],
                     s["accuracy"],
@@ -127,7 +134,7 @@ def pag_vs_robustness(scores: pd.DataFrame, metrics: pd.DataFrame, score, png, p
                 ax.set_visible(False)
     dataset = ", ".join(sorted(pd.concat(found)["dataset"].astype(str).unique()))
     fig.suptitle(
-        f"{dataset}: PAG scores against robust accuracy (hollow: the reference's own recipe)",
+        f"{dataset}: PAG scores against robust accuracy (hollow: a model that saw a robust one)",
         fontsize=9,
     )
     fig.tight_layout()

@@ -84,12 +84,14 @@ EXTRA_NAMES = {
     "teacher_linf": "Teacher ℓ∞ (another seed of the ℓ∞ reference's recipe)",
     "teacher_l2": "Teacher ℓ2 (another seed of the ℓ2 reference's recipe)",
 }
-RELATION_MARKS = {"same_recipe": "‡", "self": "†"}
+RELATION_MARKS = {"same_recipe": "‡", "circular": "§", "self": "†"}
 RELATION_NOTE = (
     "‡ same recipe: an adversarially trained model of the reference's threat model with another "
     "seed (the realistic ceiling: two independently seeded robust models), or a RIGD student of "
-    "such a teacher; its agreement is expected by construction. † the reference against itself "
-    "(the self-ceiling)."
+    "such a teacher; its agreement is expected by construction. § circular: another model that "
+    "saw a robust model (a RIGD student of the other threat model's teacher, the other teacher, "
+    "an imported model): robust models agree with each other, so its agreement is no evidence "
+    "either. † the reference against itself (the self-ceiling)."
 )
 KEYS = ["source", "lam", "seed"]
 

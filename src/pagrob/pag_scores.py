@@ -30,6 +30,7 @@ from __future__ import annotations
 import torch
 from torch import Tensor, nn
 
+from pagrob import registry
 from pagrob.attacks import Attack, frozen_eval, pgd
 from pagrob.pag import cosine_loss
 from pagrob.sources import TEACHER_SOURCES
@@ -45,9 +46,12 @@ COS_EPS = 1e-30
 
 #: how a scored model relates to a reference (``relation``): an independent model; one of the
 #: reference's own recipe (an adversarially trained model of its threat model with another seed,
-#: or a RIGD student of such a teacher), whose agreement is expected by construction; the
-#: reference itself (the self-ceiling, 1 by construction for the alignments)
-INDEPENDENT, SAME_RECIPE, SELF = "independent", "same_recipe", "self"
+#: or a RIGD student of such a teacher), whose agreement is expected by construction; another
+#: model that saw a robust model (a RIGD student of the other threat model's teacher, the other
+#: teacher, an imported model: ``registry.circular``), whose agreement with any robust reference
+#: is no evidence either; the reference itself (the self-ceiling, 1 by construction for the
+#: alignments)
+INDEPENDENT, SAME_RECIPE, CIRCULAR, SELF = "independent", "same_recipe", "circular", "self"
 
 
 def class_gradients(model: nn.Module, x: Tensor) -> tuple[Tensor, Tensor]:
@@ -251,10 +255,14 @@ def relation(source: str, reference: str) -> str:
     trained model with a seed no scored model uses): ``self`` for the reference against itself
     (source ``ceiling``); ``same_recipe`` for an adversarially trained model of the same threat
     model (another seed: the realistic ceiling) and for a RIGD student of such a teacher;
-    ``independent`` otherwise."""
+    ``circular`` for any other model that saw a robust model (robust models agree with each
+    other across threat models); ``independent`` for the models that never saw one (the
+    baselines of pag_report.BASELINES among them)."""
     if source == "ceiling":
         return SELF
     norm = reference.removeprefix("teacher_")
-    if source == reference or TEACHER_SOURCES.get(source) == norm:
+    if source == reference or TEACHER_SOURCES.get(source.split(".")[0]) == norm:
         return SAME_RECIPE
+    if source not in ("floor", "random", "autoencoder") and registry.circular(source):
+        return CIRCULAR
     return INDEPENDENT

@@ -25,18 +25,27 @@ class Source:
     #: changing one source's setting rebuilds that source alone)
     targets_keys: tuple[str, ...] = ()
     norm: str | None = None  # rigd and teacher: the threat model of the (teacher's) training
+    #: representative: its targets are a random draw (one image, a sample, k-means' starts),
+    #: made from the training seed of the model that uses them (datasets.<d>.targets.per_seed)
+    drawn: bool = False
 
 
 #: in the tables' order
 _SOURCES = (
     Source("vanilla", "Vanilla", "vanilla"),
-    Source("one_image", "One Image", "representative", ("seed",)),
-    Source("class_mean", "Class Mean", "representative", ("seed", "class_mean_rescale")),
-    Source("nearest_neighbor", "Nearest Neighbor", "representative", ("seed", "nn_sample_size")),
+    Source("one_image", "One Image", "representative", drawn=True),
+    Source("class_mean", "Class Mean", "representative", ("class_mean_rescale",)),
+    Source(
+        "nearest_neighbor", "Nearest Neighbor", "representative", ("nn_sample_size",), drawn=True
+    ),
     Source("rigd_linf", "RIGD ℓ∞", "rigd", norm="linf"),
     Source("rigd_l2", "RIGD ℓ2", "rigd", norm="l2"),
     Source(
-        "clustered_nn", "Clustered NN (beyond the paper)", "representative", ("seed", "clusters")
+        "clustered_nn",
+        "Clustered NN (beyond the paper)",
+        "representative",
+        ("clusters",),
+        drawn=True,
     ),
     Source("file", "Targets file (e.g. the authors' score-based)", "file", ("labels",)),
     Source("teacher_linf", "Teacher ℓ∞ (adversarial training)", "teacher", norm="linf"),
@@ -50,6 +59,8 @@ def _named(kind: str) -> tuple[str, ...]:
 
 
 REPRESENTATIVES = _named("representative")
+#: the representatives whose targets are a random draw, one per draw seed
+DRAWN = tuple(s.name for s in _SOURCES if s.drawn)
 #: targets read from a file (``pagrob.target_files``)
 FILE = "file"
 #: student source -> its teacher's threat model
@@ -58,6 +69,27 @@ TEACHERS = _named("teacher")
 #: what a student can be trained with; the file source sits with the representatives (a stored
 #: target that make_targets prepares once per dataset), the RIGD sources come last
 TRAINED = ("vanilla", *REPRESENTATIVES, FILE, *RIGD)
+#: the kinds whose models saw a robust model: a RIGD student distils one, a teacher (and a PAG
+#: reference, trained with the teachers' recipe) is one
+CIRCULAR_KINDS = ("rigd", "teacher")
+#: an imported model's source in every table: external:<name>
+EXTERNAL = "external:"
+
+
+def circular(source: str) -> bool:
+    """Whether a model of ``source`` saw a robust model, so that whatever it shows about PAG and
+    robustness is circular: it is never a point of a ranking of the question "does PAG imply
+    robustness", never counted independent of a robust reference, and is shown as the ceiling.
+    A RIGD student, a teacher or reference (``CIRCULAR_KINDS``), and every imported model
+    (``external:<name>``: its training is not ours to vouch for). The other sources' models never
+    saw one (the file source: the authors' score-based targets, from a diffusion model). A
+    class-score variant (``<source>.<grad_of>``) is its source's."""
+    if source.startswith(EXTERNAL):
+        return True
+    spec = SOURCES.get(source.split(".", 1)[0])
+    if spec is None:
+        raise ValueError(f"unknown source {source!r}: not in pagrob.registry.SOURCES")
+    return spec.kind in CIRCULAR_KINDS
 
 
 @dataclass(frozen=True)

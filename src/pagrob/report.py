@@ -42,16 +42,23 @@ METHOD_NAMES = {name: s.title for name, s in registry.SOURCES.items()}
 TEACHERS = registry.TEACHERS
 
 
+#: the AutoAttack row that ends its APGD stages (settings.APGD_STAGES: APGD-CE, then APGD-T)
+APGD_ROW = "autoattack:apgd-t"
+
+
 def metric_name(row) -> str | None:
     """What a row is in the tables: 'clean'; the table's PGD by norm ('linf', 'l2'); AutoAttack's
-    final accuracy ('aa_linf', 'aa_l2'); None for the rows that only the checks and curves use
-    (AutoAttack's stages, the eps curve, the strong PGD)."""
+    final accuracy ('aa_linf', 'aa_l2'); its accuracy after the APGD stages, the cheaper stage
+    that every seed gets ('apgd_linf', 'apgd_l2'); None for the rows that only the checks and
+    curves use (AutoAttack's other stages, the eps curve, the strong PGD)."""
     if row["attack"] == "clean":
         return "clean"
     if row["attack"] == "pgd":
         return row["norm"]
     if row["attack"] == "autoattack":
         return f"aa_{row['norm']}"
+    if row["attack"] == APGD_ROW:
+        return f"apgd_{row['norm']}"
     return None
 
 
@@ -156,7 +163,7 @@ def markdown(df: pd.DataFrame) -> str:
 
 
 SOURCE_ORDER = list(METHOD_NAMES)
-METRIC_ORDER = ["clean", "linf", "aa_linf", "l2", "aa_l2"]
+METRIC_ORDER = ["clean", "linf", "apgd_linf", "aa_linf", "l2", "apgd_l2", "aa_l2"]
 NORM_SYMBOLS = {"linf": "L∞", "l2": "L2"}
 
 
@@ -218,9 +225,11 @@ def metric_labels(metrics: pd.DataFrame) -> dict[str, str]:
             labels[m] = f"Clean ({where})"
             continue
         eps = ", ".join(f"{e:g}" for e in sorted(rows["eps"].unique()))
-        norm = NORM_SYMBOLS[m.removeprefix("aa_")]
+        norm = NORM_SYMBOLS[m.split("_")[-1]]
         if m.startswith("aa_"):
             labels[m] = f"AutoAttack {norm} ε={eps} ({where})"
+        elif m.startswith("apgd_"):
+            labels[m] = f"APGD-CE+T {norm} ε={eps} ({where})"
         else:
             steps = ", ".join(str(int(k)) for k in sorted(rows["steps"].unique()))
             labels[m] = f"PGD-{steps} {norm} ε={eps} ({where})"

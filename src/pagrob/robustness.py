@@ -8,7 +8,11 @@ Per model and threat model (norm), each check is a named flag with the number be
 - ``robust_above_clean``: the largest robust accuracy minus the clean accuracy of the same images
   (flagged above ``tolerance`` points): an attack must never raise accuracy.
 - ``autoattack_gap``: PGD (the table's, on AutoAttack's images) minus AutoAttack, in points:
-  how much PGD overestimates robustness (flagged above ``max_gap``).
+  how much PGD overestimates robustness (flagged above ``max_gap``); against the APGD stages
+  where only they ran (the cheaper stage of the seeds outside eval.autoattack.full_seeds).
+- ``later_stages_gain``: AutoAttack after its APGD stages (APGD-CE, APGD-T) minus after all of
+  them, in points, where the whole version ran: what the cheaper stage misses (flagged above
+  ``tolerance``).
 - ``more_steps_gap``: the table's PGD minus a PGD with many more steps and restarts on the same
   images (flagged above ``max_gap``): more effort must find little more.
 - ``square_gain``: accuracy after AutoAttack's last white-box stage minus after Square, in
@@ -30,9 +34,12 @@ from pathlib import Path
 
 import pandas as pd
 
+from pagrob.settings import APGD_STAGES
+
 CHECKS = (
     "robust_above_clean",
     "autoattack_gap",
+    "later_stages_gain",
     "more_steps_gap",
     "square_gain",
     "monotone_in_eps",
@@ -96,10 +103,13 @@ def model_checks(
     PGD, ``curve``, ``pgd-<k>x<r>`` and ``autoattack*`` rows), ``record`` the AutoAttack JSON."""
     norm = record["norm"]
     pgd_same = float(record["pgd_same_images"]["accuracy"])
-    aa = _one(rows, "autoattack", norm)
+    stages = record["stages"]
+    complete = record.get("complete", True)
+    # where only the APGD stages ran, the gap is PGD's against them (the last stage run)
+    aa = _one(rows, "autoattack", norm) if complete else float(list(stages.values())[-1])
+    aa_name = "AutoAttack" if complete else f"AutoAttack's {', '.join(stages)}"
     strong = rows[rows["attack"].str.startswith("pgd-") & (rows["norm"] == norm)]
     curve = rows[(rows["attack"] == "curve") & (rows["norm"] == norm)].sort_values("eps")
-    stages = record["stages"]
     out = []
 
     def add(check, value, threshold, detail=""):
@@ -131,8 +141,16 @@ def model_checks(
         "autoattack_gap",
         pgd_same - aa,
         max_gap,
-        f"PGD {pgd_same:.2f} vs AutoAttack {aa:.2f} on {record['images']} images",
+        f"PGD {pgd_same:.2f} vs {aa_name} {aa:.2f} on {record['images']} images",
     )
+    apgd = APGD_STAGES[-1]
+    if complete and apgd in stages and len(stages) > len(APGD_STAGES):
+        add(
+            "later_stages_gain",
+            float(stages[apgd]) - aa,
+            tolerance,
+            f"after {apgd} {float(stages[apgd]):.2f}, after all stages {aa:.2f}",
+        )
     if len(strong):
         s = strong.iloc[0]
         add(

@@ -32,10 +32,20 @@ DEFAULT_STRATEGY = "segmented"
 #: log-softmax (the authors' code), or the centred logit f_c - mean_k f_k with the targets centred
 #: the same way (g_c - mean_k g_k): only the part of both that the predictions depend on
 GRAD_OF = ("logit", "log_softmax", "centred")
+#: how the PAG term meets BatchNorm's batch statistics in train mode: the gradient of the batch's
+#: summed score (``batch``: the statistics couple the images) or each image's own gradient with the
+#: statistics held as constants (``frozen``); pagrob.pag's docstring
+BATCHNORM = ("batch", "frozen")
+#: frozen: config.yaml's pag.batchnorm says why (bench/batchnorm.py's measurement)
+DEFAULT_BATCHNORM = "frozen"
 #: how the PAG term meets the augmentation (pagrob.train's docstring)
 FOLLOW, AUTHORS = "follow", "authors"
 PAG_VARIANTS = (FOLLOW, AUTHORS)
 DEFAULT_PAG_VARIANT = FOLLOW
+
+#: AutoAttack's cheaper stage: its first two attacks, APGD-CE then APGD-T (the same settings as in
+#: the whole version), for the seeds outside eval.autoattack.full_seeds
+APGD_STAGES = ("apgd-ce", "apgd-t")
 
 #: a field's metadata that keeps it out of the settings' data (set by the step, not the config)
 NOT_DATA = {"data": False}
@@ -115,9 +125,12 @@ class TrainSettings:
     amp: bool = False
     channels_last: bool = False  # model and image batches in channels-last memory format
     pag_variant: str = DEFAULT_PAG_VARIANT  # one of PAG_VARIANTS (pagrob.train's docstring)
+    batchnorm: str = DEFAULT_BATCHNORM  # one of BATCHNORM (pagrob.pag's docstring)
 
     def __post_init__(self):
         _as_floats(self)
+        if self.batchnorm not in BATCHNORM:
+            raise ValueError(f"batchnorm must be one of {BATCHNORM}, not {self.batchnorm!r}")
         if self.strategy not in STRATEGY_CHOICES:
             raise ValueError(f"strategy must be one of {STRATEGY_CHOICES}, not {self.strategy!r}")
         if self.grad_of not in GRAD_OF:
@@ -170,7 +183,9 @@ class EvalSettings:
 @dataclass(frozen=True)
 class AutoAttackSettings:
     """AutoAttack (eval.autoattack: version, seed, batch_size, images; 0: all) at the table's PGD
-    attack, which also runs on the same images (``pgd``, its starts seeded by eval.seed)."""
+    attack, which also runs on the same images (``pgd``, its starts seeded by eval.seed);
+    ``stages``: the version's stages run (None: all; ``APGD_STAGES``: the cheaper stage that the
+    seeds outside eval.autoattack.full_seeds get)."""
 
     pgd: Attack
     version: str = "standard"
@@ -178,14 +193,18 @@ class AutoAttackSettings:
     batch_size: int = 500
     images: int = 0
     pgd_seed: int = 0
+    stages: tuple[str, ...] | None = None
 
     @classmethod
-    def from_config(cls, eval_block: dict, norm: str) -> AutoAttackSettings:
+    def from_config(cls, eval_block: dict, norm: str, full: bool = True) -> AutoAttackSettings:
+        """``full``: the whole version (else its APGD stages: the model's seed is not one of
+        eval.autoattack.full_seeds, pagrob.grid decides)."""
         pgd = Attack.from_config(norm, eval_block["attacks"][norm], f"eval.attacks.{norm}")
-        # which models and norms get AutoAttack: the workflow's (pagrob.grid)
-        grid_keys = ("experiments", "teachers", "seeds", "norms")
+        # which models, seeds and norms get AutoAttack: the workflow's (pagrob.grid)
+        grid_keys = ("experiments", "teachers", "seeds", "norms", "full_seeds")
         aa = picked(cls, eval_block["autoattack"], "eval.autoattack", skip=grid_keys)
-        return cls(pgd=pgd, pgd_seed=eval_block.get("seed", 0), **aa)
+        stages = None if full else APGD_STAGES
+        return cls(pgd=pgd, pgd_seed=eval_block.get("seed", 0), stages=stages, **aa)
 
 
 @dataclass(frozen=True)
@@ -268,7 +287,8 @@ class PagScoresSettings:
         attack = dataclasses.replace(
             Attack.from_config("l2", a, "pag_scores.attack"), random_start=False
         )
-        skip = ("attack", "reference_seed")  # the reference seed: the workflow's (pagrob.grid)
+        # the reference seed and the ceiling: the workflow's (pagrob.grid)
+        skip = ("attack", "reference_seed", "ceiling")
         return cls(attack=attack, noise=noise, **picked(cls, block, "pag_scores", skip=skip))
 
 

@@ -149,6 +149,7 @@ def train_step(
         classes=batch.classes,
         ce_input=ce_input,
         autocast=amp,
+        batchnorm=s.batchnorm,
     )
     opt.step()
     return out
@@ -192,6 +193,7 @@ def _authors_step(
         ce_input=ce_input,
         autocast=AMP_DTYPE if s.amp else None,
         view=view,
+        batchnorm=s.batchnorm,
     )
     opt.step()
     return out

@@ -61,6 +61,19 @@ def test_pag_strategy_default_is_the_librarys():
     assert pag.STRATEGIES == settings.STRATEGIES  # the names of the library's strategies
 
 
+def test_pag_batchnorm_default_is_the_librarys():
+    batchnorm = schema()["properties"]["pag"]["properties"]["batchnorm"]
+    assert (
+        batchnorm["default"] == settings.DEFAULT_BATCHNORM == defaults(TrainSettings)["batchnorm"]
+    )
+    assert set(batchnorm["enum"]) == set(settings.BATCHNORM)
+    import inspect
+
+    assert inspect.signature(pag.pag_backward).parameters["batchnorm"].default == (
+        settings.DEFAULT_BATCHNORM
+    )
+
+
 def test_targets_defaults_are_the_librarys_and_the_steps(monkeypatch):
     targets = dataset_schema()["targets"]["properties"]
     cli = step_options("pagrob.steps.make_targets", monkeypatch)

@@ -181,6 +181,8 @@ def toy_pag_file(folder):
             clean=100.0,
             robust=r,
             role="model",
+            manifold_alignment_per_point=f"{m - 0.01};{m + 0.01};{m}",
+            teacher_alignment_per_point=f"{t - 0.02};{t + 0.02};{t}",
         )
         for src, lam, s, m, t, r in (
             ("vanilla", 0.0, 0, 0.3, 0.2, 5.0),
@@ -334,6 +336,10 @@ def report_step_runs(tmp_path):
                     str(tmp_path / "answer.csv"),
                     "--out-html",
                     str(tmp_path / "answer.html"),
+                    "--out-png",
+                    str(tmp_path / "answer.png"),
+                    "--out-pdf",
+                    str(tmp_path / "answer.pdf"),
                 ],
             )
         ],
@@ -350,6 +356,10 @@ def report_step_runs(tmp_path):
                     str(tmp_path / "answer_toy.md"),
                     "--out-csv",
                     str(tmp_path / "answer_toy.csv"),
+                    "--out-png",
+                    str(tmp_path / "answer_toy.png"),
+                    "--out-pdf",
+                    str(tmp_path / "answer_toy.pdf"),
                 ],
             )
         ],

@@ -29,6 +29,15 @@ def test_each_model_is_trained_once_and_each_job_writes_its_own_output():
     outputs = [j.output for j in jobs]
     assert len(outputs) == len(set(outputs))
     trained = {j.output for j in jobs if j.rule in ("train", "train_class_score", "teacher")}
+    # the toy's recipes: one job trains every seed (named by its log, in the recipe's folder)
+    recipes = [j.output.rsplit("/", 1)[0] for j in jobs if j.rule == "train_toy"]
+    assert sorted(recipes) == sorted(
+        grid.model_dir("toy", s, lam, 0).rsplit("/", 1)[0] for s, lam in grid.toy_recipes()
+    )
+    trained |= {f"{r}/seed{s}" for r in recipes for s in grid.toy_seeds()}
+    assert not any(
+        j.rule == "train" and j.dataset == "toy" for j in jobs if "/teacher" not in j.output
+    )
     for d in grid.used_datasets():
         assert set(grid.dataset_models(d)) <= trained | {
             j.output for j in jobs if j.rule == "import_external"
@@ -36,9 +45,39 @@ def test_each_model_is_trained_once_and_each_job_writes_its_own_output():
         # every evaluated model has its training job
         evaluated = {j.output.rsplit("/", 1)[0] for j in jobs if j.rule == "evaluate"}
         assert evaluated <= trained
-    assert {j.source for j in jobs if j.rule == "make_targets"} <= {
-        j.source for j in jobs if j.rule == "train"
+    targets = ("make_targets", "draw_targets", "draw_toy_targets")
+    assert {j.source for j in jobs if j.rule in targets} <= {
+        j.source for j in jobs if j.rule in ("train", "train_toy")
     }
+
+
+def test_drawn_targets_come_from_each_models_training_seed():
+    from pagrob.registry import DRAWN
+
+    grid = load_grid(ROOT / "demo.yaml")
+    root = grid.config["results"]
+    assert (
+        grid.targets_file("digits", "one_image", 1) == f"{root}/digits/targets/one_image/seed1.pt"
+    )
+    assert grid.targets_file("digits", "one_image", 0) != grid.targets_file(
+        "digits", "one_image", 1
+    )
+    # class_mean draws nothing: one file for every seed
+    assert grid.targets_file("digits", "class_mean", 2) == f"{root}/digits/targets/class_mean.pt"
+    # one draw job per drawn source of the main table and seed, each of its seed
+    main = grid.experiment("main")
+    drawn = [s for s in main["sources"] if s in DRAWN]
+    draws = {j.output: j.source for j in grid.jobs(["digits"]) if j.rule == "draw_targets"}
+    assert draws == {
+        grid.targets_file("digits", s, seed): s for s in drawn for seed in main["seeds"]
+    }
+    # the switch keeps one shared draw, from targets.seed
+    grid.config["datasets"]["digits"]["targets"]["per_seed"] = False
+    shared = grid.config["datasets"]["digits"]["targets"]["seed"]
+    assert {grid.targets_file("digits", "one_image", seed) for seed in (0, 1, 2)} == {
+        f"{root}/digits/targets/one_image/seed{shared}.pt"
+    }
+    assert len([j for j in grid.jobs(["digits"]) if j.rule == "draw_targets"]) == len(drawn)
 
 
 def test_a_reference_seed_that_a_scored_model_uses_is_refused():

@@ -82,7 +82,15 @@ def test_strategy_equals_reference(strategy, grad_of, mode):
     x, y, targets = batch()
     ref = reference(ref_model, x, y, targets, 0.7, grad_of, 1e-8)
     out = pag_backward(
-        model, x, y, lambda c: targets[c], 0.7, grad_of=grad_of, strategy=strategy, eps=1e-8
+        model,
+        x,
+        y,
+        lambda c: targets[c],
+        0.7,
+        grad_of=grad_of,
+        strategy=strategy,
+        eps=1e-8,
+        batchnorm="batch",
     )
     assert_same_step(model, out, ref, 0.7, ref_model)
 
@@ -99,7 +107,16 @@ def test_cross_entropy_on_other_inputs_with_pag(strategy, mode):
         x + 0.05 * torch.randn(x.shape, generator=torch.Generator().manual_seed(5), dtype=x.dtype)
     ).clamp(0, 1)
     ref = reference(ref_model, x, y, targets, 0.6, "logit", 1e-8, ce_input=ce_input)
-    out = pag_backward(model, x, y, lambda c: targets[c], 0.6, strategy=strategy, ce_input=ce_input)
+    out = pag_backward(
+        model,
+        x,
+        y,
+        lambda c: targets[c],
+        0.6,
+        strategy=strategy,
+        ce_input=ce_input,
+        batchnorm="batch",
+    )
     assert_same_step(model, out, ref, 0.6, ref_model)
     with torch.no_grad():
         torch.testing.assert_close(out.logits, fresh(ce_input))  # the logits the CE was taken on
@@ -111,7 +128,9 @@ def test_class_subset_is_scaled(strategy):
     x, y, targets = batch()
     ref_grads, _ = reference(model, x, y, targets, 0.5, "logit", 1e-8, classes=[1, 3])
     model.zero_grad()
-    pag_backward(model, x, y, lambda c: targets[c], 0.5, strategy=strategy, classes=[1, 3])
+    pag_backward(
+        model, x, y, lambda c: targets[c], 0.5, strategy=strategy, classes=[1, 3], batchnorm="batch"
+    )
     for p, r in zip(model.parameters(), ref_grads):
         torch.testing.assert_close(p.grad, r, rtol=1e-9, atol=1e-11)
 
@@ -123,7 +142,15 @@ def test_centred_subset_centres_the_targets_over_all_classes(strategy):
     ref_grads, _ = reference(model, x, y, targets, 0.5, "centred", 1e-8, classes=[1, 3])
     model.zero_grad()
     pag_backward(
-        model, x, y, lambda c: targets[c], 0.5, grad_of="centred", strategy=strategy, classes=[1, 3]
+        model,
+        x,
+        y,
+        lambda c: targets[c],
+        0.5,
+        grad_of="centred",
+        strategy=strategy,
+        classes=[1, 3],
+        batchnorm="batch",
     )
     for p, r in zip(model.parameters(), ref_grads):
         torch.testing.assert_close(p.grad, r, rtol=1e-9, atol=1e-11)
@@ -155,7 +182,14 @@ def test_centred_loss_ignores_a_function_added_to_every_logit(strategy):
         for m in (model, shifted):
             m.zero_grad()
             out = pag_backward(
-                m, x, y, lambda c: targets[c], 0.7, grad_of=grad_of, strategy=strategy
+                m,
+                x,
+                y,
+                lambda c: targets[c],
+                0.7,
+                grad_of=grad_of,
+                strategy=strategy,
+                batchnorm="batch",
             )
             terms.append((out.ce, out.pag))
         assert torch.allclose(terms[0][0], terms[1][0])  # the same cross-entropy either way
@@ -174,7 +208,16 @@ def test_real_architectures_in_train_mode(arch):
     x, y, targets = batch(b=4)
     ref_grads, _ = reference(model, x, y, targets, 0.4, "logit", 1e-8, classes=[0, 2])
     model.zero_grad()
-    pag_backward(model, x, y, lambda c: targets[c], 0.4, strategy="segmented", classes=[0, 2])
+    pag_backward(
+        model,
+        x,
+        y,
+        lambda c: targets[c],
+        0.4,
+        strategy="segmented",
+        classes=[0, 2],
+        batchnorm="batch",
+    )
     for p, r in zip(model.parameters(), ref_grads):
         torch.testing.assert_close(p.grad, r, rtol=1e-9, atol=1e-11)
 
@@ -189,6 +232,158 @@ def test_batch_gradient_is_per_sample_gradient_in_eval_mode():
         xi = x[i : i + 1].clone().requires_grad_(True)
         (gi,) = torch.autograd.grad(model(xi)[0, 2], xi)
         torch.testing.assert_close(g[i : i + 1], gi)
+
+
+# --- batchnorm: frozen, each image's own gradient with the batch statistics held as constants ---
+
+
+@contextlib.contextmanager
+def constant_statistics(model):
+    """Every BatchNorm normalises with its batch's (biased) statistics, detached: F.batch_norm
+    in eval form, handed the statistics (an implementation of its own, not pagrob.pag's)."""
+    bns = [m for m in model.modules() if isinstance(m, nn.BatchNorm2d)]
+
+    def frozen(bn):
+        def forward(inp):
+            var, mean = torch.var_mean(inp.detach(), dim=(0, 2, 3), correction=0)
+            return F.batch_norm(inp, mean, var, bn.weight, bn.bias, False, 0.0, bn.eps)
+
+        return forward
+
+    for bn in bns:
+        bn.forward = frozen(bn)
+    try:
+        yield
+    finally:
+        for bn in bns:
+            del bn.forward
+
+
+def frozen_reference(model, x, y, targets, lam, grad_of, eps, ce_input=None):
+    """Eq. (1)-(2) with the PAG term's batch statistics held as constants, the cross-entropy on
+    a plain forward (statistics and all: it alone updates the running statistics)."""
+    xg = x.clone().requires_grad_(True)
+    with constant_statistics(model):
+        logits = model(xg)
+    scores = {
+        "logit": logits,
+        "log_softmax": logits.log_softmax(1),
+        "centred": logits - logits.mean(1, keepdim=True),
+    }[grad_of]
+    if grad_of == "centred":
+        targets = targets - targets.mean(0, keepdim=True)
+    total = F.cross_entropy(model(x if ce_input is None else ce_input), y)
+    for c in range(logits.shape[1]):
+        (g,) = torch.autograd.grad(scores[:, c].sum(), xg, create_graph=True)
+        v, u = g.flatten(1), targets[c].flatten(1)
+        cos = (v * u).sum(1) / torch.clamp(v.norm(dim=1) * u.norm(dim=1), min=eps)
+        total = total + lam * (1 - cos).mean()
+    return torch.autograd.grad(total, list(model.parameters())), total.detach()
+
+
+@pytest.mark.parametrize("grad_of", ["logit", "centred"])
+@pytest.mark.parametrize("strategy", STRATEGIES)
+def test_frozen_batchnorm_strategy_equals_reference(strategy, grad_of):
+    model = small_cnn().train()
+    ref_model = copy.deepcopy(model)
+    x, y, targets = batch()
+    ref = frozen_reference(ref_model, x, y, targets, 0.7, grad_of, 1e-8)
+    out = pag_backward(
+        model,
+        x,
+        y,
+        lambda c: targets[c],
+        0.7,
+        grad_of=grad_of,
+        strategy=strategy,
+        batchnorm="frozen",
+    )
+    assert_same_step(model, out, ref, 0.7, ref_model)
+    # not the coupled gradient: with the statistics' dependence the step is another one
+    coupled = copy.deepcopy(small_cnn().train())
+    pag_backward(
+        coupled,
+        x,
+        y,
+        lambda c: targets[c],
+        0.7,
+        grad_of=grad_of,
+        strategy=strategy,
+        batchnorm="batch",
+    )
+    assert any(
+        not torch.allclose(p.grad, r, rtol=1e-6) for p, r in zip(coupled.parameters(), ref[0])
+    )
+
+
+@pytest.mark.parametrize("strategy", STRATEGIES)
+def test_frozen_batchnorm_with_cross_entropy_on_other_inputs(strategy):
+    model = small_cnn().train()
+    ref_model = copy.deepcopy(model)
+    x, y, targets = batch()
+    ce_input = (x + 0.05).clamp(0, 1)
+    ref = frozen_reference(ref_model, x, y, targets, 0.6, "logit", 1e-8, ce_input=ce_input)
+    out = pag_backward(
+        model,
+        x,
+        y,
+        lambda c: targets[c],
+        0.6,
+        strategy=strategy,
+        ce_input=ce_input,
+        batchnorm="frozen",
+    )
+    assert_same_step(model, out, ref, 0.6, ref_model)
+
+
+def test_frozen_equals_the_eval_mode_gradient_when_running_statistics_are_the_batchs():
+    """``frozen``'s input-gradients are each image's own: those of the eval-mode model whose
+    running statistics are the batch's (biased) ones; the coupled ``batch`` ones are not."""
+    model = small_cnn().train()
+    x, _, _ = batch()
+    frozen = pag.class_input_gradients(model, x, batchnorm="frozen")
+    coupled = pag.class_input_gradients(model, x, batchnorm="batch")
+    # the running statistics := the batch's, layer by layer (each BatchNorm's own input)
+    stats = {}
+    hooks = [
+        bn.register_forward_pre_hook(
+            lambda m, a: stats.__setitem__(m, torch.var_mean(a[0], dim=(0, 2, 3), correction=0))
+        )
+        for bn in model.modules()
+        if isinstance(bn, nn.BatchNorm2d)
+    ]
+    with torch.no_grad():
+        model(x)
+    for h in hooks:
+        h.remove()
+    for bn, (var, mean) in stats.items():
+        bn.running_mean.copy_(mean)
+        bn.running_var.copy_(var)
+    evaluated = pag.class_input_gradients(model.eval(), x)
+    torch.testing.assert_close(frozen, evaluated, rtol=1e-9, atol=1e-12)
+    assert not torch.allclose(coupled, evaluated, rtol=1e-3)
+    # the running statistics untouched by the measurement
+    for bn, (var, mean) in stats.items():
+        torch.testing.assert_close(bn.running_mean, mean)
+        torch.testing.assert_close(bn.running_var, var)
+
+
+def test_frozen_is_batch_without_batchnorm():
+    """A model without BatchNorm computes the same step either way (no extra forward)."""
+    torch.manual_seed(0)
+    model = models.build_model(
+        "small_cnn", (2, 8, 8), 4, torch.tensor([0.4, 0.5]), torch.tensor([0.2, 0.3])
+    ).double()
+    x, y, targets = batch()
+    steps = []
+    for mode in ("batch", "frozen"):
+        m = copy.deepcopy(model).train()
+        out = pag_backward(m, x, y, lambda c: targets[c], 0.5, batchnorm=mode)
+        steps.append((out.pag, [p.grad for p in m.parameters()]))
+    assert torch.equal(steps[0][0], steps[1][0])
+    assert all(torch.equal(a, b) for a, b in zip(steps[0][1], steps[1][1]))
+    with pytest.raises(ValueError, match="batchnorm must be one of"):
+        pag_backward(model, x, y, lambda c: targets[c], 0.5, batchnorm="running")
 
 
 def test_stacked_copies_differ_in_train_mode():
@@ -254,6 +449,7 @@ def test_model_with_zero_input_gradient(strategy):
         lambda c: torch.randn(5, 2),
         1.0,
         strategy=strategy,
+        batchnorm="batch",
     )
     assert out.pag.item() == pytest.approx(3.0)
     assert all(torch.isfinite(p.grad).all() for p in model.parameters() if p.grad is not None)
@@ -264,7 +460,7 @@ def test_vanilla_is_plain_cross_entropy():
     x, y, _ = batch()
     ref = torch.autograd.grad(F.cross_entropy(model(x), y), list(model.parameters()))
     model.zero_grad()
-    out = pag_backward(model, x, y, None, 0.0)
+    out = pag_backward(model, x, y, None, 0.0, batchnorm="batch")
     assert out.pag.item() == 0
     for p, r in zip(model.parameters(), ref):
         torch.testing.assert_close(p.grad, r)
@@ -291,7 +487,14 @@ def test_resnet18_every_strategy(strategy, mode):
     x, y, targets = batch(b=3)
     ref = reference(ref_model, x, y, targets, 0.4, "log_softmax", 1e-8)
     out = pag_backward(
-        model, x, y, lambda c: targets[c], 0.4, grad_of="log_softmax", strategy=strategy
+        model,
+        x,
+        y,
+        lambda c: targets[c],
+        0.4,
+        grad_of="log_softmax",
+        strategy=strategy,
+        batchnorm="batch",
     )
     assert_same_step(model, out, ref, 0.4, ref_model)
 
@@ -310,7 +513,14 @@ def test_full_width_resnet18_replicated():
     x, y, targets = batch(b=3)
     ref = reference(ref_model, x, y, targets, 0.4, "logit", 1e-8, classes=[1, 2])
     out = pag_backward(
-        model, x, y, lambda c: targets[c], 0.4, strategy="replicated", classes=[1, 2]
+        model,
+        x,
+        y,
+        lambda c: targets[c],
+        0.4,
+        strategy="replicated",
+        classes=[1, 2],
+        batchnorm="batch",
     )
     assert_same_step(model, out, ref, 0.4, ref_model)
 
@@ -323,8 +533,10 @@ def test_replicated_keeps_the_copies_statistics_apart():
     x, y, targets = batch(b=3)
     ref_grads, _ = reference(ref_model, x, y, targets, 1.0, "logit", 1e-8)
     with pytest.MonkeyPatch.context() as mp:
-        mp.setattr(pag, "_grouped_batchnorm", lambda model, groups: contextlib.nullcontext())
-        pag_backward(model, x, y, lambda c: targets[c], 1.0, strategy="replicated")
+        mp.setattr(pag, "_grouped_batchnorm", lambda *a, **k: contextlib.nullcontext())
+        pag_backward(
+            model, x, y, lambda c: targets[c], 1.0, strategy="replicated", batchnorm="batch"
+        )
     assert any(
         not torch.allclose(p.grad, r, rtol=1e-6) for p, r in zip(model.parameters(), ref_grads)
     )
@@ -353,9 +565,18 @@ def test_autocast_step(strategy):
     model = small_cnn().float().train()
     ref_model = copy.deepcopy(model)
     x, y, targets = (t.float() if t.is_floating_point() else t for t in batch())
-    ref = pag_backward(ref_model, x, y, lambda c: targets[c], 0.7, strategy=strategy)
+    ref = pag_backward(
+        ref_model, x, y, lambda c: targets[c], 0.7, strategy=strategy, batchnorm="batch"
+    )
     out = pag_backward(
-        model, x, y, lambda c: targets[c], 0.7, strategy=strategy, autocast=torch.bfloat16
+        model,
+        x,
+        y,
+        lambda c: targets[c],
+        0.7,
+        strategy=strategy,
+        autocast=torch.bfloat16,
+        batchnorm="batch",
     )
     assert out.logits.dtype == out.ce.dtype == out.pag.dtype == torch.float32
     assert not torch.equal(out.pag, ref.pag)  # bfloat16 did run

@@ -12,7 +12,7 @@ import torch
 from torch import nn
 
 from conftest import settings_json
-from pagrob import data, models, pag_report, pag_scores, train
+from pagrob import data, models, pag_report, pag_scores, registry, train
 from pagrob.attacks import Attack
 from pagrob.datasets import load_digits
 
@@ -199,8 +199,12 @@ def test_relations_to_a_reference():
     assert rel("rigd_linf", "teacher_linf") == rel("rigd_l2", "teacher_l2") == "same_recipe"
     assert rel("teacher_l2", "teacher_l2") == "same_recipe"  # another seed: the realistic ceiling
     assert rel("ceiling", "teacher_linf") == "self"
-    assert rel("rigd_linf", "teacher_l2") == rel("teacher_linf", "teacher_l2") == "independent"
-    for source in ("vanilla", "class_mean", "clustered_nn", "floor"):
+    # a model that saw a robust model is never independent of a robust reference: robust models
+    # agree with each other across threat models
+    assert rel("rigd_linf", "teacher_l2") == rel("teacher_linf", "teacher_l2") == "circular"
+    assert rel("external:theirs", "teacher_linf") == "circular"
+    assert rel("rigd_l2.centred", "teacher_l2") == "same_recipe"
+    for source in ("vanilla", "class_mean", "clustered_nn", "class_mean.centred", "floor"):
         assert rel(source, "teacher_linf") == "independent"
 
 
@@ -370,8 +374,10 @@ def test_pag_scores_step(digits, robust, tmp_path, monkeypatch):
         ("ceiling", "teacher_l2"),
         ("ceiling", "teacher_linf"),
         ("rigd_linf", "teacher_linf"),
+        ("rigd_linf", "teacher_l2"),
     }
     assert relation[("rigd_linf", "teacher_linf")] == {"same_recipe"}
+    assert relation[("rigd_linf", "teacher_l2")] == {"circular"}
     assert relation[("ceiling", "teacher_l2")] == {"self"}
     ceiling = df[(df["source"] == "ceiling") & (df["score"] == "alignment")]
     assert ceiling["value"].tolist() == pytest.approx([1.0, 1.0], abs=1e-5)
@@ -483,7 +489,7 @@ def test_pag_scores_table_marks_circular_cells_and_shows_the_baselines():
     def cells(key):
         return [c.strip() for c in lines[key].split("|")[1:-1]]
 
-    assert cells("RIGD ℓ∞ 1")[linf] == "0.900‡" and cells("RIGD ℓ∞ 1")[l2] == "0.850"
+    assert cells("RIGD ℓ∞ 1")[linf] == "0.900‡" and cells("RIGD ℓ∞ 1")[l2] == "0.850§"
     assert cells("Vanilla 0")[linf] == "0.200"
     assert cells("Self-ceiling (the reference itself) 0")[linf] == "1.000†"
     assert cells("Vanilla 0")[header.index("tangent-space fraction")] == "0.900"
@@ -522,8 +528,8 @@ def test_pag_vs_robustness_joins_autoattack_rows_and_plots(tmp_path):
     l2 = align[align["norm"] == "l2"].set_index(["source", "lam", "seed"])
     assert l2.loc[("class_mean", 8.0, 0), "value"] == pytest.approx(0.65)  # teacher_l2's score
     assert l2.loc[("class_mean", 8.0, 0), "accuracy"] == 30.0
-    hollow = linf.index[linf["relation"] != "independent"]
-    assert set(hollow) == {("rigd_linf", 1.0, 0), ("teacher_linf", 0.0, 0)}
+    circular = linf.index[linf.index.get_level_values("source").map(registry.circular)]
+    assert set(circular) == {("rigd_linf", 1.0, 0), ("teacher_linf", 0.0, 0)}
     # a score without a reference is the same point in both panels
     tangent = points[points["score"] == "tangent_fraction"].set_index(
         ["norm", "source", "lam", "seed"]
@@ -532,13 +538,14 @@ def test_pag_vs_robustness_joins_autoattack_rows_and_plots(tmp_path):
         tangent.loc[("l2", "class_mean", 8.0, 0), "value"]
         == tangent.loc[("linf", "class_mean", 8.0, 0), "value"]
     )
-    # the title's rho: the reference's own recipe left out, then all
+    # the title's rho: over the models that never saw a robust one (a model one point, its
+    # seeds averaged), then with every run
     text = pag_figures._rho_text(align[align["norm"] == "linf"])
-    honest = linf[linf["relation"] == "independent"]
-    rho = pag_report.spearman(honest["value"], honest["accuracy"])
-    assert f"ρ = {rho:+.2f} [" in text and ", n = 5" in text and "n = 7" in text
-    r = __import__("pagrob.stats").stats.rank_correlation(honest["value"], honest["accuracy"])
-    assert f"[{r['ci_low']:+.2f}, {r['ci_high']:+.2f}], p = {r['p']:.2f}" in text
+    honest = linf.drop(index=circular).reset_index()
+    means = honest.groupby(["source", "lam"])[["value", "accuracy"]].mean()
+    rho = pag_report.spearman(means["value"], means["accuracy"])
+    assert f"ρ = {rho:+.2f} [" in text and f", {len(means)} models ({len(honest)} runs)" in text
+    assert "circular models excluded" in text
 
 
 def test_report_steps_run_without_torch(tmp_path):

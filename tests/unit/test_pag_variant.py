@@ -55,7 +55,11 @@ SETTINGS = dict(
 
 def authors_batch(x, y, classes_per_step=None):
     """Step 0 of an authors epoch, its two views checked to be real and different."""
-    s = TrainSettings(**SETTINGS, pag_variant=AUTHORS, classes_per_step=classes_per_step)
+    # the batch's summed score through its BatchNorm statistics, as the authors' code takes it
+    # (``direct`` computes that; pag.batchnorm's other reading is test_pag.py's)
+    s = TrainSettings(
+        **SETTINGS, pag_variant=AUTHORS, classes_per_step=classes_per_step, batchnorm="batch"
+    )
     draws = EpochDraws.draw(s, 1, len(x), x.shape[1:], 4, len(x) // s.batch_size, None, "cpu")
     batch = draws.batch(0, x, y)
     ce, view = batch.aug, batch.view

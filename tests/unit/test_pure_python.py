@@ -12,7 +12,7 @@ import pytest
 
 from conftest import ROOT
 
-PURE = ("pagrob.registry", "pagrob.grid", "pagrob.settings")
+PURE = ("pagrob.registry", "pagrob.grid", "pagrob.settings", "pagrob.io", "pagrob.html_table")
 
 
 @pytest.mark.parametrize("module", PURE)

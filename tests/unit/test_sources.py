@@ -260,3 +260,28 @@ def test_make_targets_step_builds_clustered_nn(tmp_path, monkeypatch):
         make_targets.main()
         built = io.load(out, "targets")
         assert built["centroids"].shape == (3, k, 1, 4, 4) and built["clusters"] == k
+
+
+def test_drawn_targets_differ_between_two_training_seeds():
+    """A drawn source's targets come from the draw seed (the model's training seed, where
+    targets.per_seed): two seeds draw other representatives; class_mean draws nothing."""
+    from pagrob.datasets import load_digits
+
+    ds = load_digits(0.3, 0)
+    built = {
+        (source, seed): sources.build(source, ds, seed=seed, nn_sample_size=20, clusters=4)
+        for source in ("one_image", "nearest_neighbor", "clustered_nn", "class_mean")
+        for seed in (0, 1)
+    }
+    for source, key in (
+        ("one_image", "train_index"),
+        ("nearest_neighbor", "nn_index"),
+        ("clustered_nn", "centroids"),
+    ):
+        assert not torch.equal(built[(source, 0)][key], built[(source, 1)][key]), source
+        again = sources.build(source, ds, seed=1, nn_sample_size=20, clusters=4)
+        assert torch.equal(again[key], built[(source, 1)][key]), source  # a seed fixes its draw
+        assert built[(source, 1)]["seed"] == 1
+    assert torch.equal(
+        built[("class_mean", 0)]["representatives"], built[("class_mean", 1)]["representatives"]
+    )

@@ -37,7 +37,7 @@ def step(*args, **kwargs):
     )
 
 
-def autoattack_step(files, out, log=None):
+def autoattack_step(files, out, log=None, **more):
     data, model = files
     args = [
         "pagrob.steps.autoattack",
@@ -46,7 +46,7 @@ def autoattack_step(files, out, log=None):
         "--model",
         model,
         "--settings",
-        settings_json(pgd={"norm": "linf", "eps": EPS, "steps": 20}, images=IMAGES),
+        settings_json(pgd={"norm": "linf", "eps": EPS, "steps": 20}, images=IMAGES, **more),
         "--threads",
         1,
         "--out",
@@ -90,6 +90,30 @@ def uninterrupted(digits, tmp_path_factory):
     log, _ = proc.communicate(timeout=900)
     assert proc.returncode == 0, log
     return out, log
+
+
+@pytest.mark.slow
+def test_the_apgd_stages_alone_are_what_the_whole_run_has_after_them(digits, uninterrupted):
+    """The cheaper stage of the seeds outside full_seeds: AutoAttack stopped after APGD-T gives
+    the same rows, per-image results included, as the whole version after its APGD stages, and
+    no final row (it is not the whole version)."""
+    whole, _ = uninterrupted
+    out = whole.with_name("autoattack_apgd.csv")
+    proc = autoattack_step(digits[2], out, stages=["apgd-ce", "apgd-t"])
+    log, _ = proc.communicate(timeout=900)
+    assert proc.returncode == 0, log
+    cheap = pd.read_csv(out, keep_default_na=False)
+    assert cheap["attack"].tolist() == ["autoattack:apgd-ce", "autoattack:apgd-t"]
+    full = pd.read_csv(whole, keep_default_na=False).set_index("attack")
+    for _, r in cheap.iterrows():
+        assert r["accuracy"] == full.loc[r["attack"], "accuracy"]
+        assert r["correct"].startswith("x") and r["correct"] == full.loc[r["attack"], "correct"]
+    assert report.metric_name(cheap.iloc[1]) == "apgd_linf"
+    record = json.loads(out.with_suffix(".json").read_text())
+    assert record["complete"] is False and list(record["stages"]) == ["apgd-ce", "apgd-t"]
+    assert "FAB" not in log and "fab-t" not in log
+    # a state of the whole run is never taken for the cheaper one's (the stages are settings)
+    assert json.loads(whole.with_suffix(".json").read_text())["complete"] is True
 
 
 @pytest.mark.slow
@@ -174,6 +198,7 @@ def test_a_state_of_other_inputs_or_a_damaged_one_is_not_reused(tmp_path):
         "batch": 0,
         "standing": None,
         "stages": {"apgd-ce": 50.0},
+        "stage_robust": {"apgd-ce": [True, False]},
         "warnings": [],
     }
     state.write_text(json.dumps(saved))
@@ -288,3 +313,38 @@ def test_a_gradient_masked_model_is_flagged_and_a_normal_one_is_not(digits, tmp_
     _, text = report.main_table(metrics, paper, "table1", "digits", flags)
     assert "| One Image ⚠1 |" in text and "| Vanilla |" in text
     assert "1. One Image (λ 0): autoattack_gap (L∞)" in text
+
+
+def test_the_checks_of_a_cheaper_stage_and_what_the_whole_version_takes_off_it():
+    """A seed that got the whole version: later_stages_gain is APGD-T's accuracy minus the
+    final one (flagged above tolerance). A seed that got the APGD stages only: its PGD gap is
+    taken against them, and it has no later_stages_gain."""
+    ids = {"dataset": "digits", "source": "vanilla", "lam": 0.0, "classes_per_step": 0}
+    rows = []
+    for seed, final in ((0, 38.0), (1, None)):
+        rows += [
+            ids | {"seed": seed, "attack": "clean", "norm": "none", "accuracy": 90.0},
+            ids | {"seed": seed, "attack": "pgd", "norm": "linf", "accuracy": 45.0},
+        ]
+        if final is not None:
+            rows.append(
+                ids | {"seed": seed, "attack": "autoattack", "norm": "linf", "accuracy": final}
+            )
+    metrics = pd.DataFrame(rows).assign(eps=EPS, steps=20, images=IMAGES)
+    stages = {"apgd-ce": 42.0, "apgd-t": 40.0, "fab-t": 39.0, "square": 38.0}
+    common = ids | {"norm": "linf", "clean": 90.0, "warnings": [], "images": IMAGES}
+    whole = common | {"seed": 0, "stages": stages, "pgd_same_images": {"accuracy": 45.0}}
+    cheap = common | {
+        "seed": 1,
+        "stages": {"apgd-ce": 43.0, "apgd-t": 41.0},
+        "complete": False,
+        "pgd_same_images": {"accuracy": 46.0},
+    }
+    checks = robustness.masking_checks(metrics, [whole, cheap], **THRESHOLDS)
+    got = checks.set_index(["seed", "check"])
+    assert got.loc[(0, "later_stages_gain"), "value"] == pytest.approx(2.0)  # 40 - 38
+    assert got.loc[(0, "later_stages_gain"), "flagged"]  # above the tolerance of 1 point
+    assert got.loc[(0, "autoattack_gap"), "value"] == pytest.approx(7.0)  # 45 - 38
+    assert got.loc[(1, "autoattack_gap"), "value"] == pytest.approx(5.0)  # 46 - 41 (APGD-T)
+    assert "apgd-t" in got.loc[(1, "autoattack_gap"), "detail"]
+    assert (1, "later_stages_gain") not in got.index

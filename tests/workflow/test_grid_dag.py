@@ -38,3 +38,15 @@ def test_the_grid_lists_the_jobs_a_dry_run_schedules(configs, tmp_path):
         "toy_table",
         "external_table",
     }, gathering
+
+
+def test_each_training_seed_reads_the_targets_drawn_from_it(tmp_path):
+    """A drawn source's training job of seed s reads targets/<source>/seed<s>.pt, and the job
+    that draws them is handed --seed s (datasets.<d>.targets.per_seed)."""
+    copy_workflow(tmp_path)
+    root = load_grid(ROOT / "demo.yaml").config["results"]
+    model = f"{root}/digits/one_image/lam0.3/seed1/model.pt"
+    out = snakemake(["-n", "-p", "--forceall", model, "--configfile", "demo.yaml"], tmp_path).stdout
+    targets = f"{root}/digits/targets/one_image/seed1.pt"
+    assert f"--targets {targets}" in out and "--seed 1 --device cpu" in out
+    assert f"{root}/digits/targets/one_image/seed0.pt" not in out

@@ -23,13 +23,13 @@ def test_subset_average_equals_full_term():
     y = torch.randint(4, (5,))
     targets = torch.randn(4, 5, 1, 8, 8, dtype=torch.float64)
     model.zero_grad()
-    pag_backward(model, x, y, lambda c: targets[c], 0.7)
+    pag_backward(model, x, y, lambda c: targets[c], 0.7, batchnorm="batch")
     full = [p.grad.clone() for p in model.parameters()]
     subsets = list(itertools.combinations(range(4), 2))
     mean = [torch.zeros_like(p) for p in model.parameters()]
     for subset in subsets:  # every subset equally likely: the expectation of the estimate
         model.zero_grad()
-        pag_backward(model, x, y, lambda c: targets[c], 0.7, classes=subset)
+        pag_backward(model, x, y, lambda c: targets[c], 0.7, classes=subset, batchnorm="batch")
         for m, p in zip(mean, model.parameters()):
             m += p.grad / len(subsets)
     for f, m in zip(full, mean):

@@ -36,13 +36,14 @@ def test_toy_target_end_to_end(tmp_path):
     write_config(tmp_path / "small.yaml", "config.yaml", small_toy)
     opts = ["--configfile", "small.yaml", "--cores", "2"]
 
-    # builds exactly what the table needs: no figure, 2 seeds x (vanilla, PAG)
+    # builds exactly what the table needs: no figure, 2 seeds x (vanilla, PAG), one job per
+    # recipe for the toy's tiny training and evaluation, one for the PAG source's two draws
     dry = snakemake(["-n", *opts, "results/tables/toy.md"], tmp_path)
     assert job_counts(dry.stdout) == {
         "prepare_data": 1,
-        "make_targets": 1,
-        "train": 4,
-        "evaluate": 4,
+        "draw_toy_targets": 1,
+        "train_toy": 2,
+        "evaluate_toy": 2,
         "collect_metrics": 1,
         "toy_table": 1,
     }
@@ -100,9 +101,10 @@ def test_toy_target_end_to_end(tmp_path):
         ["-n", *opts, "results/tables/toy.md", "results/figures/fig3_toy.pdf"], tmp_path
     )
     assert "Nothing to be done" in again.stdout + again.stderr
-    # logs and benchmarks beside every model
+    # logs and benchmarks beside every model (the toy's: beside its recipe's seeds, one job)
     model_dir = tmp_path / "results/toy/nearest_neighbor/lam1/seed0"
-    assert "epoch 100/100" in (model_dir / "train.log").read_text()
+    log = (model_dir.parent / "train.log").read_text()
+    assert log.count("epoch 100/100") == 2 and "--- run 2: python -m pagrob.steps.train" in log
     # every job ran with the instruction-set pin (cpu_isa: avx2), recorded with the threads,
     # the torch build and the commit
     import json
@@ -115,8 +117,10 @@ def test_toy_target_end_to_end(tmp_path):
         "MKL_ENABLE_INSTRUCTIONS": "AVX2",
     }
     assert env["threads"] == 1 and env["torch_build"].startswith("2.") and env["git_commit"]
-    assert (model_dir / "train.benchmark.tsv").exists()
+    assert (model_dir.parent / "train.benchmark.tsv").exists()
     assert not (model_dir / "model.checkpoint.pt").exists()
+    # the CPU it ran on, recorded with the rest
+    assert env["cpu"] and env["cpu"] != "unknown"
 
 
 @pytest.mark.slow
@@ -139,20 +143,27 @@ def test_cpu_isa_null_exports_no_pin(tmp_path):
 
 
 PAPER_GRID = {
-    # 3 datasets; toy (6 models), CIFAR-10 main (7: the paper's 6 and clustered NN) + Table 4
-    # (+2 seeds) + Fig. 5 (+3 lambdas), STL-10 main (7); two robust teachers per image dataset
+    # 3 datasets; toy (2 recipes x 10 seeds), CIFAR-10 main (7 sources: the paper's 6 and
+    # clustered NN, x 3 seeds; Table 4's are among them) + Fig. 5 (+3 lambdas), STL-10 main
+    # (7 x 3); two robust teachers per image dataset
     "prepare_data": 3,
-    "make_targets": 9,  # 4 representative sources x 2 datasets + the toy's nearest neighbours
+    # the drawn sources (one image, nearest neighbour, clustered NN) once per training seed on
+    # each image dataset, class mean once per dataset; the toy's nearest neighbours: one job
+    "draw_targets": 18,
+    "make_targets": 2,
+    "draw_toy_targets": 1,
     # per image dataset the two RIGD teachers and the two PAG references (seed 100); the toy's
     # adversarially trained model and its reference (results/tables/toy_pag)
     "teacher": 10,
-    "train": 25,
-    "evaluate": 36,  # every student and every teacher, and the toy's adversarially trained model
-    "autoattack": 58,  # every image-dataset model (25 students, 4 teachers) x 2 norms
-    "sweep": 29,
+    "train": 45,
+    "train_toy": 2,  # one job per toy recipe trains its ten seeds
+    "evaluate": 56,  # every student and every teacher, and the toy's adversarially trained model
+    "evaluate_toy": 2,
+    "autoattack": 110,  # every image-dataset model (51 students, 4 teachers) x 2 norms
+    "sweep": 55,
     "masking_table": 2,
     "robustness_curves": 2,
-    "pag_scores": 29,
+    "pag_scores": 55,
     "pag_baselines": 2,
     "autoencoder": 2,  # the tangent-space score's, one per image dataset
     "toy_pag": 1,
@@ -258,22 +269,25 @@ def test_grad_of_ablation_fans_out_over_source_score_and_seed(tmp_path):
 def test_one_table_builds_only_its_models(tmp_path):
     copy_workflow(tmp_path)
     dry = snakemake(["-n", "--cores", "4", "results/tables/table2_stl10.md"], tmp_path)
+    # 7 sources x 3 seeds and the two teachers; class mean's targets once, the drawn sources'
+    # once per seed
     assert job_counts(dry.stdout) == {
         "prepare_data": 1,
-        "make_targets": 4,
+        "make_targets": 1,
+        "draw_targets": 9,
         "teacher": 2,
-        "train": 7,
-        "evaluate": 9,
+        "train": 21,
+        "evaluate": 23,
         "main_table": 1,
-        "autoattack": 18,
-        "sweep": 9,
+        "autoattack": 46,
+        "sweep": 23,
     }
     assert "results/cifar10" not in dry.stdout
-    # Table 1 footnotes the masking checks of its own models, computed in its step: none of Table
-    # 4's other seeds, Fig. 5's lambdas or the class-score ablation's models is trained for it
+    # Table 1 footnotes the masking checks of its own models, computed in its step: none of
+    # Fig. 5's lambdas or the class-score ablation's models is trained for it
     dry = snakemake(["-n", "--cores", "4", "results/tables/table1_cifar10.md"], tmp_path)
     counts = job_counts(dry.stdout)
-    assert counts["train"] == 7 and counts["teacher"] == 2 and counts["autoattack"] == 18
+    assert counts["train"] == 21 and counts["teacher"] == 2 and counts["autoattack"] == 46
     assert "masking_table" not in counts and "train_class_score" not in counts
     assert (
         "--records results/cifar10/vanilla/lam0/seed0/autoattack_linf.json"
@@ -281,11 +295,11 @@ def test_one_table_builds_only_its_models(tmp_path):
             ["-n", "-p", "--cores", "4", "results/tables/table1_cifar10.md"], tmp_path
         ).stdout
     )
-    assert "/seed1/" not in dry.stdout and "class_mean/lam0.01/" not in dry.stdout
+    assert "class_mean/lam0.01/" not in dry.stdout
     dry = snakemake(["-n", "--cores", "4", "results/tables/table4_seeds.md"], tmp_path)
     assert job_counts(dry.stdout) == {
         "prepare_data": 1,
-        "make_targets": 1,
+        "draw_targets": 3,  # One Image's image, drawn from each training seed
         "train": 3,
         "evaluate": 3,
         "seeds_table": 1,
@@ -343,8 +357,8 @@ def test_autoattack_can_spare_the_teachers(tmp_path):
     )
     counts = job_counts(dry.stdout)
     assert (
-        counts["autoattack"] == 14 and counts["sweep"] == 7
-    )  # the 7 students; the teachers still train
+        counts["autoattack"] == 42 and counts["sweep"] == 21
+    )  # the 7 students x 3 seeds; the teachers still train
     assert counts["teacher"] == 2 and "teacher_linf/lam0/seed0/autoattack" not in dry.stdout
 
 
@@ -388,13 +402,15 @@ def test_demo_end_to_end_reduced(tmp_path):
 
 
 def check_reduced_demo(tmp_path, counts):
-    assert counts["train"] == 2 + 4 * 2 + 2  # toy, main over two seeds (Table 4's), two lambdas
+    assert counts["train"] == 4 * 2 + 2  # main over two seeds (Table 4's), two lambdas
+    assert counts["train_toy"] == 2  # the toy's two recipes, each a job
     # the digits teachers (seed 0), the PAG references (seed 100) of both threat models, and the
-    # toy's teacher and reference
-    assert counts["teacher"] == 2 + 2 + 2
+    # toy's reference (demo.yaml leaves its realistic ceiling to the study)
+    assert counts["teacher"] == 2 + 2 + 1
     assert counts["autoencoder"] == 1 and counts["toy_pag"] == 1
-    # Table 1's 4 students of seed 0, L-inf only (demo.yaml spares the other seeds and the teachers)
-    assert counts["autoattack"] == 4
+    # Table 1's 4 students of both seeds, L-inf only (demo.yaml spares the teachers): the whole
+    # version for seed 0, its APGD stages for seed 1
+    assert counts["autoattack"] == 4 * 2
     assert counts["answer"] == 1 and counts["answer_toy"] == 1
     results = tmp_path / "results/demo"  # demo.yaml's results root
     for name in (
@@ -430,8 +446,9 @@ def check_reduced_demo(tmp_path, counts):
         "rigd_linf",
         "clustered_nn",
         "teacher_linf",
+        "teacher_l2",
     ]
-    assert set(table1["metric"]) == {"clean", "linf", "aa_linf"}
+    assert set(table1["metric"]) == {"clean", "linf", "apgd_linf", "aa_linf"}
     assert table1["paper"].isna().all()  # the paper has no digits numbers
     text = (results / "tables/table1_digits.md").read_text()
     assert "(paper)" not in text and " Δ |" not in text  # so those columns are left out
@@ -453,12 +470,13 @@ def check_reduced_demo(tmp_path, counts):
     assert teacher.endswith("|  |") and "nan" not in text
     seeds = pd.read_csv(results / "tables/table4_seeds.csv")
     assert (seeds[seeds["metric"] != "aa_linf"]["seeds"] == 2).all()
-    # AutoAttack ran on seed 0's model only, and says so
-    assert set(seeds["metric"]) == {"clean", "linf", "aa_linf"}
+    # the whole AutoAttack ran on seed 0's model only, and says so; its APGD stages on both
+    assert set(seeds["metric"]) == {"clean", "linf", "apgd_linf", "aa_linf"}
     assert seeds.set_index("metric").loc["aa_linf", "seeds"] == 1
+    assert seeds.set_index("metric").loc["apgd_linf", "seeds"] == 2
     metrics = pd.read_csv(results / "digits/metrics.csv")
     pgd = metrics[metrics["attack"].isin(["clean", "pgd"])]
-    assert len(pgd) == 2 * 11  # 8 main models, 2 more lambdas, RIGD's teacher, x (clean, L-inf)
+    assert len(pgd) == 2 * 12  # 8 main models, 2 more lambdas, 2 teachers, x (clean, L-inf)
     assert pgd["correct"].str.len().gt(0).all() and (pgd["ci_low"] <= pgd["accuracy"]).all()
     aa = metrics[metrics["attack"] == "autoattack"]
     assert sorted(aa["source"]) == sorted(["vanilla", "one_image", "clustered_nn", "rigd_linf"])
@@ -467,13 +485,16 @@ def check_reduced_demo(tmp_path, counts):
     assert set(checks["check"]) == {
         "robust_above_clean",
         "autoattack_gap",
+        "later_stages_gain",
         "more_steps_gap",
         "square_gain",
         "monotone_in_eps",
         "large_eps_accuracy",
         "autoattack_warnings",
     }
-    assert len(checks) == 4 * 7  # every checked model, each check once (one norm)
+    # every checked model, each check once (one norm): the seed-0 models all eight, the seed-1
+    # ones (AutoAttack's APGD stages) all but Square's gain and what the later stages take off
+    assert len(checks) == 4 * 8 + 4 * 6
     scores = pd.read_csv(results / "digits/pag_scores.csv")
     assert {"floor", "ceiling", "clustered_nn", "vanilla", "random", "teacher_l2"} <= set(
         scores["source"]
@@ -481,23 +502,36 @@ def check_reduced_demo(tmp_path, counts):
     assert set(scores["reference"]) == {"teacher_linf", "teacher_l2", "none", "autoencoder"}
     rigd = scores[scores["source"] == "rigd_linf"]
     assert (rigd[rigd["reference"] == "teacher_linf"]["relation"] == "same_recipe").all()
-    assert (rigd[rigd["reference"] == "teacher_l2"]["relation"] == "independent").all()
+    assert (rigd[rigd["reference"] == "teacher_l2"]["relation"] == "circular").all()
     # the references are the seed-100 models, which no scored model is
     assert 100 not in set(scores[~scores["source"].isin(["ceiling"])]["seed"])
     assert set(scores[scores["source"] == "ceiling"]["seed"]) == {100}
     answer = pd.read_csv(results / "tables/answer_digits.csv")
     robust = answer[answer["question"] == "robustness"]
-    assert set(robust["source"]) == {"one_image", "clustered_nn", "rigd_linf"}
+    assert set(robust["source"]) == {
+        "one_image",
+        "clustered_nn",
+        "rigd_linf",
+        "teacher_linf",
+        "teacher_l2",
+    }
+    # the circular models (the RIGD student, the teachers) are the ceiling, never tested
+    circular = answer[answer["source"].isin(["rigd_linf", "teacher_linf", "teacher_l2"])]
+    assert (circular["role"] != "verdict").all()
     assert set(answer["verdict"]) <= {
         "more robust",
         "less robust",
         "no detectable difference",
-        "higher",
-        "lower",
-        "ranks robustness (positive rank correlation)",
+        "more aligned",
+        "less aligned",
+        "ranks robustness",
         "ranks it inversely",
         "no detectable rank correlation",
+        "ceiling: not tested",
+        "one seed: not tested",
+        "secondary",
     }
+    assert (results / "figures/answer_digits.png").stat().st_size > 0
     assert "# The answer on digits" in (results / "tables/answer_digits.md").read_text()
     assert "# The answer on the toy data" in (results / "tables/answer_toy.md").read_text()
     toy = pd.read_csv(results / "tables/toy_pag.csv")
@@ -511,12 +545,14 @@ def test_demo_leaves_the_checks_sweep_to_the_study(tmp_path):
     copy_workflow(tmp_path)
     demo = snakemake(["-n", "--configfile", "demo.yaml", "--cores", "2"], tmp_path)
     counts = job_counts(demo.stdout)
-    assert counts["autoattack"] == 7 and counts["masking_table"] == 1
+    # Table 1's 5 students of every seed (the whole version on seed 0, the APGD stages on 1, 2)
+    assert counts["autoattack"] == 5 * 3 and counts["masking_table"] == 1
     assert "sweep" not in counts and "robustness_curves" not in counts
     study = snakemake(["-n", "--configfile", "demo.yaml", "study.yaml", "--cores", "2"], tmp_path)
     counts = job_counts(study.stdout)
-    # Table 1's 7 seed-0 students and the class-score ablation's 6 other models
-    assert counts["sweep"] == 13 and counts["robustness_curves"] == 1
+    # Table 1's 7 students of every seed (RIGD's among them) and the class-score ablation's 6
+    # other models
+    assert counts["sweep"] == 7 * 3 + 6 and counts["robustness_curves"] == 1
 
 
 def test_each_config_writes_under_its_own_results_root(tmp_path):

@@ -8,12 +8,16 @@
 
 # The names of the datasets and sources, and what each reads, from the library's registry
 # (pure Python: pagrob.registry imports no PyTorch).
-from pagrob import registry
+from types import SimpleNamespace
+
+from pagrob import html_table, registry
 from pagrob import settings as step_settings
 from pagrob.grid import ConfigError, Grid, files_of
+from pagrob.io import cpu_model
 
 DATASETS = list(registry.DATASETS)
 REPRESENTATIVES = list(registry.REPRESENTATIVES)
+DRAWN = list(registry.DRAWN)  # representatives drawn from a seed: targets per draw seed
 FILE = (
     registry.FILE
 )  # targets read from a file someone else computed (datasets.<d>.targets.file)
@@ -105,31 +109,35 @@ def job_environment(config):
 
 def front_page():
     """Write the report's first page and return its path (.snakemake/pagrob_report_front.rst in
-    the working directory): workflow/report/workflow.rst's title, then the lines of every answer
-    page of this config that exists (results/tables/answer_<dataset>.md), then the rest.
+    the working directory): workflow/report/workflow.rst's title, then every answer page of this
+    config that exists (results/tables/answer_<dataset>.md: its figure, compact table and words,
+    as the HTML of its report page, the figure embedded), then the rest.
     """
     static = open(os.path.join(workflow.basedir, "workflow/report/workflow.rst")).read()
     lines = static.splitlines()
     title, rest = lines[:2], lines[2:]
-    answers = []
-    for path in grid.all_outputs():
-        if path.startswith(results("tables/answer_")) and path.endswith(".md"):
-            if os.path.exists(path):
-                answers.append(open(path).read())
     block = []
-    if answers:
-        block = ["", "The answer", "----------", ""]
-        for text in answers:
-            for line in text.splitlines():
-                if line.startswith("## "):  # a blank line first: it may end a list
-                    block += ["", f"**{line[3:]}**", ""]
-                elif line.startswith("# "):
-                    head = line[2:]
-                    block += [head, "~" * len(head), ""]
-                else:
-                    block.append(line)
-            block.append("")
-        block += ["This report", "-----------"]
+    pages = [
+        p
+        for p in grid.all_outputs()
+        if p.startswith(results("tables/answer_")) and p.endswith(".md")
+    ]
+    # the image datasets' answers first, the toy's (its ground truth) last
+    for path in sorted(pages, key=lambda p: p.endswith("answer_toy.md")):
+        if os.path.exists(path):
+            block += ["", ".. raw:: html", ""]
+            html = html_table.markdown_to_html(open(path).read(), answer_images(path))
+            block += [f"   {line}" for line in wrap_data_uris(html).splitlines()]
+    if block:
+        block = [
+            "",
+            "The answer",
+            "----------",
+            *block,
+            "",
+            "This report",
+            "-----------",
+        ]
     path = os.path.abspath(os.path.join(".snakemake", "pagrob_report_front.rst"))
     os.makedirs(os.path.dirname(path), exist_ok=True)
     # atomically: cluster jobs parse this Snakefile too, each writing the same page
@@ -138,6 +146,33 @@ def front_page():
         f.write("\n".join(title + block + rest) + "\n")
     os.replace(tmp, path)
     return path
+
+
+def wrap_data_uris(html, width=76):
+    """An embedded image's base64 over lines of ``width`` (docutils refuses lines over 10,000
+    characters; a URL's line breaks are dropped when it is read, so the image is the same).
+    """
+    import re
+
+    def wrap(m):
+        data = m.group(2)
+        lines = "\n".join(data[i : i + width] for i in range(0, len(data), width))
+        return f"{m.group(1)}{lines}"
+
+    return re.sub(r"(data:image/png;base64,)([A-Za-z0-9+/=]+)", wrap, html)
+
+
+def answer_images(page):
+    """The figures an answer page names (![...](path), relative to it) that exist: the path as
+    the page names it -> the PNG's bytes."""
+    import re
+
+    images = {}
+    for name in re.findall(r"^!\[[^\]]*\]\(([^)\s]+)\)", open(page).read(), re.M):
+        found = os.path.join(os.path.dirname(page), name)
+        if os.path.exists(found):
+            images[name] = open(found, "rb").read()
+    return images
 
 
 def external_spec(wildcards):
@@ -293,10 +328,12 @@ TARGETS_KEYS = {s: list(registry.SOURCES[s].targets_keys) for s in REPRESENTATIV
 
 
 def targets_flags(wildcards):
+    """The targets settings of the source (and a drawn source's draw seed, from its path)."""
     t = grid.dataset_config(wildcards.dataset)["targets"]
     if wildcards.source == FILE:
         return flags({"labels": grid.file_targets_config(wildcards.dataset)["labels"]})
-    return flags({k: t[k] for k in TARGETS_KEYS[wildcards.source]})
+    draw = {"seed": wildcards.seed} if wildcards.source in DRAWN else {}
+    return flags({k: t[k] for k in TARGETS_KEYS[wildcards.source]} | draw)
 
 
 def targets_inputs(wildcards):
@@ -317,8 +354,8 @@ def file_flag(wildcards, input):
 def train_inputs(wildcards):
     inputs = {"data": f"{results()}/{wildcards.dataset}/data.pt"}
     if wildcards.source in REPRESENTATIVES or wildcards.source == FILE:
-        inputs["targets"] = (
-            f"{results()}/{wildcards.dataset}/targets/{wildcards.source}.pt"
+        inputs["targets"] = grid.targets_file(
+            wildcards.dataset, wildcards.source, wildcards.seed
         )
     if wildcards.source == FILE:  # read again at training time (its digest checked)
         inputs["file"] = grid.file_targets_config(wildcards.dataset)["data"]
@@ -395,8 +432,11 @@ def autoattack_settings(wildcards):
             f"AutoAttack of a {wildcards.dataset} model asked for, but "
             f"datasets.{wildcards.dataset}.eval.autoattack is not set"
         )
+    full = grid.aa_full(
+        wildcards.dataset, f"{results()}/{wildcards.dataset}/{wildcards.model}"
+    )
     return settings_option(
-        step_settings.AutoAttackSettings.from_config(e, wildcards.norm)
+        step_settings.AutoAttackSettings.from_config(e, wildcards.norm, full)
     )
 
 
@@ -462,3 +502,60 @@ def pag_input_flags(wildcards, input):
     if "autoencoder" in keys:
         out += f" --autoencoder {input.autoencoder}"
     return out
+
+
+# --- The toy: one job per recipe (workflow/rules/toy.smk), each run as its rule runs it -------
+
+
+def toy_wildcards(wildcards, seed):
+    return SimpleNamespace(
+        dataset="toy", source=wildcards.source, lam=wildcards.lam, seed=str(seed)
+    )
+
+
+def train_toy_inputs(wildcards):
+    inputs = {"data": results("toy/data.pt")}
+    if wildcards.source in REPRESENTATIVES:
+        inputs["targets"] = grid.toy_draws(wildcards.source)
+    return inputs
+
+
+def train_toy_runs(wildcards, output, threads):
+    """One training run per seed, as the train rule runs it."""
+    runs = []
+    for seed, model in zip(grid.toy_seeds(), output.model):
+        w = toy_wildcards(wildcards, seed)
+        targets = (
+            f"--targets {grid.targets_file('toy', w.source, seed)}"
+            if w.source in REPRESENTATIVES
+            else ""
+        )
+        runs.append(
+            f"--data {results('toy/data.pt')} {targets} {train_flags(w)} "
+            f"{train_settings(w)} {common_flags('toy')} --threads {threads} --out {model}"
+        )
+    return " ::: ".join(runs)
+
+
+def evaluate_toy_runs(wildcards, input, output, threads):
+    """One evaluation per seed, as the evaluate rule runs it."""
+    w = SimpleNamespace(dataset="toy")
+    return " ::: ".join(
+        f"--data {input.data} --model {model} {eval_settings(w)} {common_flags('toy')} "
+        f"--threads {threads} --out {out}"
+        for model, out in zip(input.models, output)
+    )
+
+
+def draw_toy_runs(wildcards, input, output, threads):
+    """One draw per draw seed, as the draw_targets rule makes it."""
+    runs = []
+    for out in output:
+        w = SimpleNamespace(
+            dataset="toy", source=wildcards.source, seed=out.rsplit("seed", 1)[1][:-3]
+        )
+        runs.append(
+            f"--data {input.data} --source {w.source} {targets_flags(w)} "
+            f"{common_flags('toy')} --threads {threads} --out {out}"
+        )
+    return " ::: ".join(runs)

@@ -253,14 +253,20 @@ rule robustness_curves:
         "--title {params.title} --out-png {output.png} --out-pdf {output.pdf} > {log} 2>&1"
 
 
-# The answer to the paper's question, per dataset: generated lines with their 95% intervals
-# (robustness against vanilla under AutoAttack, alignment against vanilla per instrument, and
-# whether alignment ranks robustness); for the toy, against its ground truth.
+# The answer to the paper's question, per dataset: a figure, a compact table with the 95%
+# intervals and verdicts over the seeds (robustness against vanilla, alignment against vanilla
+# per instrument, whether alignment ranks robustness), and a few words; the table's teachers are
+# the ceiling. For the toy, against its ground truth.
 rule answer:
     input:
-        metrics=lambda w: grid.model_metrics(w.dataset, grid.main_models(w.dataset)),
+        metrics=lambda w: grid.model_metrics(
+            w.dataset, grid.main_models(w.dataset) + grid.table_teachers(w.dataset)
+        ),
         scores=lambda w: (
-            [f"{m}/pag_scores.csv" for m in grid.main_models(w.dataset)]
+            [
+                f"{m}/pag_scores.csv"
+                for m in grid.main_models(w.dataset) + grid.table_teachers(w.dataset)
+            ]
             if grid.pag_scores_config(w.dataset)
             else []
         ),
@@ -274,10 +280,19 @@ rule answer:
             subcategory="{dataset}",
             labels={"Result": "The answer, with its intervals"},
         ),
+        png=report(
+            results("figures/answer_{dataset}.png"),
+            caption="../report/answer.rst",
+            category="The answer",
+            subcategory="{dataset}",
+            labels={"Result": "The answer as a figure"},
+        ),
+        pdf=results("figures/answer_{dataset}.pdf"),
     log:
         results("logs/answer_{dataset}.log"),
     wildcard_constraints:
         dataset="|".join(d for d in DATASETS if d != "toy"),
+    localrule: True
     conda:
         "../../envs/report.yaml"
     params:
@@ -287,12 +302,14 @@ rule answer:
     shell:
         "python -m pagrob.steps.answer images --dataset {wildcards.dataset} --metrics {input.metrics} "
         "{params.scores} --out-md {output.md} --out-csv {output.csv} --out-html {output.html} "
-        "> {log} 2>&1"
+        "--out-png {output.png} --out-pdf {output.pdf} > {log} 2>&1"
 
 
 rule answer_toy:
     input:
-        metrics=lambda w: grid.model_metrics("toy", grid.toy_models()),
+        metrics=lambda w: grid.model_metrics(
+            "toy", grid.toy_models() + grid.ceiling_teachers("toy")
+        ),
         toy_pag=results("tables/toy_pag.csv"),
     output:
         md=results("tables/answer_toy.md"),
@@ -304,13 +321,23 @@ rule answer_toy:
             subcategory="toy",
             labels={"Result": "The answer on the toy data, against its ground truth"},
         ),
+        png=report(
+            results("figures/answer_toy.png"),
+            caption="../report/answer.rst",
+            category="The answer",
+            subcategory="toy",
+            labels={"Result": "The answer on the toy data as a figure"},
+        ),
+        pdf=results("figures/answer_toy.pdf"),
     log:
         results("logs/answer_toy.log"),
+    localrule: True
     conda:
         "../../envs/report.yaml"
     shell:
         "python -m pagrob.steps.answer toy --metrics {input.metrics} --toy-pag {input.toy_pag} "
-        "--out-md {output.md} --out-csv {output.csv} --out-html {output.html} > {log} 2>&1"
+        "--out-md {output.md} --out-csv {output.csv} --out-html {output.html} "
+        "--out-png {output.png} --out-pdf {output.pdf} > {log} 2>&1"
 
 
 # Which class score should the PAG loss align (beyond the paper)? Each hand-made source with the

@@ -1,7 +1,10 @@
-# Representative gradient sources (Section 4.2), computed once per dataset and shared by every
-# lambda and seed: results/{dataset}/targets/{source}.pt. For the file source (targets someone
-# else computed) that is the match of the file's rows to our training images, checked here,
-# before any training.
+# Representative gradient sources (Section 4.2). A drawn source (one_image, nearest_neighbor,
+# clustered_nn: a random image, sample or k-means start) is drawn once per draw seed, the
+# training seed of the models that use it (datasets.<d>.targets.per_seed; else targets.seed):
+# results/{dataset}/targets/{source}/seed{seed}.pt. The others are computed once per dataset and
+# shared by every lambda and seed: results/{dataset}/targets/{source}.pt. For the file source
+# (targets someone else computed) that is the match of the file's rows to our training images,
+# checked here, before any training.
 
 
 rule make_targets:
@@ -14,7 +17,7 @@ rule make_targets:
     benchmark:
         results("{dataset}/logs/targets_{source}.benchmark.tsv")
     wildcard_constraints:
-        source="|".join(REPRESENTATIVES + [FILE]),
+        source="|".join([s for s in REPRESENTATIVES if s not in DRAWN] + [FILE]),
     conda:
         "../../envs/pytorch.yaml"
     threads: threads_of
@@ -28,3 +31,14 @@ rule make_targets:
     shell:
         "python -m pagrob.steps.make_targets --data {input.data} --source {wildcards.source} "
         "{params.file} {params.args} {params.common} --threads {threads} --out {output} > {log} 2>&1"
+
+
+use rule make_targets as draw_targets with:
+    output:
+        results("{dataset}/targets/{source}/seed{seed}.pt"),
+    log:
+        results("{dataset}/logs/targets_{source}_seed{seed}.log"),
+    benchmark:
+        results("{dataset}/logs/targets_{source}_seed{seed}.benchmark.tsv")
+    wildcard_constraints:
+        source="|".join(DRAWN),

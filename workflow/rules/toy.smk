@@ -47,3 +47,102 @@ rule toy_figure:
     shell:
         "python -m pagrob.steps.toy_figure --data {input.data} --models {input.models} "
         "--metrics {input.metrics} --out-png {output.png} --out-pdf {output.pdf} > {log} 2>&1"
+
+
+# The toy's models are tiny: a job would take longer to start (PyTorch's import) than to train
+# or evaluate one. So one job trains every seed of a recipe, one evaluates them and one draws
+# a source's targets for every seed, each in one Python process (pagrob.steps.runs: the step
+# run once per seed, as alone), writing the per-seed files that every other rule reads. Asking
+# for one such file runs its recipe's job.
+if grid.toy_recipes():
+    TOY_SEEDS = grid.toy_seeds()
+    TOY_SOURCES = [source for source, _ in grid.toy_recipes()]
+
+    rule train_toy:
+        input:
+            unpack(train_toy_inputs),
+        output:
+            model=expand(
+                results("toy/{{source}}/lam{{lam}}/seed{seed}/model.pt"),
+                seed=TOY_SEEDS,
+            ),
+            info=expand(
+                results("toy/{{source}}/lam{{lam}}/seed{seed}/model.json"),
+                seed=TOY_SEEDS,
+            ),
+        log:
+            results("toy/{source}/lam{lam}/train.log"),
+        benchmark:
+            results("toy/{source}/lam{lam}/train.benchmark.tsv")
+        wildcard_constraints:
+            source="|".join(TOY_SOURCES),
+        conda:
+            "../../envs/pytorch.yaml"
+        threads: lambda w: grid.res("toy")["threads"]
+        resources:
+            gpu=lambda w: grid.res("toy")["gpu"],
+            mem_mb=lambda w: grid.res("toy")["mem_mb"],
+            runtime=lambda w: grid.res("toy")["runtime"]["train"] * len(TOY_SEEDS),
+        params:
+            runs=train_toy_runs,
+        shell:
+            "python -m pagrob.steps.runs pagrob.steps.train {params.runs} >> {log} 2>&1"
+
+    rule evaluate_toy:
+        input:
+            data=results("toy/data.pt"),
+            models=expand(
+                results("toy/{{source}}/lam{{lam}}/seed{seed}/model.pt"),
+                seed=TOY_SEEDS,
+            ),
+        output:
+            expand(
+                results("toy/{{source}}/lam{{lam}}/seed{seed}/metrics.csv"),
+                seed=TOY_SEEDS,
+            ),
+        log:
+            results("toy/{source}/lam{lam}/evaluate.log"),
+        benchmark:
+            results("toy/{source}/lam{lam}/evaluate.benchmark.tsv")
+        wildcard_constraints:
+            source="|".join(TOY_SOURCES),
+        conda:
+            "../../envs/pytorch.yaml"
+        threads: lambda w: grid.res("toy")["threads"]
+        resources:
+            gpu=lambda w: grid.res("toy")["gpu"],
+            mem_mb=lambda w: grid.res("toy")["mem_mb"],
+            runtime=lambda w: grid.res("toy")["runtime"]["evaluate"] * len(TOY_SEEDS),
+        params:
+            runs=evaluate_toy_runs,
+        shell:
+            "python -m pagrob.steps.runs pagrob.steps.evaluate {params.runs} > {log} 2>&1"
+
+    toy_targets = grid.dataset_config("toy")["targets"]
+    DRAW_SEEDS = TOY_SEEDS if toy_targets["per_seed"] else [toy_targets["seed"]]
+
+    rule draw_toy_targets:
+        input:
+            data=results("toy/data.pt"),
+        output:
+            expand(results("toy/targets/{{source}}/seed{seed}.pt"), seed=DRAW_SEEDS),
+        log:
+            results("toy/logs/targets_{source}.log"),
+        benchmark:
+            results("toy/logs/targets_{source}.benchmark.tsv")
+        wildcard_constraints:
+            source="|".join(s for s in TOY_SOURCES if s in DRAWN),
+        conda:
+            "../../envs/pytorch.yaml"
+        threads: lambda w: grid.res("toy")["threads"]
+        resources:
+            mem_mb=lambda w: grid.res("toy")["mem_mb"],
+            runtime=lambda w: grid.res("toy")["runtime"]["targets"],
+        params:
+            runs=draw_toy_runs,
+        shell:
+            "python -m pagrob.steps.runs pagrob.steps.make_targets {params.runs} > {log} 2>&1"
+
+    ruleorder: train_toy > train
+    ruleorder: evaluate_toy > evaluate
+    ruleorder: draw_toy_targets > draw_targets

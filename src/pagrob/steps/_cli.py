@@ -80,16 +80,21 @@ def add_figure_outputs(p: argparse.ArgumentParser, required: bool = True) -> Non
     p.add_argument("--out-pdf", required=required, help="the figure (PDF)")
 
 
-def write_table(args: argparse.Namespace, numbers, text: str, title: str | None = None) -> None:
+def write_table(
+    args: argparse.Namespace, numbers, text: str, title: str | None = None, images=None
+) -> None:
     """The files of ``add_table_outputs``: ``numbers`` (a DataFrame) as CSV, ``text`` (the
     Markdown table) and, where --out-html is given, its HTML page (``title`` where the text has
-    no heading)."""
+    no heading; ``images``: a figure's path as the text names it -> its PNG file, embedded)."""
+    from pathlib import Path
+
     from pagrob import html_table, io
 
     io.write_text(numbers.to_csv(index=False), args.out_csv)
     io.write_text(text, args.out_md)
     if args.out_html:
-        io.write_text(html_table.page(text, title), args.out_html)
+        embedded = {name: Path(path).read_bytes() for name, path in (images or {}).items()}
+        io.write_text(html_table.page(text, title, embedded), args.out_html)
 
 
 def boolean(text: str) -> bool:

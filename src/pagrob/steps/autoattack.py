@@ -1,6 +1,8 @@
 """AutoAttack (the original code, version ``standard``) on one model for one threat model, as tidy
-rows: ``autoattack`` (the final robust accuracy) and ``autoattack:<stage>`` (the accuracy after
-each stage), with a JSON record beside it (settings, seed, warnings of AutoAttack's checks,
+rows: ``autoattack`` (the final robust accuracy, where every stage ran) and ``autoattack:<stage>``
+(the accuracy after each stage run, each with its per-image results: the settings' ``stages``
+may stop after the APGD stages, the cheaper stage of the seeds outside
+eval.autoattack.full_seeds), with a JSON record beside it (settings, seed, warnings of AutoAttack's checks,
 PGD on the same images, timings). A killed run resumes from its state file when rerun
 (``--state``, default ``<out>.state.json``; removed once the result is written).
 """
@@ -49,6 +51,7 @@ def main() -> None:
         "seed": s.seed,
         "batch_size": s.batch_size,
         "images": len(x),
+        "stages": list(s.stages or autoattack.STAGES[s.version]),
     }
     t0 = time.perf_counter()
     result = autoattack.run(
@@ -64,6 +67,7 @@ def main() -> None:
         batch_size=s.batch_size,
         device=device,
         log=_cli.log,
+        stages=s.stages,
     )
     seconds = time.perf_counter() - t0
     pgd_attack = dataclasses.replace(s.pgd, bounds=ds.bounds)
@@ -71,13 +75,19 @@ def main() -> None:
     pgd_same = 100.0 * pgd_flags.sum().item() / len(x)
 
     common = {"norm": norm, "eps": eps}
-    flags = torch.tensor(result.robust_flags)  # cpu: AutoAttack's per-image result, on the host
-    rows = [
-        common | {"attack": "autoattack", "steps": 0, "accuracy": result.robust, "flags": flags}
-    ]
+    rows = []
+    if result.complete:
+        flags = torch.tensor(result.robust_flags)  # cpu: AutoAttack's per-image result, host
+        rows.append(
+            common | {"attack": "autoattack", "steps": 0, "accuracy": result.robust, "flags": flags}
+        )
     for stage, acc in result.stages.items():
         steps = autoattack.STAGE_STEPS[stage]
-        rows.append(common | {"attack": f"autoattack:{stage}", "steps": steps, "accuracy": acc})
+        flags = torch.tensor(result.stage_flags[stage])  # cpu: the host's per-image flags
+        rows.append(
+            common
+            | {"attack": f"autoattack:{stage}", "steps": steps, "accuracy": acc, "flags": flags}
+        )
     model_ids = {k: meta.get(k) for k in ("dataset", "source", "lam", "seed")}
     record = {
         **model_ids,
@@ -86,6 +96,7 @@ def main() -> None:
         "library": "pyautoattack " + _version("pyautoattack"),
         "clean": result.clean,
         "robust": result.robust,
+        "complete": result.complete,
         "stages": result.stages,
         "warnings": result.warnings,
         "pgd_same_images": {
@@ -102,7 +113,8 @@ def main() -> None:
     write_rows(meta, rows, len(x), args.out)
     state.unlink(missing_ok=True)
     _cli.log(
-        f"AutoAttack {s.version} {norm} eps={eps:g} on {len(x)} images: clean "
+        f"AutoAttack {s.version}{'' if result.complete else ' (' + ', '.join(result.stages) + ')'} "
+        f"{norm} eps={eps:g} on {len(x)} images: clean "
         f"{result.clean:.2f}%, robust {result.robust:.2f}% (PGD-{pgd_attack.steps} on the same "
         f"images {pgd_same:.2f}%) in {seconds:.1f}s"
     )

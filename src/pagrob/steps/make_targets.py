@@ -1,6 +1,7 @@
-"""Precompute a representative gradient source (one_image, class_mean, nearest_neighbor,
-clustered_nn) once per dataset: ``results/<dataset>/targets/<source>.pt``; or, for the ``file``
-source, match a file of targets computed elsewhere (``--file``, ``--labels``) to the training
+"""Precompute a representative gradient source: class_mean once per dataset
+(``results/<dataset>/targets/class_mean.pt``); a drawn one (one_image, nearest_neighbor,
+clustered_nn) once per draw seed, ``--seed`` (``results/<dataset>/targets/<source>/seed<seed>.pt``:
+the training seed of the models that use it); or, for the ``file`` source, match a file of targets computed elsewhere (``--file``, ``--labels``) to the training
 set and write the matching record (``results/<dataset>/targets/file.pt``)."""
 
 from __future__ import annotations
