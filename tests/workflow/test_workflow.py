@@ -545,8 +545,8 @@ def test_demo_leaves_the_checks_sweep_to_the_study(tmp_path):
     copy_workflow(tmp_path)
     demo = snakemake(["-n", "--configfile", "demo.yaml", "--cores", "2"], tmp_path)
     counts = job_counts(demo.stdout)
-    # Table 1's 5 students of every seed (the whole version on seed 0, the APGD stages on 1, 2)
-    assert counts["autoattack"] == 5 * 3 and counts["masking_table"] == 1
+    # Table 1's 4 students of every seed (the whole version on seed 0, the APGD stages on 1, 2)
+    assert counts["autoattack"] == 4 * 3 and counts["masking_table"] == 1
     assert "sweep" not in counts and "robustness_curves" not in counts
     study = snakemake(["-n", "--configfile", "demo.yaml", "study.yaml", "--cores", "2"], tmp_path)
     counts = job_counts(study.stdout)
