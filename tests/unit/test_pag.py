@@ -72,15 +72,20 @@ def assert_same_step(model, out, ref, lam, ref_model):
         torch.testing.assert_close(b, r, rtol=1e-12, atol=1e-14, msg=f"buffer {name}")
 
 
+@pytest.mark.parametrize("batchnorm", ["batch", "frozen"])
 @pytest.mark.parametrize("mode", ["train", "eval"])
 @pytest.mark.parametrize("grad_of", ["logit", "log_softmax", "centred"])
 @pytest.mark.parametrize("strategy", STRATEGIES)
-def test_strategy_equals_reference(strategy, grad_of, mode):
+def test_strategy_equals_reference(strategy, grad_of, mode, batchnorm):
+    """Each strategy against Eq. (1)-(2) written out: the batch's summed score through its
+    BatchNorm statistics (``batch``), or each image's own gradient with them held as constants
+    (``frozen``; in eval mode both are the running statistics' plain gradient)."""
     model = small_cnn()
     model.train(mode == "train")
     ref_model = copy.deepcopy(model)
     x, y, targets = batch()
-    ref = reference(ref_model, x, y, targets, 0.7, grad_of, 1e-8)
+    frozen = batchnorm == "frozen" and mode == "train"
+    ref = (frozen_reference if frozen else reference)(ref_model, x, y, targets, 0.7, grad_of, 1e-8)
     out = pag_backward(
         model,
         x,
@@ -90,15 +95,24 @@ def test_strategy_equals_reference(strategy, grad_of, mode):
         grad_of=grad_of,
         strategy=strategy,
         eps=1e-8,
-        batchnorm="batch",
+        batchnorm=batchnorm,
     )
     assert_same_step(model, out, ref, 0.7, ref_model)
+    if frozen:  # not the coupled step: with the statistics' dependence the step is another one
+        coupled, _ = reference(
+            copy.deepcopy(small_cnn().train()), x, y, targets, 0.7, grad_of, 1e-8
+        )
+        assert any(
+            not torch.allclose(p.grad, r, rtol=1e-6) for p, r in zip(model.parameters(), coupled)
+        )
 
 
+@pytest.mark.parametrize("batchnorm", ["batch", "frozen"])
 @pytest.mark.parametrize("mode", ["train", "eval"])
 @pytest.mark.parametrize("strategy", STRATEGIES)
-def test_cross_entropy_on_other_inputs_with_pag(strategy, mode):
-    """``ce_input`` with lam > 0: the PAG term on x, the CE on ce_input (its own forward)."""
+def test_cross_entropy_on_other_inputs_with_pag(strategy, mode, batchnorm):
+    """``ce_input`` with lam > 0: the PAG term on x, the CE on ce_input (its own forward), with
+    either reading of Eq. 1 under BatchNorm."""
     model = small_cnn()
     model.train(mode == "train")
     ref_model, fresh = copy.deepcopy(model), copy.deepcopy(model)
@@ -106,7 +120,8 @@ def test_cross_entropy_on_other_inputs_with_pag(strategy, mode):
     ce_input = (
         x + 0.05 * torch.randn(x.shape, generator=torch.Generator().manual_seed(5), dtype=x.dtype)
     ).clamp(0, 1)
-    ref = reference(ref_model, x, y, targets, 0.6, "logit", 1e-8, ce_input=ce_input)
+    expected = reference if batchnorm == "batch" or mode == "eval" else frozen_reference
+    ref = expected(ref_model, x, y, targets, 0.6, "logit", 1e-8, ce_input=ce_input)
     out = pag_backward(
         model,
         x,
@@ -115,7 +130,7 @@ def test_cross_entropy_on_other_inputs_with_pag(strategy, mode):
         0.6,
         strategy=strategy,
         ce_input=ce_input,
-        batchnorm="batch",
+        batchnorm=batchnorm,
     )
     assert_same_step(model, out, ref, 0.6, ref_model)
     with torch.no_grad():
@@ -279,61 +294,6 @@ def frozen_reference(model, x, y, targets, lam, grad_of, eps, ce_input=None):
         cos = (v * u).sum(1) / torch.clamp(v.norm(dim=1) * u.norm(dim=1), min=eps)
         total = total + lam * (1 - cos).mean()
     return torch.autograd.grad(total, list(model.parameters())), total.detach()
-
-
-@pytest.mark.parametrize("grad_of", ["logit", "centred"])
-@pytest.mark.parametrize("strategy", STRATEGIES)
-def test_frozen_batchnorm_strategy_equals_reference(strategy, grad_of):
-    model = small_cnn().train()
-    ref_model = copy.deepcopy(model)
-    x, y, targets = batch()
-    ref = frozen_reference(ref_model, x, y, targets, 0.7, grad_of, 1e-8)
-    out = pag_backward(
-        model,
-        x,
-        y,
-        lambda c: targets[c],
-        0.7,
-        grad_of=grad_of,
-        strategy=strategy,
-        batchnorm="frozen",
-    )
-    assert_same_step(model, out, ref, 0.7, ref_model)
-    # not the coupled gradient: with the statistics' dependence the step is another one
-    coupled = copy.deepcopy(small_cnn().train())
-    pag_backward(
-        coupled,
-        x,
-        y,
-        lambda c: targets[c],
-        0.7,
-        grad_of=grad_of,
-        strategy=strategy,
-        batchnorm="batch",
-    )
-    assert any(
-        not torch.allclose(p.grad, r, rtol=1e-6) for p, r in zip(coupled.parameters(), ref[0])
-    )
-
-
-@pytest.mark.parametrize("strategy", STRATEGIES)
-def test_frozen_batchnorm_with_cross_entropy_on_other_inputs(strategy):
-    model = small_cnn().train()
-    ref_model = copy.deepcopy(model)
-    x, y, targets = batch()
-    ce_input = (x + 0.05).clamp(0, 1)
-    ref = frozen_reference(ref_model, x, y, targets, 0.6, "logit", 1e-8, ce_input=ce_input)
-    out = pag_backward(
-        model,
-        x,
-        y,
-        lambda c: targets[c],
-        0.6,
-        strategy=strategy,
-        ce_input=ce_input,
-        batchnorm="frozen",
-    )
-    assert_same_step(model, out, ref, 0.6, ref_model)
 
 
 def test_frozen_equals_the_eval_mode_gradient_when_running_statistics_are_the_batchs():

@@ -373,7 +373,7 @@ def small_demo(cfg):
     del digits["eval"]["attacks"]["l2"]
     digits["eval"]["attacks"]["linf"]["steps"] = 3
     digits["eval"]["max_images"] = 100
-    digits["eval"]["autoattack"]["images"] = 50
+    digits["eval"]["autoattack"]["images"] = 20
     digits["eval"]["checks"] = {"steps": 5, "restarts": 2, "curves": {"linf": [0.1, 0.5]}}
     digits["pictures"] = {"images": [0], "attack": {"eps": 3.0, "steps": 3}}
     digits["pag_scores"] = {"images": 20, "attack": {"eps": 1.5, "steps": 3}}
@@ -453,7 +453,7 @@ def check_reduced_demo(tmp_path, counts):
     text = (results / "tables/table1_digits.md").read_text()
     assert "(paper)" not in text and " Δ |" not in text  # so those columns are left out
     assert (
-        "AutoAttack L∞ ε=0.1 (50 images, seed 0)" in text
+        "AutoAttack L∞ ε=0.1 (20 images, seed 0)" in text
         and "| Clustered NN (beyond the paper)" in text
     )
     assert "PGD-3 L∞ ε=0.1 (100 images)" in text and "## Per seed" in text
@@ -480,7 +480,7 @@ def check_reduced_demo(tmp_path, counts):
     assert pgd["correct"].str.len().gt(0).all() and (pgd["ci_low"] <= pgd["accuracy"]).all()
     aa = metrics[metrics["attack"] == "autoattack"]
     assert sorted(aa["source"]) == sorted(["vanilla", "one_image", "clustered_nn", "rigd_linf"])
-    assert (aa["images"] == 50).all()
+    assert (aa["images"] == 20).all()
     checks = pd.read_csv(results / "tables/masking_digits.csv")
     assert set(checks["check"]) == {
         "robust_above_clean",

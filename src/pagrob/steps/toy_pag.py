@@ -44,6 +44,23 @@ def method(source: str, role: str) -> str:
     return f"PAG ({name})"
 
 
+def table_cells(rows: pd.DataFrame, methods: list[str], seeds: tuple, attack: str) -> pd.DataFrame:
+    """The table's cells of ``rows`` (a model each, or a recipe's means): its method, λ, seed or
+    seeds (``seeds``: the header and the values), scores and accuracies."""
+    header, values = seeds
+    return pd.DataFrame(
+        {
+            "Method": methods,
+            "λ": [f"{v:g}" for v in rows["lam"]],
+            header: [str(v) for v in values],
+            "Manifold alignment": [f"{v:.3f}" for v in rows["manifold_alignment"]],
+            "Teacher alignment": [f"{v:.3f}" for v in rows["teacher_alignment"]],
+            "Clean (%)": [report.fmt(v) for v in rows["clean"]],
+            f"{attack} (%)": [report.fmt(v) for v in rows["robust"]],
+        }
+    )
+
+
 def model_rows(metrics: pd.DataFrame, meta: dict) -> pd.DataFrame:
     """The metrics rows of the model of ``meta`` (same source, lam and seed)."""
     return metrics[
@@ -155,39 +172,21 @@ def main() -> None:
         kind="stable",
     )
     shown = pd.concat([scored, table[table["role"] == "reference"]])
-    cells = pd.DataFrame(
-        {
-            "Method": [method(s, r) for s, r in zip(shown["source"], shown["role"])],
-            "λ": [f"{v:g}" for v in shown["lam"]],
-            "Seed": [str(v) for v in shown["seed"]],
-            "Manifold alignment": [f"{v:.3f}" for v in shown["manifold_alignment"]],
-            "Teacher alignment": [f"{v:.3f}" for v in shown["teacher_alignment"]],
-            "Clean (%)": [report.fmt(v) for v in shown["clean"]],
-            f"{attack} (%)": [report.fmt(v) for v in shown["robust"]],
-        }
-    )
     recipes = (
         scored.groupby(["source", "lam"], sort=False)
         .agg(
             seeds=("seed", "size"),
-            manifold=("manifold_alignment", "mean"),
-            teacher=("teacher_alignment", "mean"),
-            clean=("clean", "mean"),
-            robust=("robust", "mean"),
+            **{
+                k: (k, "mean")
+                for k in ("manifold_alignment", "teacher_alignment", "clean", "robust")
+            },
         )
         .reset_index()
     )
-    means = pd.DataFrame(
-        {
-            "Method": [method(s, "model") for s in recipes["source"]],
-            "λ": [f"{v:g}" for v in recipes["lam"]],
-            "Seeds": [str(v) for v in recipes["seeds"]],
-            "Manifold alignment": [f"{v:.3f}" for v in recipes["manifold"]],
-            "Teacher alignment": [f"{v:.3f}" for v in recipes["teacher"]],
-            "Clean (%)": [report.fmt(v) for v in recipes["clean"]],
-            f"{attack} (%)": [report.fmt(v) for v in recipes["robust"]],
-        }
-    )
+    cells = table_cells(shown, [method(s, r) for s, r in zip(shown["source"], shown["role"])],
+                        ("Seed", shown["seed"]), attack)  # fmt: skip
+    means = table_cells(recipes, [method(s, "model") for s in recipes["source"]],
+                        ("Seeds", recipes["seeds"]), attack)  # fmt: skip
     name = report.METHOD_NAMES.get(ref_meta["source"], ref_meta["source"])
     reference_name = f"{name}, λ {float(ref_meta['lam']):g}, seed {ref_meta['seed']}"
     text = (
