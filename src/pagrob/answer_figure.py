@@ -69,6 +69,15 @@ def answer_figure(df: pd.DataFrame, title: str, png, pdf) -> None:
             look = _look(r)
             ax.plot([r["ci_low"], r["ci_high"]], [y, y], color=look["color"], lw=1.6)
             ax.plot([r["estimate"]], [y], linestyle="none", markersize=6, **look)
+            if r["measure"] != rows.iloc[0]["measure"]:  # e.g. a teacher's PGD
+                ax.annotate(
+                    r["measure"],
+                    (r["estimate"], y),
+                    xytext=(4, 4),
+                    textcoords="offset points",
+                    fontsize=6,
+                    color=look["color"],
+                )
         ax.axvline(0, color="black", lw=0.8)
         if gap:
             ax.axhline(-(sum(not k[0] for k in keys) - 1 + gap / 2 + 0.5), color="#bbbbbb", lw=0.6)

@@ -345,8 +345,11 @@ def test_the_answer_figure_shows_each_model_with_its_interval_the_ceiling_apart(
             ("one_image", 0.3): 60.0,
             ("class_mean", 0.3): 22.0,
             ("rigd_linf", 0.3): 70.0,
+            ("teacher_linf", 0.0): 80.0,
         }
     )
+    # the teacher spared AutoAttack: its PGD stands in its row, and says so
+    m = m[~((m["source"] == "teacher_linf") & (m["attack"] == "autoattack"))]
     df, _ = answer.image_answer(m, None, "digits")
     shown = {}
     monkeypatch.setattr(answer_figure, "save", lambda fig, png, pdf: shown.setdefault("fig", fig))
@@ -354,10 +357,18 @@ def test_the_answer_figure_shows_each_model_with_its_interval_the_ceiling_apart(
     (ax,) = [a for a in shown["fig"].axes if a.get_visible()]  # one panel: L∞ robustness
     assert ax.get_title() == "L∞ robust accuracy\n(AutoAttack, 3 seeds)"
     labels = [t.get_text() for t in ax.get_yticklabels()]
-    assert labels == ["One Image (λ 0.3)", "Class Mean (λ 0.3)", "RIGD ℓ∞ (λ 0.3)"]
+    assert labels == [
+        "One Image (λ 0.3)",
+        "Class Mean (λ 0.3)",
+        "RIGD ℓ∞ (λ 0.3)",
+        "Teacher ℓ∞ (adversarial training)",
+    ]
+    notes = {t.get_text(): t.xy for t in ax.texts if t.get_text() != ""}
+    assert "PGD" in notes and notes["PGD"][1] == dict(zip(labels, ax.get_yticks()))[labels[3]]
     ys = dict(zip(labels, ax.get_yticks()))
     assert ys["RIGD ℓ∞ (λ 0.3)"] < ys["Class Mean (λ 0.3)"] - 1  # the ceiling below, apart
     rows = df[(df["measure"] == "AutoAttack") & (df["role"] != answer.SECONDARY)]
+    assert len(rows) == 3
     for _, r in rows.iterrows():
         y = ys[f"{report.method(r['source'])} (λ {r['lam']:g})"]
         bars = [ln for ln in ax.get_lines() if list(ln.get_ydata()) == [y, y]]
