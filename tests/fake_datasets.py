@@ -159,3 +159,43 @@ def accept_stl10(
     monkeypatch.setattr(tv.STL10, "test_list", [[n, sums[n]] for n in ("test_X.bin", "test_y.bin")])
     if archive_md5:
         monkeypatch.setattr(tv.STL10, "tgz_md5", archive_md5)
+
+
+def make_fashion_mnist(
+    folder: Path, n_train: int = 40, n_test: int = 20, gz: bool = True, seed: int = 0
+) -> dict:
+    """Fashion-MNIST's four files in the idx format (big-endian magic and sizes, then uint8),
+    gz-compressed (the originals) or not, in ``folder``; each class present in both splits."""
+    import gzip
+    import hashlib
+    import struct
+
+    rng = np.random.default_rng(seed)
+    folder.mkdir(parents=True, exist_ok=True)
+    sums, arrays = {}, {}
+    for prefix, n in (("train", n_train), ("t10k", n_test)):
+        x = rng.integers(0, 256, (n, 28, 28), dtype=np.uint8)
+        y = (np.arange(n) % 10).astype(np.uint8)
+        rng.shuffle(y)
+        arrays[prefix] = (x, y)
+        for kind, body, head in (
+            ("images-idx3-ubyte", x, struct.pack(">IIII", 0x803, n, 28, 28)),
+            ("labels-idx1-ubyte", y, struct.pack(">II", 0x801, n)),
+        ):
+            raw = head + body.tobytes()
+            name = f"{prefix}-{kind}"
+            path = folder / (f"{name}.gz" if gz else name)
+            path.write_bytes(gzip.compress(raw, mtime=0) if gz else raw)
+            sums[name] = hashlib.md5(raw).hexdigest()  # of the contents, as the loader checks
+    return {"sums": sums, "arrays": arrays}
+
+
+def accept_fashion_mnist(monkeypatch: pytest.MonkeyPatch, fake: dict) -> None:
+    """Let the loader take the generated files: their contents' MD5 sums and their sizes for the
+    originals'."""
+    from pagrob import datasets
+
+    names = [name for name, _ in datasets.FASHION_MNIST_FILES]
+    monkeypatch.setattr(datasets, "FASHION_MNIST_FILES", tuple((n, fake["sums"][n]) for n in names))
+    sizes = (len(fake["arrays"]["train"][1]), len(fake["arrays"]["t10k"][1]))
+    monkeypatch.setattr(datasets, "FASHION_MNIST_SIZES", sizes)

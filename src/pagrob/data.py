@@ -9,6 +9,7 @@ gradient sources use it to find an image's precomputed representatives.
 
 from __future__ import annotations
 
+import dataclasses
 from dataclasses import dataclass
 
 import torch
@@ -82,6 +83,46 @@ def load_prepared(path) -> Dataset:
         mean=d["mean"].float(),
         std=d["std"].float(),
         bounds=tuple(d["bounds"]) if d["bounds"] is not None else None,
+    )
+
+
+def class_balanced_pick(y: Tensor, size: int, generator: torch.Generator) -> Tensor:
+    """Sorted indices of ``size`` of the labels ``y``, each class's share of them as in ``y``
+    (rounded by largest remainder), drawn at random within each class."""
+    classes, counts = torch.unique(y, return_counts=True)
+    exact = counts.double() * size / len(y)
+    per_class = exact.floor().long()
+    short = size - int(per_class.sum())
+    per_class[torch.argsort(exact - per_class, descending=True, stable=True)[:short]] += 1
+    picked = []
+    for c, k in zip(classes.tolist(), per_class.tolist(), strict=True):
+        idx = (y == c).nonzero().flatten()
+        order = torch.randperm(len(idx), generator=generator)  # cpu: the data step's host labels
+        picked.append(idx[order[:k]])
+    return torch.cat(picked).sort().values
+
+
+def subset(ds: Dataset, train: int, seed: int) -> Dataset:
+    """A fixed class-balanced subset of ``train`` training images (0: all of them), drawn with
+    ``seed``; the normalisation statistics are the subset's. (The test images a job uses are
+    its own setting: eval.max_images, autoattack.images, pag_scores.images.)"""
+    if train > len(ds.y_train):
+        raise ValueError(
+            f"{ds.name} has {len(ds.y_train)} training images; a subset of {train} cannot be "
+            f"drawn (set datasets.{ds.name}.data.train_size to at most {len(ds.y_train)}, or 0: "
+            "all)"
+        )
+    if train in (0, len(ds.y_train)):
+        return ds
+    keep = class_balanced_pick(ds.y_train, train, torch.Generator().manual_seed(seed))
+    x_train = ds.x_train[keep]
+    stats = (0, *range(2, x_train.dim())) if x_train.dim() > 2 else (0,)
+    return dataclasses.replace(
+        ds,
+        x_train=x_train,
+        y_train=ds.y_train[keep],
+        mean=x_train.mean(stats),
+        std=x_train.std(stats),
     )
 
 

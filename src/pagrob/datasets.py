@@ -1,5 +1,5 @@
-"""The real datasets: CIFAR-10 and STL-10 through torchvision's dataset classes and on-disk
-formats, and scikit-learn's bundled handwritten digits (the offline demo).
+"""The real datasets: CIFAR-10, STL-10 and Fashion-MNIST through torchvision's dataset classes
+and on-disk formats, and scikit-learn's bundled handwritten digits (the offline demo).
 
 ``root`` is a folder holding either the extracted dataset (``cifar-10-batches-py/``,
 ``stl10_binary/``), or its archive (``cifar-10-python.tar.gz``, ``stl10_binary.tar.gz``), which
@@ -7,10 +7,16 @@ is checked and extracted; with ``download=True`` a missing archive is fetched fi
 is checked against torchvision's MD5 sums before it is read (the CIFAR batches are pickles, so
 nothing unverified is ever unpickled). Downloads and extractions go to a temporary name first:
 an interrupted one leaves nothing that looks complete.
+
+Fashion-MNIST is its four original files (``train-images-idx3-ubyte.gz`` and the rest, gz or
+not), found in this order: in ``root`` (flat, or torchvision's ``FashionMNIST/raw`` layout),
+torchvision's download into ``root`` where ``download`` is on and the network allows it, then
+the files Debian's package ``dataset-fashion-mnist`` installs (``SYSTEM_FASHION_MNIST``).
 """
 
 from __future__ import annotations
 
+import gzip
 import shutil
 import tempfile
 from dataclasses import dataclass
@@ -210,11 +216,124 @@ def load_stl10(root, download: bool = False) -> Dataset:
     return _from_uint8("stl10", *arrays, train.classes)
 
 
+#: where Debian's package dataset-fashion-mnist puts the four gz files
+SYSTEM_FASHION_MNIST = Path("/usr/share/datasets/fashion-mnist")
+#: Fashion-MNIST's four files (without .gz) and the MD5 sums of their uncompressed contents.
+#: torchvision publishes the gz files' sums (tv.FashionMNIST.resources), which only hold for the
+#: original gz: Debian's package recompresses them with a normalised gzip header (its build's
+#: strip-nondeterminism), so the gz bytes differ while the contents, which the gzip CRC also
+#: checks, do not. These sums are of those contents (dataset-fashion-mnist
+#: 0.0~git20200523.55506a9-1, the upstream repository's files), and hold for every copy.
+FASHION_MNIST_FILES = (
+    ("train-images-idx3-ubyte", "f4a8712d7a061bf5bd6d2ca38dc4d50a"),
+    ("train-labels-idx1-ubyte", "9018921c3c673c538a1fc5bad174d6f9"),
+    ("t10k-images-idx3-ubyte", "8181f5470baa50b63fa0f6fddb340f0a"),
+    ("t10k-labels-idx1-ubyte", "15d484375f8d13e6eb1aabb0c3f46965"),
+)
+#: (training, test) images of the original files
+FASHION_MNIST_SIZES = registry.DATASETS["fashion_mnist"].sizes
+
+
+def _fashion_mnist_ways(root) -> str:
+    files = ", ".join(f"{name}.gz" for name, _ in FASHION_MNIST_FILES)
+    return (
+        f"Supply it in one of three ways: (1) put its four files ({files}; gz or not) into "
+        f"{root}/ or {root}/FashionMNIST/raw/ (datasets.fashion_mnist.data.root); (2) set "
+        "datasets.fashion_mnist.data.download: true where there is network (torchvision downloads "
+        "them into that root); (3) install Debian's package: apt-get install "
+        f"dataset-fashion-mnist (its files land in {SYSTEM_FASHION_MNIST}/)."
+    )
+
+
+def find_fashion_mnist_files(folder) -> dict[str, Path] | None:
+    """The four files in ``folder`` (flat) or ``folder/FashionMNIST/raw``, each uncompressed or
+    gz (the uncompressed one first), as {name without .gz: path}; None where any is missing."""
+    for where in (Path(folder), Path(folder) / "FashionMNIST" / "raw"):
+        found = {}
+        for name, _ in FASHION_MNIST_FILES:
+            for candidate in (where / name, where / f"{name}.gz"):
+                if candidate.is_file():
+                    found[name] = candidate
+                    break
+        if len(found) == len(FASHION_MNIST_FILES):
+            return found
+    return None
+
+
+def _read_fashion_mnist(files: dict[str, Path], ways: str) -> Dataset:
+    """Uncompress the files into a temporary FashionMNIST/raw folder, check each content's MD5
+    sum, then read them through torchvision's FashionMNIST."""
+    sums = dict(FASHION_MNIST_FILES)
+    with tempfile.TemporaryDirectory(prefix="fashion-mnist-") as tmp:
+        raw = Path(tmp) / "FashionMNIST" / "raw"
+        raw.mkdir(parents=True)
+        for name, path in files.items():
+            if path.suffix == ".gz":
+                try:
+                    with gzip.open(path, "rb") as src, open(raw / name, "wb") as dst:
+                        shutil.copyfileobj(src, dst)
+                except (OSError, EOFError) as e:  # not gzip, truncated, CRC mismatch
+                    raise DatasetUnavailable(
+                        f"{path} is truncated or corrupt ({type(e).__name__}: {e}). Delete it. "
+                        f"{ways}"
+                    ) from e
+            else:
+                (raw / name).symlink_to(path.resolve())
+            if not check_integrity(str(raw / name), sums[name]):
+                raise DatasetUnavailable(
+                    f"{path} is not Fashion-MNIST's {name}: the MD5 of its contents is not "
+                    f"{sums[name]} (damaged, truncated or another dataset). Delete it. {ways}"
+                )
+        train = tv.FashionMNIST(tmp, train=True, download=False)
+        test = tv.FashionMNIST(tmp, train=False, download=False)
+    arrays = (
+        train.data.unsqueeze(1).numpy(),
+        train.targets,
+        test.data.unsqueeze(1).numpy(),
+        test.targets,
+    )
+    where = files[FASHION_MNIST_FILES[0][0]].parent
+    check_arrays("fashion_mnist", where, *arrays, train.classes)
+    sizes = FASHION_MNIST_SIZES
+    if (len(arrays[0]), len(arrays[2])) != sizes:
+        raise DatasetUnavailable(
+            f"Fashion-MNIST in {where} has {len(arrays[0])} training and {len(arrays[2])} test "
+            f"images, not {sizes[0]} and {sizes[1]}: not the original files. {ways}"
+        )
+    return _from_uint8("fashion_mnist", *arrays, train.classes)
+
+
+def load_fashion_mnist(
+    root, download: bool = False, system=SYSTEM_FASHION_MNIST
+) -> tuple[Dataset, Path]:
+    """Fashion-MNIST from the first place that has it (the module's docstring); returns the
+    dataset and the folder its files came from."""
+    ways = _fashion_mnist_ways(root)
+    files = find_fashion_mnist_files(root)
+    failed = ""
+    if files is None and download:
+        try:
+            tv.FashionMNIST(str(root), train=True, download=True)
+            files = find_fashion_mnist_files(root)
+        except Exception as e:  # no network, HTTP errors, MD5 mismatch
+            failed = f" Downloading it failed ({type(e).__name__}: {e})."
+    if files is None:
+        files = find_fashion_mnist_files(system)
+    if files is None:
+        raise DatasetUnavailable(
+            f"Fashion-MNIST is not in {root} (nor in {root}/FashionMNIST/raw), downloading is "
+            f"{'on' if download else 'off'} and Debian's package is not installed "
+            f"({system} has no such files).{failed} {ways}"
+        )
+    return _read_fashion_mnist(files, ways), files[FASHION_MNIST_FILES[0][0]].parent
+
+
 #: the loader of each of the registry's torchvision datasets: (root, download) -> Dataset
 LOADERS = {
     "cifar10": load_cifar10,
     "cifar100": lambda root, download=False: load_cifar("cifar100", root, download),
     "stl10": load_stl10,
+    "fashion_mnist": lambda root, download=False: load_fashion_mnist(root, download)[0],
 }
 
 

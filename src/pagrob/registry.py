@@ -158,6 +158,16 @@ DATASETS = {
             ("root", "download"),
             "STL10",
         ),
+        DatasetSpec(
+            "fashion_mnist",
+            "Fashion-MNIST",
+            "torchvision",
+            (1, 28, 28),
+            10,
+            (60_000, 10_000),
+            ("root", "download", "train_size", "seed"),
+            "FashionMNIST",
+        ),
     )
 }
 #: the datasets of the image experiments (every one but the toy)

@@ -1,5 +1,6 @@
-"""CIFAR-10 and STL-10 loading through torchvision's classes on generated files in the real
-formats; archives, damaged files and the offline error; the digits split."""
+"""CIFAR-10, STL-10 and Fashion-MNIST loading through torchvision's classes on generated files
+in the real formats; archives, damaged files and the offline error; the digits split; the
+Fashion-MNIST subsets."""
 
 import subprocess
 import sys
@@ -12,9 +13,11 @@ from conftest import ROOT
 from fake_datasets import (
     accept_cifar10,
     accept_cifar100,
+    accept_fashion_mnist,
     accept_stl10,
     make_cifar10,
     make_cifar100,
+    make_fashion_mnist,
     make_stl10,
     tar_gz,
 )
@@ -168,3 +171,106 @@ def test_digits_split_is_stratified_and_fixed():
     train = {tuple(v.tolist()) for v in ds.x_train.flatten(1)}
     overlap = sum(tuple(v.tolist()) in train for v in ds.x_test.flatten(1))
     assert overlap < 5  # the digits data has a few exact duplicates across different samples
+
+
+@pytest.mark.parametrize(
+    "layout, gz", [(".", True), ("FashionMNIST/raw", False), ("FashionMNIST/raw", True)]
+)
+def test_fashion_mnist_reads_its_files_flat_or_in_torchvisions_layout(
+    tmp_path, monkeypatch, layout, gz
+):
+    fake = make_fashion_mnist(tmp_path / "root" / layout, gz=gz)
+    accept_fashion_mnist(monkeypatch, fake)
+    ds, where = datasets.load_fashion_mnist(tmp_path / "root", system=tmp_path / "none")
+    assert where == tmp_path / "root" / layout
+    for split, (x, y) in (("train", fake["arrays"]["train"]), ("test", fake["arrays"]["t10k"])):
+        assert getattr(ds, f"x_{split}").shape == (len(y), 1, 28, 28)
+        torch.testing.assert_close(getattr(ds, f"x_{split}")[:, 0], torch.from_numpy(x) / 255)
+        assert getattr(ds, f"y_{split}").tolist() == y.tolist()
+    assert ds.classes[0] == "T-shirt/top" and ds.num_classes == 10
+    torch.testing.assert_close(ds.mean, ds.x_train.mean((0, 2, 3)))
+
+
+def test_fashion_mnist_is_taken_from_root_then_download_then_debians_package(tmp_path, monkeypatch):
+    system = make_fashion_mnist(tmp_path / "debian", seed=1)
+    accept_fashion_mnist(monkeypatch, system)
+    tried = []
+
+    def offline(self):
+        tried.append(self.root)
+        raise urllib.error.URLError("no network")
+
+    monkeypatch.setattr(datasets.tv.FashionMNIST, "download", offline)
+    # nothing in the root, the download fails: Debian's files, after the download was tried
+    ds, where = datasets.load_fashion_mnist(tmp_path / "root", True, system=tmp_path / "debian")
+    assert where == tmp_path / "debian" and tried == [str(tmp_path / "root")]
+    assert ds.y_train.tolist() == system["arrays"]["train"][1].tolist()
+    # the root's own files come first, and no download is tried
+    own = make_fashion_mnist(tmp_path / "root", seed=2)
+    monkeypatch.setattr(
+        datasets,
+        "FASHION_MNIST_FILES",
+        tuple((name, own["sums"][name]) for name, _ in datasets.FASHION_MNIST_FILES),
+    )
+    ds, where = datasets.load_fashion_mnist(tmp_path / "root", True, system=tmp_path / "debian")
+    assert where == tmp_path / "root" and len(tried) == 1
+    assert ds.y_train.tolist() == own["arrays"]["train"][1].tolist()
+
+
+def test_missing_fashion_mnist_names_the_three_ways_to_supply_it(tmp_path):
+    with pytest.raises(DatasetUnavailable) as e:
+        datasets.load_fashion_mnist(tmp_path / "root", False, system=tmp_path / "none")
+    msg = str(e.value)
+    assert f"not in {tmp_path / 'root'}" in msg and "downloading is off" in msg
+    assert "datasets.fashion_mnist.data.root" in msg  # (1) the files in the root
+    assert "train-images-idx3-ubyte.gz" in msg and "FashionMNIST/raw" in msg
+    assert "datasets.fashion_mnist.data.download: true" in msg  # (2) the download
+    assert "apt-get install dataset-fashion-mnist" in msg  # (3) Debian's package
+    assert str(datasets.SYSTEM_FASHION_MNIST) in msg
+
+
+def test_damaged_fashion_mnist_files_are_named_not_read(tmp_path, monkeypatch):
+    fake = make_fashion_mnist(tmp_path)
+    accept_fashion_mnist(monkeypatch, fake)
+    labels = tmp_path / "t10k-labels-idx1-ubyte.gz"
+    labels.write_bytes(labels.read_bytes()[:-5])  # truncated: gzip finds it
+    with pytest.raises(DatasetUnavailable, match="t10k-labels-idx1-ubyte.gz is truncated or co"):
+        datasets.load_fashion_mnist(tmp_path, system=tmp_path / "none")
+    # an uncompressed file with other contents (one pixel changed): its contents' MD5 fails
+    fake = make_fashion_mnist(tmp_path / "raw", gz=False)
+    accept_fashion_mnist(monkeypatch, fake)
+    images = tmp_path / "raw" / "train-images-idx3-ubyte"
+    body = bytearray(images.read_bytes())
+    body[-1] ^= 1
+    images.write_bytes(bytes(body))
+    with pytest.raises(DatasetUnavailable, match="is not Fashion-MNIST's train-images-idx3-ubyte"):
+        datasets.load_fashion_mnist(tmp_path / "raw", system=tmp_path / "none")
+
+
+def test_fashion_mnist_subset_is_class_balanced_fixed_and_through_the_data_step(
+    tmp_path, monkeypatch
+):
+    from pagrob import data
+    from pagrob.steps import prepare_data
+
+    fake = make_fashion_mnist(tmp_path / "root", n_train=60, n_test=30)
+    accept_fashion_mnist(monkeypatch, fake)
+    monkeypatch.setattr(datasets, "SYSTEM_FASHION_MNIST", tmp_path / "none")
+    out = tmp_path / "data.pt"
+    argv = ["prepare_data", "--dataset", "fashion_mnist", "--root", str(tmp_path / "root")]
+    argv += ["--train-size", "20", "--seed", "3", "--out", str(out)]
+    monkeypatch.setattr(sys, "argv", argv)
+    prepare_data.main()
+    ds = data.load_prepared(out)
+    assert len(ds.y_train) == 20 and torch.bincount(ds.y_train).tolist() == [2] * 10
+    assert ds.y_test.tolist() == fake["arrays"]["t10k"][1].tolist()  # the test set whole
+    full, _ = datasets.load_fashion_mnist(tmp_path / "root")
+    again = data.subset(full, 20, seed=3)
+    assert torch.equal(again.x_train, ds.x_train)  # fixed by its seed
+    kept = {tuple(v.tolist()) for v in full.x_train.flatten(1)}
+    assert all(tuple(v.tolist()) in kept for v in ds.x_train.flatten(1))
+    torch.testing.assert_close(ds.mean, ds.x_train.mean((0, 2, 3)))  # the subset's statistics
+    assert not torch.equal(data.subset(full, 20, seed=4).x_train, ds.x_train)
+    assert data.subset(full, 0, seed=3) is full  # 0: all
+    with pytest.raises(ValueError, match="train_size to at most 60"):
+        data.subset(full, 61, seed=3)

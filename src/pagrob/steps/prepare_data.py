@@ -2,7 +2,9 @@
 
 toy: generated (Section 5.1); digits: scikit-learn's bundled 8x8 digits, split per class;
 cifar10, stl10: torchvision's files under --root (extracted there from the archive, downloaded
-first with --download true).
+first with --download true); fashion_mnist: its four files from --root, torchvision's download
+(--download true) or Debian's package (pagrob.datasets), optionally a fixed class-balanced
+subset of its training images (--train-size, drawn with --seed).
 """
 
 from __future__ import annotations
@@ -28,9 +30,20 @@ def main() -> None:
     p.add_argument("--toy-per-mode", type=int, default=1000, help="toy: training points per mode")
     p.add_argument("--toy-test", type=int, default=600, help="toy: test points in all")
     p.add_argument("--test-fraction", type=float, default=0.3, help="digits: test share per class")
-    p.add_argument("--root", help="cifar10, stl10: folder with the dataset or its archive")
     p.add_argument(
-        "--download", type=_cli.boolean, default=False, help="cifar10, stl10: fetch if missing"
+        "--root", help="cifar10, stl10, fashion_mnist: folder with the dataset or its archive"
+    )
+    p.add_argument(
+        "--download",
+        type=_cli.boolean,
+        default=False,
+        help="cifar10, stl10, fashion_mnist: fetch if missing",
+    )
+    p.add_argument(
+        "--train-size", type=int, default=0, help="fashion_mnist: training images kept (0: all)"
+    )
+    p.add_argument(
+        "--test-size", type=int, default=0, help="fashion_mnist: test images kept (0: all)"
     )
     args = p.parse_args()
     _cli.setup(args, [args.out])
@@ -41,6 +54,12 @@ def main() -> None:
         )
     elif kind == "bundled":
         ds = datasets.load_digits(args.test_fraction, args.seed)
+    elif args.dataset == "fashion_mnist":
+        if not args.root:
+            raise ValueError("--root is required for fashion_mnist")
+        ds, where = datasets.load_fashion_mnist(args.root, args.download)
+        _cli.log(f"Fashion-MNIST's files: {where}")
+        ds = data.subset(ds, args.train_size, args.seed)
     else:
         if not args.root:
             raise ValueError(f"--root is required for {args.dataset}")
