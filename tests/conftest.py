@@ -34,7 +34,7 @@ def snakemake(args, cwd, check=True, timeout=1800):
 
 def copy_workflow(dest: Path) -> Path:
     """A fresh checkout-like copy of the workflow (sources, config, rules; no results)."""
-    for name in ("Snakefile", "config.yaml", "demo.yaml", "study.yaml"):
+    for name in ("Snakefile", "config.yaml", "demo.yaml", "study.yaml", "fmnist.yaml"):
         shutil.copy(ROOT / name, dest / name)
     for name in ("workflow", "envs", "src"):
         shutil.copytree(ROOT / name, dest / name, ignore=shutil.ignore_patterns("__pycache__"))

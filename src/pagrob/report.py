@@ -289,8 +289,9 @@ def per_seed_table(metrics: pd.DataFrame) -> str:
     return markdown(pd.DataFrame(rows))
 
 
-def note(shown: pd.DataFrame) -> str:
-    """What the table's cells are, saying only what its columns hold."""
+def note(shown: pd.DataFrame, published: str = "") -> str:
+    """What the table's cells are, saying only what its columns hold; ``published``: where the
+    values of a "(published)" column come from."""
     text = (
         "Accuracy in % on the first n test images (n in each column's header). Ours: for one "
         "seed, the accuracy ± the half-width of its exact (Clopper–Pearson) 95% interval over "
@@ -299,8 +300,10 @@ def note(shown: pd.DataFrame) -> str:
     )
     if any(str(c).endswith("(paper)") for c in shown.columns):
         text += " The paper's values (± its std where it gives one) beside ours; Δ = ours − paper."
+    if any(str(c).endswith("(published)") for c in shown.columns):
+        text += f" Published values beside ours ({published}); Δ = ours − published."
     if any(str(c).startswith("AutoAttack") for c in shown.columns):
-        text += " The paper reports PGD only; AutoAttack is the standard version."
+        text += " The reported values are PGD only; AutoAttack is the standard version."
     return text
 
 
@@ -374,9 +377,16 @@ def main_table(
         full, ["source", "lam", "classes_per_step"], first, metric_labels(table_rows(metrics))
     )
     shown, footnotes = mark_flagged(shown, full, flags)
+    # reference rows that are not the paper's (it names a place in it: Table 1, Section 5.1,
+    # Fig. 5) come from another publication, named in their where column (Fashion-MNIST's)
+    ref = paper[(paper["table"] == "main") & (paper["dataset"] == dataset)]
+    elsewhere = ref[~ref["where"].astype(str).str.match(r"(Table|Section|Fig\.) ")]
+    if len(elsewhere):
+        shown.columns = [str(c).replace("(paper)", "(published)") for c in shown.columns]
+    published = "; ".join(dict.fromkeys(elsewhere["where"].astype(str)))
     number = name.removeprefix("table")
     text = (
-        f"# Table {number}: accuracy on {dataset}\n\n{note(shown)}\n\n"
+        f"# Table {number}: accuracy on {dataset}\n\n{note(shown, published)}\n\n"
         + markdown(shown)
         + footnotes
     )

@@ -133,8 +133,8 @@ def test_every_train_and_pag_key_is_a_field_of_the_training_settings():
 
 
 def test_every_block_of_the_shipped_configs_builds_its_settings():
-    """From config.yaml's and demo.yaml's blocks, as the rules build them."""
-    for path in ("config.yaml", "demo.yaml"):
+    """From config.yaml's, demo.yaml's and fmnist.yaml's blocks, as the rules build them."""
+    for path in ("config.yaml", "demo.yaml", "fmnist.yaml"):
         grid = load_grid(ROOT / path)
         for d in grid.used_datasets():
             dc = grid.dataset_config(d)

@@ -149,7 +149,7 @@ def test_bad_config_fails_before_any_job(tmp_path, case):
 
 def test_good_configs_validate(tmp_path):
     copy_workflow(tmp_path)
-    for name in ("config.yaml", "demo.yaml"):
+    for name in ("config.yaml", "demo.yaml", "fmnist.yaml"):
         proc = snakemake(["-n", "--configfile", name], tmp_path)
         assert "Building DAG of jobs" in proc.stdout + proc.stderr
 

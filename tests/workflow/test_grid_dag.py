@@ -9,7 +9,9 @@ from conftest import ROOT, copy_workflow, job_counts, load_grid, snakemake
 
 
 @pytest.mark.parametrize(
-    "configs", [("config.yaml",), ("demo.yaml",), ("demo.yaml", "study.yaml")], ids="+".join
+    "configs",
+    [("config.yaml",), ("demo.yaml",), ("demo.yaml", "study.yaml"), ("fmnist.yaml",)],
+    ids="+".join,
 )
 def test_the_grid_lists_the_jobs_a_dry_run_schedules(configs, tmp_path):
     copy_workflow(tmp_path)

@@ -151,7 +151,7 @@ def test_a_fresh_checkout_gets_a_venv_and_runs_the_tests_in_it(project):
     ],
     ids=["another interpreter", "another version", "a newer one", "same version elsewhere"],
 )
-@pytest.mark.parametrize("goal", ["test", "demo", "study", "-j4 test"])
+@pytest.mark.parametrize("goal", ["test", "demo", "study", "fmnist", "-j4 test"])
 def test_a_venv_made_by_another_interpreter_is_made_again(project, made_by, version, goal):
     venv = write_venv(project, made_by, version)
     proc, log = make(project, *goal.split())
@@ -170,6 +170,8 @@ def test_a_venv_made_by_another_interpreter_is_made_again(project, made_by, vers
         "demo": "venv-snakemake --profile workflow/profiles/demo --report results/demo/report.html --report-after-run",
         "study": "venv-snakemake --profile workflow/profiles/demo --configfile demo.yaml study.yaml "
         "--report results/demo/report.html --report-after-run",
+        "fmnist": "venv-snakemake --profile workflow/profiles/demo --configfile fmnist.yaml "
+        "--report results/fmnist/report.html --report-after-run",
     }.get(goal, "venv-python -m pytest")
     assert log[-1] == run  # with the new venv's tools
 
