@@ -3,6 +3,9 @@ kind of job (training, AutoAttack, PGD evaluation, PAG scores, targets, the rest
 kind's share, job count and the machine's CPU. Run by hand after a run, e.g.
 
     .venv/bin/python bench/job_split.py results/demo
+    .venv/bin/python bench/job_split.py results/fmnist --only '*.centred/*' '*.log_softmax/*'
+
+(the second: the jobs of the class-score ablation's own models, its cost beside the rest).
 
 The shares are of the jobs' own seconds (two jobs at once on two cores count twice); the
 workflow's wall time is its last line ("Workflow finished: ...").
@@ -13,6 +16,7 @@ from __future__ import annotations
 import argparse
 import sys
 from collections import defaultdict
+from fnmatch import fnmatch
 from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1] / "src"))
@@ -38,9 +42,18 @@ def kind(path: Path) -> str:
 def main() -> None:
     p = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     p.add_argument("root", type=Path, help="a results root, e.g. results/demo")
+    p.add_argument(
+        "--only",
+        nargs="+",
+        metavar="GLOB",
+        help="only the benchmark files whose path below the root matches one of these patterns",
+    )
     args = p.parse_args()
     seconds, jobs = defaultdict(float), defaultdict(int)
     for path in args.root.rglob("*.benchmark.tsv"):
+        below = path.relative_to(args.root)
+        if args.only and not any(below.match(g) or fnmatch(str(below), g) for g in args.only):
+            continue
         rows = path.read_text().splitlines()
         if len(rows) > 1:
             seconds[kind(path)] += float(rows[1].split("\t")[0])

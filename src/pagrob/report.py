@@ -303,7 +303,9 @@ def note(shown: pd.DataFrame, published: str = "") -> str:
     if any(str(c).endswith("(published)") for c in shown.columns):
         text += f" Published values beside ours ({published}); Δ = ours − published."
     if any(str(c).startswith("AutoAttack") for c in shown.columns):
-        text += " The reported values are PGD only; AutoAttack is the standard version."
+        reported = any(str(c).endswith(("(paper)", "(published)")) for c in shown.columns)
+        text += " The reported values are PGD only;" if reported else ""
+        text += " AutoAttack is the standard version."
     return text
 
 
