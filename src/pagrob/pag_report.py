@@ -1,4 +1,5 @@
-"""Tables of the PAG scores (pandas only: no torch here, this runs in the report environment).
+"""Tables of the PAG scores, and the class-score ablation's table (its robustness beside its PAG
+scores); pandas only: no torch here, this runs in the report environment.
 
 The paper says no number for "perceptually aligned" exists; ``pagrob.pag_scores`` measures
 several, each a tidy row (``COLUMNS``):
@@ -313,3 +314,61 @@ def robustness_points(scores: pd.DataFrame, metrics: pd.DataFrame, score: str) -
         "relation",
     ]
     return out[cols].reset_index(drop=True)
+
+
+def grad_of_table(
+    metrics: pd.DataFrame, scores: pd.DataFrame | None, default_score: str
+) -> tuple[pd.DataFrame, str]:
+    """The grad_of ablation: per hand-made source and class score (``default_score`` for the
+    models named without one), clean, PGD and AutoAttack accuracy (± their 95% intervals), and
+    where ``scores`` are given the PAG scores (mean over seeds): the alignment with each
+    reference and the common-mode fraction."""
+    summary = report.summarize(metrics)
+    base = summary["source"].map(lambda s: report.split_source(s)[0])
+    summary["class_score"] = summary["source"].map(
+        lambda s: report.split_source(s)[1] or default_score
+    )
+    summary["base"] = base
+    labels = report.metric_labels(report.table_rows(metrics))
+    pag_cols = []
+    if scores is not None and len(scores):
+        wanted = ["alignment", "common_mode", "tangent_fraction"]
+        sel = scores[scores["score"].isin(wanted)]
+        means = sel.groupby(["source", "score", "reference"])["value"].mean()
+        refs = references(sel["reference"]) + ["none", "autoencoder"]
+        for score in wanted:
+            for ref in refs:
+                if ((sel["score"] == score) & (sel["reference"] == ref)).any():
+                    pag_cols.append(_column(score, ref))
+        for (source, score, ref), value in means.items():
+            summary.loc[summary["source"] == source, _column(score, ref)] = value
+    rows = []
+    order = {s: i for i, s in enumerate(report.CLASS_SCORE_NAMES)}
+    summary = summary.sort_values(
+        ["base", "class_score"],
+        key=lambda c: c.map(report.source_rank) if c.name == "base" else c.map(order),
+        kind="stable",
+    )
+    for (b, score), g in summary.groupby(["base", "class_score"], sort=False):
+        row = {
+            "Method": report.METHOD_NAMES.get(b, b),
+            "class score": report.CLASS_SCORE_NAMES[score],
+            "λ": f"{g['lam'].iloc[0]:g}",
+            "Seeds": int(g["seeds"].max()),
+        }
+        for m, label in labels.items():
+            r = g[g["metric"] == m]
+            row[label] = report.fmt(r["mean"].iloc[0], r["half"].iloc[0]) if len(r) else ""
+        for col in pag_cols:
+            v = g[col].dropna() if col in g else []
+            row[col] = f"{v.iloc[0]:.3f}" if len(v) else ""
+        rows.append(row)
+    shown = pd.DataFrame(rows)
+    text = (
+        "# Which class score should the PAG loss align? (the grad_of ablation)\n\n"
+        + report.note(shown)
+        + " Class scores: logit, the paper's Eq. 1 (∇ₓ f_c against g_c); log-softmax, the authors' "
+        "code; centred logit, f_c − mean_k f_k against g_c − mean_k g_k (only what the "
+        "predictions depend on). PAG scores: the mean over seeds.\n\n" + report.markdown(shown)
+    )
+    return summary.drop(columns=["base"]), text

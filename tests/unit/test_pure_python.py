@@ -33,3 +33,50 @@ def test_the_workflow_imports_only_those():
         imported |= {f"pagrob.{m}" for m in re.findall(r"^from pagrob import (\w+)", text, re.M)}
         imported |= set(re.findall(r"^from (pagrob\.\w+) import", text, re.M))
     assert imported and imported <= set(PURE), imported - set(PURE)
+
+
+def library_imports() -> dict[str, set[str]]:
+    """Each module of src/pagrob (and its steps) -> the pagrob modules it imports, at the top or
+    inside a function."""
+    import ast
+
+    graph = {}
+    for path in sorted((ROOT / "src" / "pagrob").rglob("*.py")):
+        parts = path.relative_to(ROOT / "src").with_suffix("").parts
+        name = ".".join(parts[:-1] if parts[-1] == "__init__" else parts)
+        deps = set()
+        for node in ast.walk(ast.parse(path.read_text())):
+            if (
+                isinstance(node, ast.ImportFrom)
+                and node.module
+                and node.module.startswith("pagrob")
+            ):
+                if node.module == "pagrob":
+                    deps |= {f"pagrob.{a.name}" for a in node.names}
+                else:
+                    deps.add(node.module)
+            elif isinstance(node, ast.Import):
+                deps |= {a.name for a in node.names if a.name.startswith("pagrob")}
+        graph[name] = deps - {name}
+    return graph
+
+
+def test_no_two_library_modules_import_each_other():
+    """The imports form no cycle (report and pag_report once imported each other): each module
+    can be read knowing only those below it."""
+    graph = library_imports()
+    state: dict[str, int] = {}  # 1: on the current path, 2: done
+
+    def visit(module, path):
+        state[module] = 1
+        for dep in sorted(graph.get(module, ())):
+            if state.get(dep) == 1:
+                cycle = path[path.index(dep) :] + [dep]
+                raise AssertionError("import cycle: " + " -> ".join(cycle))
+            if dep in graph and not state.get(dep):
+                visit(dep, path + [dep])
+        state[module] = 2
+
+    for module in graph:
+        if not state.get(module):
+            visit(module, [module])

@@ -78,7 +78,7 @@ def main() -> None:
             from pagrob import pag_report
 
             scores = pag_report.read_scores(args.scores) if args.scores else None
-            full, text = report.grad_of_table(metrics, scores, args.default_score)
+            full, text = pag_report.grad_of_table(metrics, scores, args.default_score)
             if args.out_png:
                 from pagrob import pag_figures
 
