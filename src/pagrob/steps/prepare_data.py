@@ -42,9 +42,6 @@ def main() -> None:
     p.add_argument(
         "--train-size", type=int, default=0, help="fashion_mnist: training images kept (0: all)"
     )
-    p.add_argument(
-        "--test-size", type=int, default=0, help="fashion_mnist: test images kept (0: all)"
-    )
     args = p.parse_args()
     _cli.setup(args, [args.out])
     kind = registry.DATASETS[args.dataset].kind
@@ -54,15 +51,13 @@ def main() -> None:
         )
     elif kind == "bundled":
         ds = datasets.load_digits(args.test_fraction, args.seed)
+    elif not args.root:
+        raise ValueError(f"--root is required for {args.dataset}")
     elif args.dataset == "fashion_mnist":
-        if not args.root:
-            raise ValueError("--root is required for fashion_mnist")
         ds, where = datasets.load_fashion_mnist(args.root, args.download)
         _cli.log(f"Fashion-MNIST's files: {where}")
         ds = data.subset(ds, args.train_size, args.seed)
     else:
-        if not args.root:
-            raise ValueError(f"--root is required for {args.dataset}")
         ds = datasets.LOADERS[args.dataset](args.root, args.download)
     data.save_prepared(ds, args.out)
     _cli.log(
