@@ -141,9 +141,9 @@ def test_every_block_of_the_shipped_configs_builds_its_settings():
             TrainSettings.from_config(dc["train"], grid.config["pag"], lam=1, seed=0)
             settings.EvalSettings.from_config(dc["eval"])
             if dc["eval"].get("autoattack"):
-                for norm in grid.aa_norms(d):
+                for norm in grid.robustness.norms(d):
                     settings.AutoAttackSettings.from_config(dc["eval"], norm)
-                settings.SweepSettings.from_config(dc["eval"], grid.aa_norms(d))
+                settings.SweepSettings.from_config(dc["eval"], grid.robustness.norms(d))
                 settings.ChecksSettings.from_config(dc["eval"]["checks"])
             if dc.get("pictures"):
                 settings.PicturesSettings.from_config(dc["pictures"])

@@ -1,5 +1,6 @@
-"""pagrob.grid: the models, outputs and jobs a config defines, and the config's meaning-level
-checks, read by the workflow and the bench (pure Python)."""
+"""pagrob.grid: the models, outputs and jobs a config defines, composed from the experiments
+(pagrob.experiments), and the config's meaning-level checks, read by the workflow and the bench
+(pure Python)."""
 
 from __future__ import annotations
 
@@ -16,8 +17,8 @@ def test_lambdas_in_paths():
 def test_table1_models_are_its_sources_times_its_seeds_under_the_results_root():
     grid = load_grid(ROOT / "config.yaml")
     main = grid.experiment("main")
-    models = grid.main_models("cifar10")
-    assert len(models) == len(grid.main_sources("cifar10")) * len(main["seeds"])
+    models = grid.main.trained("cifar10")
+    assert len(models) == len(grid.main.sources("cifar10")) * len(main["seeds"])
     assert all(m.startswith(f"{grid.config['results']}/cifar10/") for m in models)
     lam = grid.source_lam("cifar10", "class_mean")
     assert f"{grid.config['results']}/cifar10/class_mean/lam{lam_str(lam)}/seed0" in models
@@ -32,9 +33,9 @@ def test_each_model_is_trained_once_and_each_job_writes_its_own_output():
     # the toy's recipes: one job trains every seed (named by its log, in the recipe's folder)
     recipes = [j.output.rsplit("/", 1)[0] for j in jobs if j.rule == "train_toy"]
     assert sorted(recipes) == sorted(
-        grid.model_dir("toy", s, lam, 0).rsplit("/", 1)[0] for s, lam in grid.toy_recipes()
+        grid.model_dir("toy", s, lam, 0).rsplit("/", 1)[0] for s, lam in grid.toy.recipes()
     )
-    trained |= {f"{r}/seed{s}" for r in recipes for s in grid.toy_seeds()}
+    trained |= {f"{r}/seed{s}" for r in recipes for s in grid.toy.seeds()}
     assert not any(
         j.rule == "train" and j.dataset == "toy" for j in jobs if "/teacher" not in j.output
     )
@@ -100,3 +101,84 @@ def test_a_results_root_that_results_itself_uses_is_refused():
     grid.config["results"] = "results/digits"
     with pytest.raises(ConfigError, match="choose another"):
         type(grid)(grid.config)
+
+
+#: every config the project ships, as --configfile merges them
+SHIPPED = [("config.yaml",), ("demo.yaml",), ("demo.yaml", "study.yaml"), ("fmnist.yaml",)]
+
+
+@pytest.mark.parametrize("files", SHIPPED, ids=lambda f: "+".join(f))
+def test_the_grid_is_its_experiments_composed(files):
+    """The grid's models and outputs are exactly the union of what its experiment modules
+    declare: none of its own, none lost (each output also made by one experiment only)."""
+    grid = load_grid(*(ROOT / f for f in files))
+    experiments = grid.experiments.values()
+    for d in grid.used_datasets():
+        declared = [m for exp in experiments for m in exp.models(d)]
+        assert grid.dataset_models(d) == list(dict.fromkeys(declared))
+    outputs = [o for exp in experiments for o in exp.outputs()]
+    assert len(outputs) == len(set(outputs))
+    metrics = {grid.results(f"{d}/metrics.csv") for d in grid.used_datasets()}
+    assert set(grid.all_outputs()) == metrics | set(outputs)
+
+
+def test_each_experiment_declares_the_models_and_outputs_of_its_config_block():
+    """Each module's models and outputs are those its block names (demo and study together)."""
+    grid = load_grid(ROOT / "demo.yaml", ROOT / "study.yaml")
+    cfg, res = grid.config["experiments"], grid.results
+
+    seeds = cfg["seeds"]
+    lam = grid.source_lam(seeds["dataset"], seeds["source"])
+    assert grid.seeds.trained() == [
+        grid.model_dir(seeds["dataset"], seeds["source"], lam, s) for s in seeds["seeds"]
+    ]
+    assert grid.seeds.outputs() == [res("tables/table4_seeds.md"), res("tables/table4_seeds.csv")]
+
+    abl = cfg["lambda_ablation"]
+    assert grid.lambda_ablation.models(abl["dataset"]) == [
+        grid.model_dir(abl["dataset"], abl["source"], lam, abl["seed"]) for lam in abl["lams"]
+    ]
+    assert res("figures/fig5_lambda_ablation.png") in grid.lambda_ablation.outputs()
+
+    main = cfg["main"]
+    for d in main["tables"]:
+        models = grid.main.models(d)
+        assert len(models) == len(grid.main.sources(d)) * len(main["seeds"]) + len(
+            grid.main.teachers(d)
+        )
+        assert res(f"tables/answer_{d}.md") in grid.main.outputs()
+
+    toy = cfg["toy"]
+    assert len(grid.toy.models("toy")) == 2 * len(toy["seeds"])
+    assert grid.toy.models("digits") == []
+
+    ablation = cfg["grad_of_ablation"]
+    assert len(grid.grad_of_ablation.trained()) == len(ablation["sources"]) * len(
+        ablation["class_scores"]
+    ) * len(ablation["seeds"])
+
+    external = cfg.get("external") or {}
+    for name, spec in external.items():
+        assert res(f"{spec['dataset']}/external/{name}") in grid.external.models(spec["dataset"])
+
+    # the evaluations add outputs, never models
+    for d in grid.used_datasets():
+        assert grid.pag_scores.models(d) == grid.robustness.models(d) == []
+    assert res("tables/masking_digits.md") in grid.robustness.outputs()
+    assert res("tables/pag_scores_digits.md") in grid.pag_scores.outputs()
+
+
+def test_an_experiment_checks_its_own_block():
+    """A block the schema accepts but that means nothing is refused by its module's check."""
+    grid = load_grid(ROOT / "demo.yaml", ROOT / "study.yaml")
+    grid.config["experiments"]["grad_of_ablation"]["sources"] = ["rigd_linf"]
+    with pytest.raises(ConfigError, match="grad_of_ablation.sources"):
+        grid.grad_of_ablation.check()
+    with pytest.raises(ConfigError, match="grad_of_ablation.sources"):
+        grid.all_outputs()
+
+
+def test_an_unknown_experiment_name_is_an_attribute_error():
+    grid = load_grid(ROOT / "demo.yaml")
+    with pytest.raises(AttributeError, match="no attribute or experiment 'mian'"):
+        grid.mian  # noqa: B018

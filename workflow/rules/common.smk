@@ -1,6 +1,7 @@
 # Config -> the arguments of each step. The grid itself (which models exist, where their files
 # live, which outputs and jobs the config asks for, and the config's meaning-level checks) is
-# pagrob.grid's, pure Python, shared with bench/gpu_check.py: the Snakefile builds `grid` from the
+# pagrob.grid's, composed of one module per experiment (pagrob.experiments: grid.main,
+# grid.toy, grid.pag_scores, ...), pure Python, shared with bench/gpu_check.py: the Snakefile builds `grid` from the
 # validated config, and the rules here keep only their input and params functions. Every output
 # lives under the config's results root (results()); the rules that evaluate a model take
 # <root>/{dataset}/{source}/lam{lam}/seed{seed} or <root>/{dataset}/external/{name} as {model}.
@@ -176,7 +177,7 @@ def answer_images(page):
 
 
 def external_spec(wildcards):
-    spec = grid.externals(wildcards.dataset).get(wildcards.name)
+    spec = grid.external.specs(wildcards.dataset).get(wildcards.name)
     if spec is None:
         raise ConfigError(
             f"{results()}/{wildcards.dataset}/external/{wildcards.name} is not a model of this config: "
@@ -204,7 +205,7 @@ def externals_json(dataset):
     return json.dumps(
         {
             name: {"claims": spec["source"], "lam": spec["lam"]}
-            for name, spec in grid.externals(dataset).items()
+            for name, spec in grid.external.specs(dataset).items()
         }
     )
 
@@ -427,12 +428,12 @@ def eval_settings(wildcards):
 
 def autoattack_settings(wildcards):
     e = grid.dataset_config(wildcards.dataset)["eval"]
-    if not grid.autoattack_config(wildcards.dataset):
+    if not grid.robustness.config(wildcards.dataset):
         raise ConfigError(
             f"AutoAttack of a {wildcards.dataset} model asked for, but "
             f"datasets.{wildcards.dataset}.eval.autoattack is not set"
         )
-    full = grid.aa_full(
+    full = grid.robustness.aa_full(
         wildcards.dataset, f"{results()}/{wildcards.dataset}/{wildcards.model}"
     )
     return settings_option(
@@ -442,7 +443,7 @@ def autoattack_settings(wildcards):
 
 def sweep_settings(wildcards):
     e = grid.dataset_config(wildcards.dataset)["eval"]
-    norms = grid.aa_norms(wildcards.dataset)
+    norms = grid.robustness.norms(wildcards.dataset)
     return settings_option(step_settings.SweepSettings.from_config(e, norms))
 
 
@@ -463,7 +464,7 @@ def checks_args(dataset, records):
 
 
 def autoencoder_settings(wildcards):
-    ae = grid.autoencoder_config(wildcards.dataset)
+    ae = grid.pag_scores.autoencoder_config(wildcards.dataset)
     if not ae or int(wildcards.seed) != ae["seed"]:
         raise ConfigError(
             f"{results()}/{wildcards.dataset}/autoencoder/seed{wildcards.seed} is not a model of this "
@@ -474,8 +475,8 @@ def autoencoder_settings(wildcards):
 
 
 def pag_scores_settings(dataset):
-    cfg = grid.pag_scores_config(dataset)
-    ae = grid.autoencoder_config(dataset)
+    cfg = grid.pag_scores.config(dataset)
+    ae = grid.pag_scores.autoencoder_config(dataset)
     noise = ae.get("noise") if ae else None
     pictures = (grid.dataset_config(dataset).get("pictures") or {}).get("attack")
     if not cfg.get("attack") and not pictures:
@@ -488,11 +489,11 @@ def pag_scores_settings(dataset):
 def pag_inputs(wildcards):
     """The data, the references and the autoencoder a PAG score job reads."""
     inputs = {"data": f"{results()}/{wildcards.dataset}/data.pt"}
-    refs = grid.pag_references(wildcards.dataset)
+    refs = grid.pag_scores.references(wildcards.dataset)
     if refs:
         inputs["references"] = refs
-    if grid.autoencoder_config(wildcards.dataset):
-        inputs["autoencoder"] = grid.autoencoder_file(wildcards.dataset)
+    if grid.pag_scores.autoencoder_config(wildcards.dataset):
+        inputs["autoencoder"] = grid.pag_scores.autoencoder_file(wildcards.dataset)
     return inputs
 
 
@@ -516,14 +517,14 @@ def toy_wildcards(wildcards, seed):
 def train_toy_inputs(wildcards):
     inputs = {"data": results("toy/data.pt")}
     if wildcards.source in REPRESENTATIVES:
-        inputs["targets"] = grid.toy_draws(wildcards.source)
+        inputs["targets"] = grid.toy.draws(wildcards.source)
     return inputs
 
 
 def train_toy_runs(wildcards, output, threads):
     """One training run per seed, as the train rule runs it."""
     runs = []
-    for seed, model in zip(grid.toy_seeds(), output.model):
+    for seed, model in zip(grid.toy.seeds(), output.model):
         w = toy_wildcards(wildcards, seed)
         targets = (
             f"--targets {grid.targets_file('toy', w.source, seed)}"

@@ -28,9 +28,9 @@ rule import_external:
 rule external_table:
     input:
         metrics=lambda w: grid.model_metrics(
-            w.dataset, grid.external_table_models(w.dataset)
+            w.dataset, grid.external.table_models(w.dataset)
         ),
-        records=lambda w: grid.external_records(w.dataset),
+        records=lambda w: grid.external.records(w.dataset),
         paper="workflow/resources/paper_numbers.csv",
     output:
         md=results("tables/external_{dataset}.md"),

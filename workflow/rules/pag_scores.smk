@@ -89,7 +89,9 @@ rule pag_baselines:
 rule collect_pag_scores:
     input:
         baselines=results("{dataset}/pag_baselines.csv"),
-        models=lambda w: [f"{m}/pag_scores.csv" for m in grid.scored_models(w.dataset)],
+        models=lambda w: [
+            f"{m}/pag_scores.csv" for m in grid.pag_scores.scored(w.dataset)
+        ],
     output:
         results("{dataset}/pag_scores.csv"),
     log:
@@ -128,7 +130,9 @@ rule pag_scores_table:
 rule pag_vs_robustness:
     input:
         scores=results("{dataset}/pag_scores.csv"),
-        metrics=lambda w: grid.model_metrics(w.dataset, grid.checked_models(w.dataset)),
+        metrics=lambda w: grid.model_metrics(
+            w.dataset, grid.robustness.checked(w.dataset)
+        ),
     output:
         png=report(
             results("figures/pag_vs_robustness_{dataset}.png"),
@@ -151,7 +155,7 @@ rule pag_vs_robustness:
 
 rule pag_lambda:
     input:
-        scores=lambda w: f"{results()}/{grid.ablation_dataset()}/pag_scores.csv",
+        scores=lambda w: f"{results()}/{grid.lambda_ablation.dataset()}/pag_scores.csv",
     output:
         md=results("tables/fig5_pag_scores.md"),
         csv=results("tables/fig5_pag_scores.csv"),
@@ -187,9 +191,9 @@ rule pag_lambda:
 rule toy_pag:
     input:
         data=results("toy/data.pt"),
-        models=lambda w: files_of(grid.toy_pag_models()),
-        reference=grid.toy_reference,
-        metrics=lambda w: [f"{m}/metrics.csv" for m in grid.toy_pag_models()],
+        models=lambda w: files_of(grid.pag_scores.toy_models()),
+        reference=grid.pag_scores.toy_reference,
+        metrics=lambda w: [f"{m}/metrics.csv" for m in grid.pag_scores.toy_models()],
     output:
         md=results("tables/toy_pag.md"),
         csv=results("tables/toy_pag.csv"),

@@ -33,12 +33,12 @@ rule provenance:
                     f"{results()}/{d}/logs",
                     *grid.dataset_models(d),
                     *grid.configured_teachers(d),
-                    *grid.reference_dirs(d),
+                    *grid.pag_scores.reference_dirs(d),
                     *(
                         [
-                            f"{results()}/{d}/autoencoder/seed{grid.autoencoder_config(d)['seed']}"
+                            f"{results()}/{d}/autoencoder/seed{grid.pag_scores.autoencoder_config(d)['seed']}"
                         ]
-                        if grid.autoencoder_config(d)
+                        if grid.pag_scores.autoencoder_config(d)
                         else []
                     ),
                 )

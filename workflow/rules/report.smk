@@ -4,12 +4,10 @@
 
 rule main_table:
     input:
-        metrics=lambda w: grid.model_metrics(
-            w.dataset, grid.main_models(w.dataset) + grid.table_teachers(w.dataset)
-        ),
+        metrics=lambda w: grid.model_metrics(w.dataset, grid.main.models(w.dataset)),
         paper="workflow/resources/paper_numbers.csv",
-        records=lambda w: grid.checked_records(
-            w.dataset, grid.main_models(w.dataset) + grid.table_teachers(w.dataset)
+        records=lambda w: grid.robustness.checked_records(
+            w.dataset, grid.main.models(w.dataset)
         ),
     output:
         md=results("tables/{table}_{dataset}.md"),
@@ -31,7 +29,7 @@ rule main_table:
     conda:
         "../../envs/report.yaml"
     params:
-        check=lambda w: grid.check_table_name(w.table, w.dataset),
+        check=lambda w: grid.main.check_table_name(w.table, w.dataset),
         checks=lambda w, input: checks_args(w.dataset, input.records),
     shell:
         "python -m pagrob.steps.table main --name {wildcards.table} --dataset {wildcards.dataset} "
@@ -67,7 +65,7 @@ rule lambda_table:
 rule seeds_table:
     input:
         metrics=lambda w: grid.model_metrics(
-            grid.experiment("seeds")["dataset"], grid.seeds_models()
+            grid.experiment("seeds")["dataset"], grid.seeds.trained()
         ),
         paper="workflow/resources/paper_numbers.csv",
     output:
@@ -92,7 +90,7 @@ rule seeds_table:
 rule ablation_table:
     input:
         metrics=lambda w: grid.model_metrics(
-            grid.ablation_dataset(), grid.ablation_table_models()
+            grid.lambda_ablation.dataset(), grid.lambda_ablation.table_models()
         ),
         paper="workflow/resources/paper_numbers.csv",
     output:
@@ -117,7 +115,7 @@ rule ablation_table:
 rule pag_figure:
     input:
         data=results("{dataset}/data.pt"),
-        models=lambda w: files_of(grid.first_seed_models(w.dataset)),
+        models=lambda w: files_of(grid.main.first_seed_models(w.dataset)),
     output:
         png=report(
             results("figures/fig4_{dataset}.png"),
@@ -149,8 +147,8 @@ rule pag_figure:
 
 rule ablation_figure:
     input:
-        data=lambda w: f"{results()}/{grid.ablation_dataset()}/data.pt",
-        models=lambda w: files_of(grid.ablation_models()),
+        data=lambda w: f"{results()}/{grid.lambda_ablation.dataset()}/data.pt",
+        models=lambda w: files_of(grid.lambda_ablation.trained()),
         table=results("tables/fig5_lambda_ablation.csv"),
     output:
         png=report(
@@ -166,14 +164,14 @@ rule ablation_figure:
         results("logs/fig5_lambda_ablation.benchmark.tsv")
     conda:
         "../../envs/pytorch.yaml"
-    threads: lambda w: grid.res(grid.ablation_dataset())["threads"]
+    threads: lambda w: grid.res(grid.lambda_ablation.dataset())["threads"]
     resources:
-        gpu=lambda w: grid.res(grid.ablation_dataset())["gpu"],
-        mem_mb=lambda w: grid.res(grid.ablation_dataset())["mem_mb"],
-        runtime=lambda w: grid.res(grid.ablation_dataset())["runtime"]["figure"],
+        gpu=lambda w: grid.res(grid.lambda_ablation.dataset())["gpu"],
+        mem_mb=lambda w: grid.res(grid.lambda_ablation.dataset())["mem_mb"],
+        runtime=lambda w: grid.res(grid.lambda_ablation.dataset())["runtime"]["figure"],
     params:
-        settings=lambda w: pictures_settings(grid.ablation_dataset()),
-        common=lambda w: common_flags(grid.ablation_dataset()),
+        settings=lambda w: pictures_settings(grid.lambda_ablation.dataset()),
+        common=lambda w: common_flags(grid.lambda_ablation.dataset()),
     shell:
         "python -m pagrob.steps.ablation_figure --data {input.data} --models {input.models} "
         "--table {input.table} {params.settings} {params.common} --threads {threads} "
@@ -184,7 +182,7 @@ rule ablation_figure:
 use rule pag_figure as robust_figure with:
     input:
         data=results("{dataset}/data.pt"),
-        models=lambda w: files_of(grid.robust_figure_models(w.dataset)),
+        models=lambda w: files_of(grid.main.robust_figure_models(w.dataset)),
     output:
         png=report(
             results("figures/fig1_{dataset}.png"),
@@ -204,8 +202,10 @@ use rule pag_figure as robust_figure with:
 # accuracy against eps for the main table's models.
 rule masking_table:
     input:
-        metrics=lambda w: grid.model_metrics(w.dataset, grid.checked_models(w.dataset)),
-        records=lambda w: grid.autoattack_records(w.dataset),
+        metrics=lambda w: grid.model_metrics(
+            w.dataset, grid.robustness.checked(w.dataset)
+        ),
+        records=lambda w: grid.robustness.records(w.dataset),
     output:
         md=results("tables/masking_{dataset}.md"),
         csv=results("tables/masking_{dataset}.csv"),
@@ -231,7 +231,9 @@ rule masking_table:
 
 rule robustness_curves:
     input:
-        metrics=lambda w: grid.model_metrics(w.dataset, grid.curve_models(w.dataset)),
+        metrics=lambda w: grid.model_metrics(
+            w.dataset, grid.robustness.curve_models(w.dataset)
+        ),
     output:
         png=report(
             results("figures/robustness_curves_{dataset}.png"),
@@ -259,15 +261,10 @@ rule robustness_curves:
 # the ceiling. For the toy, against its ground truth.
 rule answer:
     input:
-        metrics=lambda w: grid.model_metrics(
-            w.dataset, grid.main_models(w.dataset) + grid.table_teachers(w.dataset)
-        ),
+        metrics=lambda w: grid.model_metrics(w.dataset, grid.main.models(w.dataset)),
         scores=lambda w: (
-            [
-                f"{m}/pag_scores.csv"
-                for m in grid.main_models(w.dataset) + grid.table_teachers(w.dataset)
-            ]
-            if grid.pag_scores_config(w.dataset)
+            [f"{m}/pag_scores.csv" for m in grid.main.models(w.dataset)]
+            if grid.pag_scores.config(w.dataset)
             else []
         ),
     output:
@@ -307,9 +304,7 @@ rule answer:
 
 rule answer_toy:
     input:
-        metrics=lambda w: grid.model_metrics(
-            "toy", grid.toy_models() + grid.ceiling_teachers("toy")
-        ),
+        metrics=lambda w: grid.model_metrics("toy", grid.pag_scores.scored_dirs("toy")),
         toy_pag=results("tables/toy_pag.csv"),
     output:
         md=results("tables/answer_toy.md"),
@@ -346,11 +341,11 @@ rule answer_toy:
 rule grad_of_table:
     input:
         metrics=lambda w: grid.model_metrics(
-            grid.grad_of_dataset(), grid.grad_of_models()
+            grid.grad_of_ablation.dataset(), grid.grad_of_ablation.trained()
         ),
         scores=lambda w: (
-            [f"{m}/pag_scores.csv" for m in grid.grad_of_models()]
-            if grid.pag_scores_config(grid.grad_of_dataset())
+            [f"{m}/pag_scores.csv" for m in grid.grad_of_ablation.trained()]
+            if grid.pag_scores.config(grid.grad_of_ablation.dataset())
             else []
         ),
         paper="workflow/resources/paper_numbers.csv",

@@ -27,7 +27,7 @@ rule toy_table:
 rule toy_figure:
     input:
         data=results("toy/data.pt"),
-        models=files_of(grid.toy_models()),
+        models=files_of(grid.toy.trained()),
         metrics=results("toy/metrics.csv"),
     output:
         png=report(
@@ -54,9 +54,9 @@ rule toy_figure:
 # a source's targets for every seed, each in one Python process (pagrob.steps.runs: the step
 # run once per seed, as alone), writing the per-seed files that every other rule reads. Asking
 # for one such file runs its recipe's job.
-if grid.toy_recipes():
-    TOY_SEEDS = grid.toy_seeds()
-    TOY_SOURCES = [source for source, _ in grid.toy_recipes()]
+if grid.toy.recipes():
+    TOY_SEEDS = grid.toy.seeds()
+    TOY_SOURCES = [source for source, _ in grid.toy.recipes()]
 
     rule train_toy:
         input:

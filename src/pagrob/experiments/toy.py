@@ -1,0 +1,42 @@
+"""The toy experiment (Fig. 3, experiments.toy): vanilla and one PAG source on the 2-D toy data,
+over seeds; its table, its figure and, where the toy's PAG scores are on, its answer page."""
+
+from __future__ import annotations
+
+from pagrob.experiments.base import Experiment, figures, tables
+
+
+class Toy(Experiment):
+    name = "toy"
+
+    def datasets(self) -> list[str]:
+        return ["toy"] if self.cfg else []
+
+    def recipes(self) -> list[tuple[str, float]]:
+        """Its recipes, (source, lam): vanilla and its PAG source."""
+        if not self.cfg:
+            return []
+        source = self.cfg["source"]
+        return [("vanilla", 0), (source, self.grid.source_lam("toy", source))]
+
+    def seeds(self) -> list[int]:
+        return list((self.cfg or {}).get("seeds", []))
+
+    def trained(self) -> list[str]:
+        g = self.grid
+        return [
+            g.model_dir("toy", s, lam, seed) for s, lam in self.recipes() for seed in self.seeds()
+        ]
+
+    def draws(self, source) -> list[str]:
+        """The targets files the toy models of a drawn ``source`` read (one per draw seed)."""
+        return list(dict.fromkeys(self.grid.targets_file("toy", source, s) for s in self.seeds()))
+
+    def outputs(self) -> list[str]:
+        if not self.cfg:
+            return []
+        g = self.grid
+        outs = (
+            tables(g, "answer_toy") + figures(g, "answer_toy") if g.pag_scores.toy_enabled() else []
+        )
+        return outs + tables(g, "toy") + figures(g, "fig3_toy")
