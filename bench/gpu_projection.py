@@ -103,13 +103,11 @@ def job_kinds(grid: Grid, d: str) -> dict[str, int]:
 
 def figure_models(grid: Grid, d: str) -> dict[str, int]:
     """The models each figure job of ``d`` draws."""
-    abl = grid.experiment("lambda_ablation")
-    main = grid.experiment("main")
-    in_main = bool(main and d in main["tables"])
+    in_main = d in grid.main.datasets()
     return {
-        "figure:fig4": len(grid.first_seed_models(d)) if in_main else 0,
-        "figure:fig1": len(grid.robust_figure_models(d)) if in_main else 0,
-        "figure:fig5": len(grid.ablation_models()) if abl and abl["dataset"] == d else 0,
+        "figure:fig4": len(grid.main.first_seed_models(d)) if in_main else 0,
+        "figure:fig1": len(grid.main.robust_figure_models(d)) if in_main else 0,
+        "figure:fig5": len(grid.lambda_ablation.models(d)),
     }
 
 
@@ -157,7 +155,7 @@ def project(d: str, grid: Grid, m: dict) -> list[dict]:
     cpu_rows(rows, m)
     training_rows(rows, dc, m)
     evaluation_rows(rows, dc, m)
-    pag_rows(rows, dc, m, len(grid.reference_dirs(d)))
+    pag_rows(rows, dc, m, len(grid.pag_scores.reference_dirs(d)))
     figure_rows(rows, m, figure_models(grid, d))
     return rows.rows
 

@@ -28,7 +28,7 @@ class External(Experiment):
         if not self.specs(dataset):
             raise ConfigError(
                 f"{self.grid.results()}/tables/external_{dataset} needs imported models: "
-                f"experiments.external has none on {dataset!r}; add one (README: Using the "
+                f"experiments.external has none on {dataset!r}; add one (docs/external.md: the "
                 "authors' checkpoints and targets)"
             )
         return self.models(dataset) + self.comparison(dataset)
