@@ -154,6 +154,28 @@ def toy_points(
     return torch.cat(xs).float(), torch.cat(ys)
 
 
+def toy_score(x: Tensor, centers: list[list[float]], sigma: float) -> Tensor:
+    """[N, K, 2] the exact score grad_x log p_sigma(x | k) of each class k's density smoothed
+    by N(0, sigma^2 I), in float64: class k is an equal mixture over its modes c of points
+    x1 * TOY_DIRECTION with x1 ~ N(c, 1), so along the line's unit tangent u the coordinate
+    s = x . u is N(c |d|, |d|^2) and across it 0; smoothed, N(c |d|, |d|^2 + sigma^2) along u
+    and N(0, sigma^2) across."""
+    x = x.double()
+    d = torch.tensor(TOY_DIRECTION, dtype=torch.float64, device=x.device)
+    norm = torch.linalg.vector_norm(d)
+    u = d / norm
+    s = x @ u  # [N]
+    across = x - s[:, None] * u  # the part off the line
+    var = norm**2 + sigma**2
+    out = []
+    for class_centers in centers:
+        means = torch.tensor(class_centers, dtype=torch.float64, device=x.device) * norm  # [M]
+        w = torch.softmax(-((s[:, None] - means) ** 2) / (2 * var), dim=1)  # responsibilities
+        along = -(w * (s[:, None] - means)).sum(1) / var
+        out.append(along[:, None] * u - across / sigma**2)
+    return torch.stack(out, dim=1)
+
+
 def make_toy(centers: list[list[float]], n_per_mode: int, n_test: int, seed: int) -> Dataset:
     """The paper's 2-D, two-class dataset: ``n_per_mode`` training points per mode and ``n_test``
     test points drawn from the same distribution (equally many per mode)."""

@@ -328,6 +328,41 @@ class AutoencoderSettings:
         return cls(**picked(cls, block, "autoencoder", skip=("noise",)))
 
 
+@dataclass(frozen=True)
+class DenoiserSettings:
+    """The class-conditional denoiser of the score-based sources (datasets.<d>.score_based
+    .denoiser): trained by denoising score matching over noise levels drawn log-uniformly from
+    [sigma_min, sigma_max] (pagrob.denoiser)."""
+
+    arch: str
+    epochs: int
+    batch_size: int
+    lr: float
+    sigma_min: float
+    sigma_max: float
+    width: int = 256
+    #: the inputs' scale: the network sees x / scale (1 for images in [0, 1]; the toy's
+    #: coordinates span about +-100)
+    scale: float = 1.0
+    seed: int = 0
+
+    def __post_init__(self):
+        _as_floats(self)
+        if self.arch not in ("mlp", "conv"):
+            raise ValueError(f"denoiser arch {self.arch!r}: choose mlp or conv")
+        if not 0 < self.sigma_min <= self.sigma_max:
+            raise ValueError(
+                f"denoiser noise levels [{self.sigma_min}, {self.sigma_max}]: need "
+                "0 < sigma_min <= sigma_max"
+            )
+        if self.epochs < 0 or self.batch_size < 1 or not self.lr > 0 or self.width < 1:
+            raise ValueError(f"invalid denoiser settings {self}")
+
+    @classmethod
+    def from_config(cls, block: dict) -> DenoiserSettings:
+        return cls(**picked(cls, block, "score_based.denoiser"))
+
+
 # --- As data: the JSON a rule writes and a step reads ---------------------------------------------
 
 
