@@ -7,7 +7,8 @@ from __future__ import annotations
 from collections import Counter
 from dataclasses import dataclass
 
-from pagrob.registry import DRAWN, FILE, REPRESENTATIVES
+from pagrob.experiments.sigma_sweep import sigma_of
+from pagrob.registry import DRAWN, SCORE, STORED
 
 
 @dataclass(frozen=True)
@@ -75,6 +76,10 @@ def dataset_jobs(grid, d) -> list[Job]:
             out.append(Job("toy_figure", d, grid.results("figures/fig3_toy.png")))
         if grid.pag_scores.toy_enabled():
             out.append(Job("toy_pag", d, grid.results("tables/toy_pag.csv")))
+        if grid.toy.score_validated():  # its denoiser against the exact score
+            if not any(j.rule == "denoiser" for j in out):
+                out.append(Job("denoiser", d, grid.denoiser_file(d)))
+            out.append(Job("toy_score", d, grid.results("tables/toy_score.csv")))
         return toy_per_recipe(grid, out)
     return out + checks_jobs(grid, d) + pag_jobs(grid, d) + figure_jobs(grid, d)
 
@@ -85,13 +90,22 @@ def targets_jobs(grid, d, folders) -> list[Job]:
     for m in folders:
         if "/external/" in m:
             continue
-        source = m.split("/")[-3].split(".")[0]  # a class-score variant: its source's
-        if source in REPRESENTATIVES or source == FILE:
-            targets.setdefault(grid.targets_file(d, source, m.rsplit("seed", 1)[1]), source)
-    return [
-        Job("draw_targets" if source in DRAWN else "make_targets", d, path, source=source)
-        for path, source in targets.items()
+        name = m.split("/")[-3]
+        source, sigma = name.split(".")[0], sigma_of(name)  # a variant: its source's
+        if sigma is not None:  # the sigma sweep's: the targets at its noise level
+            targets.setdefault(grid.score_targets_file(d, source, sigma), (source, "sigma"))
+        elif source in STORED:
+            targets.setdefault(grid.targets_file(d, source, m.rsplit("seed", 1)[1]), (source, ""))
+    rules = {"sigma": "make_score_targets"}
+    out = [
+        Job(
+            rules.get(kind) or ("draw_targets" if s in DRAWN else "make_targets"), d, path, source=s
+        )
+        for path, (s, kind) in targets.items()
     ]
+    if any(s in SCORE for s, _ in targets.values()):  # their denoiser, first
+        out.insert(0, Job("denoiser", d, grid.denoiser_file(d)))
+    return out
 
 
 def model_jobs(grid, d, folders) -> list[Job]:
@@ -107,6 +121,8 @@ def model_jobs(grid, d, folders) -> list[Job]:
             out.append(Job("teacher", d, m, source=source, norm=norm, imported=imported))
         else:
             rule = "train_class_score" if "." in source else "train"
+            if sigma_of(source) is not None:
+                rule = "train_sigma"
             out.append(Job(rule, d, m, source=source))
     return out
 

@@ -60,6 +60,8 @@ SHORT_NAMES = {
     "class_mean": "CM",
     "nearest_neighbor": "NN",
     "clustered_nn": "CNN",
+    "score_based": "SB",
+    "score_shuffled": "SB~",
     "rigd_linf": "R∞",
     "rigd_l2": "R2",
     "teacher_linf": "T∞",

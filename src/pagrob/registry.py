@@ -18,8 +18,9 @@ class Source:
 
     name: str
     title: str  # its name in every table and figure
-    #: vanilla (no PAG term), representative (targets computed once per dataset), file (targets
-    #: read from a file), rigd (a robust teacher's gradients), teacher (the robust teachers)
+    #: vanilla (no PAG term), representative (targets computed once per dataset), score (a
+    #: class-conditional denoiser's residual, pagrob.denoiser), file (targets read from a file),
+    #: rigd (a robust teacher's gradients), teacher (the robust teachers)
     kind: str
     #: the datasets.<d>.targets keys its precomputation reads (only these reach its job, so that
     #: changing one source's setting rebuilds that source alone)
@@ -47,6 +48,8 @@ _SOURCES = (
         ("clusters",),
         drawn=True,
     ),
+    Source("score_based", "Score-based (denoiser)", "score"),
+    Source("score_shuffled", "Score-based, labels shuffled (control)", "score"),
     Source("file", "Targets file (e.g. the authors' score-based)", "file", ("labels",)),
     Source("teacher_linf", "Teacher ℓ∞ (adversarial training)", "teacher", norm="linf"),
     Source("teacher_l2", "Teacher ℓ2 (adversarial training)", "teacher", norm="l2"),
@@ -59,6 +62,9 @@ def _named(kind: str) -> tuple[str, ...]:
 
 
 REPRESENTATIVES = _named("representative")
+#: score-based gradients from a class-conditional denoiser that the workflow trains
+#: (datasets.<d>.score_based), and their control with each image's classes shuffled
+SCORE = _named("score")
 #: the representatives whose targets are a random draw, one per draw seed
 DRAWN = tuple(s.name for s in _SOURCES if s.drawn)
 #: targets read from a file (``pagrob.target_files``)
@@ -66,9 +72,12 @@ FILE = "file"
 #: student source -> its teacher's threat model
 RIGD = {s.name: s.norm for s in _SOURCES if s.kind == "rigd"}
 TEACHERS = _named("teacher")
-#: what a student can be trained with; the file source sits with the representatives (a stored
-#: target that make_targets prepares once per dataset), the RIGD sources come last
-TRAINED = ("vanilla", *REPRESENTATIVES, FILE, *RIGD)
+#: what a student can be trained with; the score-based and file sources sit with the
+#: representatives (a stored target that make_targets prepares once per dataset), the RIGD
+#: sources come last
+TRAINED = ("vanilla", *REPRESENTATIVES, *SCORE, FILE, *RIGD)
+#: the sources whose targets make_targets stores, one file per dataset or per draw
+STORED = (*REPRESENTATIVES, *SCORE, FILE)
 #: the kinds whose models saw a robust model: a RIGD student distils one, a teacher (and a PAG
 #: reference, trained with the teachers' recipe) is one
 CIRCULAR_KINDS = ("rigd", "teacher")
@@ -82,7 +91,8 @@ def circular(source: str) -> bool:
     robustness", never counted independent of a robust reference, and is shown as the ceiling.
     A RIGD student, a teacher or reference (``CIRCULAR_KINDS``), and every imported model
     (``external:<name>``: its training is not ours to vouch for). The other sources' models never
-    saw one (the file source: the authors' score-based targets, from a diffusion model). A
+    saw one (the score-based sources: a denoiser of the training images; the file source: the
+    authors' score-based targets, from a diffusion model). A
     class-score variant (``<source>.<grad_of>``) is its source's."""
     if source.startswith(EXTERNAL):
         return True

@@ -50,9 +50,11 @@ from pagrob.data import CropFlip, Dataset
 from pagrob.pag import Targets, class_scores
 
 #: the names, from the registry: the representatives (targets computed once per dataset), the
-#: file source (targets read from a file, ``pagrob.target_files``), the RIGD sources (a robust
-#: teacher's gradients: source -> its threat model) and every source a student trains with
+#: score-based sources (a denoiser's residual, ``pagrob.denoiser``), the file source (targets
+#: read from a file, ``pagrob.target_files``), the RIGD sources (a robust teacher's gradients:
+#: source -> its threat model) and every source a student trains with
 REPRESENTATIVES = registry.REPRESENTATIVES
+SCORE = registry.SCORE
 FILE = registry.FILE
 TEACHER_SOURCES = registry.RIGD
 SOURCES = registry.TRAINED
@@ -323,4 +325,17 @@ def load_representatives(path, ds: Dataset, source: str, device="cpu") -> Target
         return NearestNeighbors(ds.x_train.to(device), d["nn_index"].to(device))
     if source == "clustered_nn":
         return nearest_centroids(d["centroids"], d["centroid_index"], device)
+    if source in registry.SCORE:
+        return score_representatives(d["gradients"], ds.x_train, device)
     return GlobalRepresentatives(d["representatives"].to(device))
+
+
+def score_representatives(gradients: Tensor, x_train: Tensor, device="cpu") -> NearestNeighbors:
+    """The score-based sources as a NearestNeighbors source: image i's representative of class
+    c is r = x_i + g(x_i, c), the denoiser's estimate D(x_i, c) (pagrob.denoiser), so that the
+    augmented target is aug(r) - aug(x) = aug(g), as for a neighbour."""
+    n, num_classes = gradients.shape[:2]
+    g = gradients.to(x_train.device, x_train.dtype)
+    bank = (x_train.unsqueeze(1) + g).flatten(0, 1)  # [N * C, *image]
+    rows = torch.arange(n * num_classes).view(n, num_classes)
+    return NearestNeighbors(bank.to(device), rows.to(device))

@@ -29,7 +29,9 @@ def test_each_model_is_trained_once_and_each_job_writes_its_own_output():
     jobs = grid.jobs()
     outputs = [j.output for j in jobs]
     assert len(outputs) == len(set(outputs))
-    trained = {j.output for j in jobs if j.rule in ("train", "train_class_score", "teacher")}
+    trained = {
+        j.output for j in jobs if j.rule in ("train", "train_class_score", "train_sigma", "teacher")
+    }
     # the toy's recipes: one job trains every seed (named by its log, in the recipe's folder)
     recipes = [j.output.rsplit("/", 1)[0] for j in jobs if j.rule == "train_toy"]
     assert sorted(recipes) == sorted(
@@ -140,6 +142,14 @@ def test_each_experiment_declares_the_models_and_outputs_of_its_config_block():
     ]
     assert res("figures/fig5_lambda_ablation.png") in grid.lambda_ablation.outputs()
 
+    sweep = cfg["sigma_sweep"]
+    lam = grid.source_lam(sweep["dataset"], sweep["source"])
+    assert grid.sigma_sweep.trained() == [
+        grid.model_dir(sweep["dataset"], f"{sweep['source']}.sigma{lam_str(s)}", lam, sweep["seed"])
+        for s in sweep["sigmas"]
+    ]
+    assert res("figures/sigma_sweep.png") in grid.sigma_sweep.outputs()
+
     main = cfg["main"]
     for d in main["tables"]:
         models = grid.main.models(d)
@@ -182,3 +192,20 @@ def test_an_unknown_experiment_name_is_an_attribute_error():
     grid = load_grid(ROOT / "demo.yaml")
     with pytest.raises(AttributeError, match="no attribute or experiment 'mian'"):
         grid.mian  # noqa: B018
+
+
+def test_a_score_based_source_without_a_noise_level_is_refused_naming_the_key():
+    grid = load_grid(ROOT / "demo.yaml")
+    assert "score_based" in grid.config["experiments"]["main"]["sources"]
+    digits = grid.config["datasets"]["digits"]
+    block = digits.pop("score_based")
+    with pytest.raises(ConfigError, match=r"datasets\.digits\.score_based\.sigma"):
+        grid.all_outputs()
+    digits["score_based"] = {**block, "sigma": None}
+    with pytest.raises(ConfigError, match=r"datasets\.digits\.score_based\.sigma"):
+        grid.jobs()
+    digits["score_based"]["sigma"] = 0.3
+    jobs = grid.jobs(["digits"])
+    denoiser = [j for j in jobs if j.rule == "denoiser"]
+    assert [j.output for j in denoiser] == [grid.results("digits/denoiser/seed0/model.pt")]
+    assert grid.results("digits/targets/score_based.pt") in {j.output for j in jobs}

@@ -30,7 +30,7 @@ def test_the_schema_names_the_registrys_datasets_and_sources():
     assert dataset_enums == [SCHEMA["$defs"]["image_dataset"]["enum"]]
     assert sorted(dataset_enums[0]) == sorted(registry.IMAGE_DATASETS)
     text = (ROOT / "workflow/schemas/config.schema.yaml").read_text()
-    assert text.count('{$ref: "#/$defs/image_dataset"}') == 5
+    assert text.count('{$ref: "#/$defs/image_dataset"}') == 6
     assert len(source_enums) >= 4
     trained, pag = set(registry.TRAINED), set(registry.TRAINED) - {"vanilla"}
     for (

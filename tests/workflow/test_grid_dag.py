@@ -39,6 +39,7 @@ def test_the_grid_lists_the_jobs_a_dry_run_schedules(configs, tmp_path):
         "pag_lambda",
         "toy_table",
         "external_table",
+        "sigma_sweep",
     }, gathering
 
 

@@ -19,6 +19,8 @@ from pagrob.io import cpu_model
 DATASETS = list(registry.DATASETS)
 REPRESENTATIVES = list(registry.REPRESENTATIVES)
 DRAWN = list(registry.DRAWN)  # representatives drawn from a seed: targets per draw seed
+SCORE = list(registry.SCORE)  # a trained denoiser's residual: targets per dataset
+STORED = list(registry.STORED)  # the sources whose targets make_targets writes
 FILE = (
     registry.FILE
 )  # targets read from a file someone else computed (datasets.<d>.targets.file)
@@ -40,7 +42,8 @@ wildcard_constraints:
     seed=r"[0-9]+",
     name=r"[A-Za-z0-9][A-Za-z0-9_-]*",
     grad_of="logit|log_softmax|centred",
-    model=r"[a-z0-9_]+(\.[a-z_]+)?/lam[0-9]+(\.[0-9]+)?/seed[0-9]+|external/[A-Za-z0-9][A-Za-z0-9_-]*",
+    sigma=r"[0-9]+(\.[0-9]+)?",
+    model=r"[a-z0-9_]+(\.[a-z_]+|\.sigma[0-9]+(\.[0-9]+)?)?/lam[0-9]+(\.[0-9]+)?/seed[0-9]+|external/[A-Za-z0-9][A-Za-z0-9_-]*",
 
 
 def check_config(config, schema_path):
@@ -255,11 +258,15 @@ def runtime_of(kind):
 def train_flags(wildcards):
     """The model's identity: its architecture, source and label (the settings: train_settings)."""
     grad_of = getattr(wildcards, "grad_of", None)
+    sigma = getattr(wildcards, "sigma", None)
+    label = f"{wildcards.source}.{grad_of}" if grad_of else None
+    if sigma:  # the sigma sweep's: named by its noise level
+        label = f"{wildcards.source}.sigma{sigma}"
     return flags(
         {
             "arch": grid.dataset_config(wildcards.dataset)["arch"],
             "source": wildcards.source,
-            "label": f"{wildcards.source}.{grad_of}" if grad_of else None,
+            "label": label,
         }
     )
 
@@ -333,6 +340,10 @@ def targets_flags(wildcards):
     t = grid.dataset_config(wildcards.dataset)["targets"]
     if wildcards.source == FILE:
         return flags({"labels": grid.file_targets_config(wildcards.dataset)["labels"]})
+    if wildcards.source in SCORE:  # the control's shuffle is drawn from targets.seed
+        sigma = getattr(wildcards, "sigma", None)  # the sweep's, else the config's
+        sigma = sigma or grid.score_config(wildcards.dataset)["sigma"]
+        return flags({"sigma": sigma, "seed": t["seed"]})
     draw = {"seed": wildcards.seed} if wildcards.source in DRAWN else {}
     return flags({k: t[k] for k in TARGETS_KEYS[wildcards.source]} | draw)
 
@@ -340,6 +351,8 @@ def targets_flags(wildcards):
 def targets_inputs(wildcards):
     """The prepared data, and for the file source the file (and labels) it matches to them."""
     inputs = {"data": f"{results()}/{wildcards.dataset}/data.pt"}
+    if wildcards.source in SCORE:
+        inputs["denoiser"] = grid.denoiser_file(wildcards.dataset)
     if wildcards.source == FILE:
         spec = grid.file_targets_config(wildcards.dataset)
         inputs["file"] = spec["data"]
@@ -349,12 +362,33 @@ def targets_inputs(wildcards):
 
 
 def file_flag(wildcards, input):
+    """--file for the file source, --denoiser for the score-based ones."""
+    if "denoiser" in input.keys():
+        return f"--denoiser {input.denoiser}"
     return f"--file {input.file}" if "file" in input.keys() else ""
+
+
+def denoiser_settings(wildcards):
+    """--settings of the score-based sources' denoiser: datasets.<d>.score_based.denoiser."""
+    block = grid.score_config(wildcards.dataset)["denoiser"]
+    if int(wildcards.seed) != block["seed"]:
+        raise ConfigError(
+            f"{results()}/{wildcards.dataset}/denoiser/seed{wildcards.seed} is not a model of "
+            f"this config: datasets.{wildcards.dataset}.score_based.denoiser has seed "
+            f"{block['seed']}"
+        )
+    return settings_option(step_settings.DenoiserSettings.from_config(block))
 
 
 def train_inputs(wildcards):
     inputs = {"data": f"{results()}/{wildcards.dataset}/data.pt"}
-    if wildcards.source in REPRESENTATIVES or wildcards.source == FILE:
+    if getattr(
+        wildcards, "sigma", None
+    ):  # the sigma sweep's: targets at its noise level
+        inputs["targets"] = grid.score_targets_file(
+            wildcards.dataset, wildcards.source, wildcards.sigma
+        )
+    elif wildcards.source in STORED:
         inputs["targets"] = grid.targets_file(
             wildcards.dataset, wildcards.source, wildcards.seed
         )

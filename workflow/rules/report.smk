@@ -398,3 +398,35 @@ rule unknown_target:
         grid.refuse_target(
             output[0]
         )  # never reached: the params refuse when the DAG is built
+
+
+rule sigma_sweep:
+    input:
+        metrics=lambda w: grid.model_metrics(
+            grid.sigma_sweep.dataset(), grid.sigma_sweep.table_models()
+        ),
+    output:
+        md=results("tables/sigma_sweep.md"),
+        csv=results("tables/sigma_sweep.csv"),
+        html=report(
+            results("tables/sigma_sweep.html"),
+            caption="../report/sigma_sweep.rst",
+            category="Score-based source",
+            labels={"Result": "σ sweep: accuracy against the targets' noise level"},
+        ),
+        png=report(
+            results("figures/sigma_sweep.png"),
+            caption="../report/sigma_sweep.rst",
+            category="Score-based source",
+            labels={"Result": "σ sweep (figure)"},
+        ),
+        pdf=results("figures/sigma_sweep.pdf"),
+    log:
+        results("logs/sigma_sweep.log"),
+    localrule: True
+    conda:
+        "../../envs/report.yaml"
+    shell:
+        "python -m pagrob.steps.sigma_sweep --metrics {input.metrics} --out-md {output.md} "
+        "--out-csv {output.csv} --out-html {output.html} --out-png {output.png} "
+        "--out-pdf {output.pdf} > {log} 2>&1"

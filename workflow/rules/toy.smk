@@ -49,6 +49,41 @@ rule toy_figure:
         "--metrics {input.metrics} --out-png {output.png} --out-pdf {output.pdf} > {log} 2>&1"
 
 
+rule toy_score:
+    input:
+        data=results("toy/data.pt"),
+        denoiser=lambda w: grid.denoiser_file("toy"),
+    output:
+        md=results("tables/toy_score.md"),
+        csv=results("tables/toy_score.csv"),
+        html=report(
+            results("tables/toy_score.html"),
+            caption="../report/toy_score.rst",
+            category="Toy experiment",
+            labels={"Result": "The denoiser's score against the exact one"},
+        ),
+    log:
+        results("logs/toy_score.log"),
+    benchmark:
+        results("logs/toy_score.benchmark.tsv")
+    conda:
+        "../../envs/pytorch.yaml"
+    threads: lambda w: grid.res("toy")["threads"]
+    resources:
+        mem_mb=lambda w: grid.res("toy")["mem_mb"],
+        runtime=lambda w: grid.res("toy")["runtime"]["figure"],
+    params:
+        centers=lambda w: shlex.quote(
+            json.dumps(grid.dataset_config("toy")["data"]["centers"])
+        ),
+        sigma=lambda w: grid.score_config("toy")["sigma"],
+        common=lambda w: common_flags("toy"),
+    shell:
+        "python -m pagrob.steps.toy_score --data {input.data} --denoiser {input.denoiser} "
+        "--centers {params.centers} --sigma {params.sigma} {params.common} --threads {threads} "
+        "--out-md {output.md} --out-csv {output.csv} --out-html {output.html} > {log} 2>&1"
+
+
 # The toy's models are tiny: a job would take longer to start (PyTorch's import) than to train
 # or evaluate one. So one job trains every seed of a recipe, one evaluates them and one draws
 # a source's targets for every seed, each in one Python process (pagrob.steps.runs: the step

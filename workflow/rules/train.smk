@@ -69,3 +69,19 @@ use rule train as train_class_score with:
         results("{dataset}/{source}.{grad_of}/lam{lam}/seed{seed}/train.log"),
     benchmark:
         results("{dataset}/{source}.{grad_of}/lam{lam}/seed{seed}/train.benchmark.tsv")
+
+
+# The sigma sweep's models (experiments.sigma_sweep): a score-based source trained with the
+# targets of another noise level, results/{dataset}/{source}.sigma{sigma}/...
+use rule train as train_sigma with:
+    output:
+        model=results("{dataset}/{source}.sigma{sigma}/lam{lam}/seed{seed}/model.pt"),
+        info=results("{dataset}/{source}.sigma{sigma}/lam{lam}/seed{seed}/model.json"),
+    log:
+        results("{dataset}/{source}.sigma{sigma}/lam{lam}/seed{seed}/train.log"),
+    benchmark:
+        results(
+            "{dataset}/{source}.sigma{sigma}/lam{lam}/seed{seed}/train.benchmark.tsv"
+        )
+    wildcard_constraints:
+        source="|".join(SCORE),

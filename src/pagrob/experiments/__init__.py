@@ -10,6 +10,7 @@ from pagrob.experiments.main import Main
 from pagrob.experiments.pag_scores import PagScores
 from pagrob.experiments.robustness import Robustness
 from pagrob.experiments.seeds import Seeds
+from pagrob.experiments.sigma_sweep import SigmaSweep
 from pagrob.experiments.toy import Toy
 
 #: each experiment, by its name on the grid (grid.<name>, its block under experiments:)
@@ -18,6 +19,7 @@ EXPERIMENTS = (
     Main,
     Seeds,
     LambdaAblation,
+    SigmaSweep,
     ClassScoreAblation,
     External,
     PagScores,

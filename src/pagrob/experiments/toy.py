@@ -1,5 +1,7 @@
 """The toy experiment (Fig. 3, experiments.toy): vanilla and one PAG source on the 2-D toy data,
-over seeds; its table, its figure and, where the toy's PAG scores are on, its answer page."""
+over seeds; its table, its figure and, where the toy's PAG scores are on, its answer page; where
+datasets.toy.score_based is set, the validation of the score-based source's denoiser against the
+toy's exact class scores (tables/toy_score)."""
 
 from __future__ import annotations
 
@@ -32,6 +34,10 @@ class Toy(Experiment):
         """The targets files the toy models of a drawn ``source`` read (one per draw seed)."""
         return list(dict.fromkeys(self.grid.targets_file("toy", source, s) for s in self.seeds()))
 
+    def score_validated(self) -> bool:
+        """Whether the toy's denoiser is checked against the exact score (its score_based)."""
+        return bool(self.cfg and self.grid.dataset_config("toy").get("score_based"))
+
     def outputs(self) -> list[str]:
         if not self.cfg:
             return []
@@ -39,4 +45,10 @@ class Toy(Experiment):
         outs = (
             tables(g, "answer_toy") + figures(g, "answer_toy") if g.pag_scores.toy_enabled() else []
         )
+        if self.score_validated():
+            outs += tables(g, "toy_score")
         return outs + tables(g, "toy") + figures(g, "fig3_toy")
+
+    def check(self) -> None:
+        if self.score_validated():
+            self.grid.score_config("toy")

@@ -66,7 +66,8 @@ def main() -> None:
             f"source {args.source!r} with lam {settings.lam}: vanilla needs lam 0, PAG sources "
             "lam > 0"
         )
-    if (args.source in sources.REPRESENTATIVES or args.source == sources.FILE) and not args.targets:
+    stored = sources.REPRESENTATIVES + sources.SCORE + (sources.FILE,)
+    if args.source in stored and not args.targets:
         raise ValueError(
             f"source {args.source!r} needs --targets (built by pagrob.steps.make_targets)"
         )
@@ -78,7 +79,7 @@ def main() -> None:
         ds.y_train.to(device),
     )  # once, shared by the sources
     source = None
-    if args.source in sources.REPRESENTATIVES:
+    if args.source in sources.REPRESENTATIVES + sources.SCORE:
         source = sources.load_representatives(args.targets, ds, args.source, device)
     elif args.source == sources.FILE:
         source = target_files.load(args.targets, ds, device)
