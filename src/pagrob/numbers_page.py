@@ -336,23 +336,29 @@ def answers(root: Path) -> list[Path]:
     return sorted(pages, key=lambda p: p.name == "answer_toy.md")
 
 
-def render(
-    demo: Root, fmnist: Root, out: Path, configs: Configs, command: str, now: datetime
-) -> tuple[str, dict[Path, Path]]:
-    """The page's markdown, and the images to copy beside it (source -> destination)."""
-    page = Page(out)
-    if demo.exists:
-        for dataset in configs.demo["experiments"]["main"]["tables"]:
-            figure = demo.path / "figures" / f"answer_{dataset}.png"
-            if figure.is_file():
-                page.copies[figure.resolve()] = out.parent / "img" / figure.name
+def copy_answer_figures(page: Page, demo: Root, configs: Configs) -> None:
+    """Mark the demo's answer figures to be copied beside the page (img/), where they exist."""
+    if not demo.exists:
+        return
+    for dataset in configs.demo["experiments"]["main"]["tables"]:
+        figure = demo.path / "figures" / f"answer_{dataset}.png"
+        if figure.is_file():
+            page.copies[figure.resolve()] = page.out.parent / "img" / figure.name
+
+
+def study_outputs(configs: Configs) -> tuple[list[str], list[str]]:
+    """The study's own tables (in table order) and figures (by name), as paths below the root."""
     study_only = configs.study_only()
-    study_tables = sorted(
+    tables = sorted(
         (o for o in study_only if o.startswith("tables/") and o.endswith(".md")),
         key=lambda o: table_order(Path(o).name),
     )
-    study_figures = sorted(o for o in study_only if o.startswith("figures/") and o.endswith(".png"))
+    figures = sorted(o for o in study_only if o.startswith("figures/") and o.endswith(".png"))
+    return tables, figures
 
+
+def sources_section(page: Page, demo: Root, fmnist: Root, command: str, now: datetime) -> None:
+    """The page's title and its first section: how it was written and each root's stamp."""
     page.add(
         "# Measured numbers",
         "",
@@ -371,39 +377,53 @@ def render(
     stamp(page, demo)
     stamp(page, fmnist)
 
+
+def answer_section(page: Page, demo: Root) -> None:
+    """The demo's answer pages, embedded."""
     page.add(f"## {HEADINGS[1]}", "")
     if not demo.exists:
         page.add(demo.not_run(), "")
-    else:
-        found = answers(demo.path)
-        for answer in found:
-            page.add(f"From `{demo.shown}/tables/{answer.name}`:", "")
-            page.embed(answer, 3, demo.shown, demo.path)
-        if not found:
-            page.add(f"No answer page in `{demo.shown}/tables`: `{DEMO.make}` writes them.", "")
+        return
+    found = answers(demo.path)
+    for answer in found:
+        page.add(f"From `{demo.shown}/tables/{answer.name}`:", "")
+        page.embed(answer, 3, demo.shown, demo.path)
+    if not found:
+        page.add(f"No answer page in `{demo.shown}/tables`: `{DEMO.make}` writes them.", "")
 
+
+def tables_section(page: Page, demo: Root, study_tables: list[str]) -> None:
+    """The demo's tables other than its answers and the study's, embedded in table order."""
     page.add(f"## {HEADINGS[2]}", "")
     if not demo.exists:
         page.add(demo.not_run(), "")
-    else:
-        study_names = {Path(o).name for o in study_tables}
-        tables = [
-            p
-            for p in (demo.path / "tables").glob("*.md")
-            if not p.name.startswith("answer_") and p.name not in study_names
-        ]
-        for table in sorted(tables, key=lambda p: table_order(p.name)):
-            page.add(f"### {table.name}", "", f"From `{demo.shown}/tables/{table.name}`:", "")
-            page.embed(table, 4, demo.shown, demo.path)
-        if not tables:
-            page.add(f"No table in `{demo.shown}/tables`: `{DEMO.make}` writes them.", "")
+        return
+    study_names = {Path(o).name for o in study_tables}
+    tables = [
+        p
+        for p in (demo.path / "tables").glob("*.md")
+        if not p.name.startswith("answer_") and p.name not in study_names
+    ]
+    for table in sorted(tables, key=lambda p: table_order(p.name)):
+        page.add(f"### {table.name}", "", f"From `{demo.shown}/tables/{table.name}`:", "")
+        page.embed(table, 4, demo.shown, demo.path)
+    if not tables:
+        page.add(f"No table in `{demo.shown}/tables`: `{DEMO.make}` writes them.", "")
 
+
+def time_section(page: Page, demo: Root) -> None:
+    """The demo's wall time and job time."""
     page.add(f"## {HEADINGS[3]}", "")
     if not demo.exists:
         page.add(demo.not_run(), "")
     else:
         time_block(page, demo)
 
+
+def study_section(
+    page: Page, demo: Root, study_tables: list[str], study_figures: list[str]
+) -> None:
+    """What the study adds to the demo's root: its tables embedded, its figures named."""
     page.add(f"## {HEADINGS[4]}", "")
     expected = ", ".join(f"`{o}`" for o in study_tables + study_figures)
     present = [o for o in study_tables + study_figures if demo.exists and (demo.path / o).is_file()]
@@ -413,29 +433,33 @@ def render(
             f"its outputs into the demo's root: {expected}.",
             "",
         )
-    elif not present:
+        return
+    if not present:
         page.add(
             f"The study's outputs ({expected}) are not in `{demo.shown}`: `{STUDY.make}` "
             f"({', '.join(STUDY.configs)}, on top of the demo's models) writes them.",
             "",
         )
-    else:
-        page.add(
-            f"What `{STUDY.make}` ({', '.join(STUDY.configs)}) adds to `{demo.shown}`; "
-            "its job time is in the demo's above.",
-            "",
-        )
-        for table in study_tables:
-            if (demo.path / table).is_file():
-                page.add(f"### {Path(table).name}", "", f"From `{demo.shown}/{table}`:", "")
-                page.embed(demo.path / table, 4, demo.shown, demo.path)
-        shown = [f"`{demo.shown}/{o}`" for o in study_figures if o in present]
-        if shown:
-            page.add(f"Its figures: {', '.join(shown)}.", "")
-        missing = [f"`{o}`" for o in study_tables + study_figures if o not in present]
-        if missing:
-            page.add(f"Not in this root (yet): {', '.join(missing)}.", "")
+        return
+    page.add(
+        f"What `{STUDY.make}` ({', '.join(STUDY.configs)}) adds to `{demo.shown}`; "
+        "its job time is in the demo's above.",
+        "",
+    )
+    for table in study_tables:
+        if (demo.path / table).is_file():
+            page.add(f"### {Path(table).name}", "", f"From `{demo.shown}/{table}`:", "")
+            page.embed(demo.path / table, 4, demo.shown, demo.path)
+    shown = [f"`{demo.shown}/{o}`" for o in study_figures if o in present]
+    if shown:
+        page.add(f"Its figures: {', '.join(shown)}.", "")
+    missing = [f"`{o}`" for o in study_tables + study_figures if o not in present]
+    if missing:
+        page.add(f"Not in this root (yet): {', '.join(missing)}.", "")
 
+
+def fashion_section(page: Page, fmnist: Root, configs: Configs) -> None:
+    """The Fashion-MNIST section: its root's numbers, or the command that makes them."""
     page.add(f"## {HEADINGS[5]}", "")
     if not fmnist.exists:
         page.add(
@@ -446,6 +470,21 @@ def render(
         )
     else:
         fashion(page, fmnist, configs)
+
+
+def render(
+    demo: Root, fmnist: Root, out: Path, configs: Configs, command: str, now: datetime
+) -> tuple[str, dict[Path, Path]]:
+    """The page's markdown, and the images to copy beside it (source -> destination)."""
+    page = Page(out)
+    copy_answer_figures(page, demo, configs)
+    study_tables, study_figures = study_outputs(configs)
+    sources_section(page, demo, fmnist, command, now)
+    answer_section(page, demo)
+    tables_section(page, demo, study_tables)
+    time_section(page, demo)
+    study_section(page, demo, study_tables, study_figures)
+    fashion_section(page, fmnist, configs)
     return page.text(), page.copies
 
 
