@@ -1,9 +1,11 @@
-# Two entry points on a fresh machine; both create the project-local .venv when missing.
+# The entry points on a fresh machine; each creates the project-local .venv when missing.
 #   make demo   runs the workflow on the offline demo config (workflow/profiles/demo), then
 #               writes its report, results/demo/report.html (demo.yaml: results under results/demo)
 #   make study  the demo and, on top of it, what its time budget cannot hold (study.yaml)
 #   make fmnist the paper's protocol on Fashion-MNIST (fmnist.yaml: results under results/fmnist)
 #   make test   runs the test suite
+#   make numbers writes docs/numbers.md from results/demo and results/fmnist (those that exist)
+#   make docs   writes docs/structure.md from the code's docstrings, then builds the docs site
 # They need Python 3.11 or newer as python3 (or name one: make PYTHON=python3.12 test).
 # A .venv made by another interpreter is removed and made again with this one.
 PYTHON ?= python3
@@ -22,7 +24,7 @@ ok = made == this and version.split(".")[:2] == [str(v) for v in sys.version_inf
 ok or print(f"{sys.argv[1]} was made by {made} (Python {version}), not by {this} (Python {sys.version.split()[0]})"); \
 sys.exit(0 if ok else 1)
 
-.PHONY: demo study fmnist test venv check-python check-venv
+.PHONY: demo study fmnist test numbers docs venv check-python check-venv
 
 # One Snakemake run: the workflow, then (--report-after-run) its self-contained HTML report.
 demo: venv
@@ -41,6 +43,18 @@ fmnist: venv
 
 test: venv
 	PATH="$(CURDIR)/$(VENV)/bin:$$PATH" python -m pytest
+
+# Every measured number the docs quote, from the results roots and their runs' own records (a
+# root not run here is named with the command that makes it); copies the demo's answer figure
+# to docs/img.
+numbers: venv
+	$(PY) -m pagrob.numbers_page results/demo results/fmnist --out docs/numbers.md
+
+# The docs site (mkdocs.yml; site/): the "What is where" page again from the docstrings, then a
+# strict build, which fails on a broken link or anchor.
+docs: venv
+	$(PY) -m pagrob.structure_page --out docs/structure.md
+	$(PY) -m mkdocs build --strict
 
 # The project installed in .venv, by this interpreter. A sub-make decides about the stamp, so
 # that it sees the folder as check-venv left it.

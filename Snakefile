@@ -77,13 +77,30 @@ include: "workflow/rules/external.smk"
 
 STARTED = time.time()
 
+# each successful run's record, <root>/logs/runs.jsonl (pure Python; docs/numbers.md reads it)
+from pagrob import run_record
+
 
 onsuccess:
     front_page()  # with the answers this run wrote
-    minutes, seconds = divmod(round(time.time() - STARTED), 60)
+    wall = time.time() - STARTED
+    minutes, seconds = divmod(round(wall), 60)
     cores = workflow.resource_settings.cores  # None when jobs go to a cluster
     where = f" with {cores} cores on {cpu_model()}" if cores else ""
     print(f"Workflow finished: {minutes} min {seconds} s wall time{where}.")
+    targets = sorted(workflow.dag_settings.targets) or [workflow.default_target]
+    run_record.append(
+        results(run_record.RUNS),
+        run_record.record(
+            wall_s=wall,
+            cores=cores,
+            commit=git_commit(),  # workflow/rules/common.smk's, as the jobs record it
+            configfiles=workflow.configfiles,
+            targets=targets,
+            command=sys.argv,
+            basedir=workflow.basedir,
+        ),
+    )
 
 
 rule all:

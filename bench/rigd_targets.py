@@ -34,7 +34,8 @@ def timed(fn, repeats: int) -> float:
     return (time.perf_counter() - t0) / repeats
 
 
-def main() -> None:
+def parser() -> argparse.ArgumentParser:
+    """The benchmark's command-line options."""
     p = argparse.ArgumentParser(
         description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter
     )
@@ -46,7 +47,24 @@ def main() -> None:
     p.add_argument("--repeats", type=int, default=3)
     p.add_argument("--threads", type=int, default=2)
     p.add_argument("--device", default="cuda" if torch.cuda.is_available() else "cpu")
-    args = p.parse_args()
+    return p
+
+
+def write_memmap(path: Path, n: int, classes: int, shape: tuple[int, ...]) -> None:
+    """A float16 N x C x image memory map of standard-normal targets at ``path``."""
+    mm = np.lib.format.open_memmap(path, mode="w+", dtype=np.float16, shape=(n, classes, *shape))
+    for start in range(0, n, 256):
+        mm[start : start + 256] = (
+            np.random.default_rng(start)
+            .standard_normal(mm[start : start + 256].shape)
+            .astype(np.float16)
+        )
+    mm.flush()
+    del mm
+
+
+def main() -> None:
+    args = parser().parse_args()
     torch.set_num_threads(args.threads)
     dev = args.device
     shape = (3, args.size, args.size)
@@ -68,17 +86,7 @@ def main() -> None:
     with tempfile.TemporaryDirectory() as tmp:
         path = Path(tmp) / "targets.f16"
         n = args.stored_images
-        mm = np.lib.format.open_memmap(
-            path, mode="w+", dtype=np.float16, shape=(n, args.classes, *shape)
-        )
-        for start in range(0, n, 256):
-            mm[start : start + 256] = (
-                np.random.default_rng(start)
-                .standard_normal(mm[start : start + 256].shape)
-                .astype(np.float16)
-            )
-        mm.flush()
-        del mm
+        write_memmap(path, n, args.classes, shape)
         stored = np.load(path, mmap_mode="r")
         rng = np.random.default_rng(0)
 

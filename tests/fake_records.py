@@ -58,3 +58,32 @@ def robustness_files(folder, dataset, source, lam):
     path = folder / f"{dataset}_{source}_robust.csv"
     pd.DataFrame([with_images(r) for r in rows])[COLUMNS].to_csv(path, index=False)
     return [str(path)], records
+
+
+def model_record(folder, environment: dict | None) -> None:
+    """A model folder's model.json with this environment block (None: a record without one,
+    as the autoencoder's), as pagrob.steps.train writes it (only the keys the docs read)."""
+    folder.mkdir(parents=True, exist_ok=True)
+    record = {"arch": "small_cnn", "seed": 0}
+    if environment is not None:
+        record["environment"] = environment
+    (folder / "model.json").write_text(json.dumps(record))
+
+
+def benchmark(path, seconds: float | None) -> None:
+    """A Snakemake benchmark file with one job's row of ``seconds`` (None: the header only, as a
+    job killed before Snakemake wrote its row)."""
+    path.parent.mkdir(parents=True, exist_ok=True)
+    header = "s\th:m:s\tmax_rss\tmax_vms\tmax_uss\tmax_pss\tio_in\tio_out\tmean_load\tcpu_time"
+    rows = [header]
+    if seconds is not None:
+        rows.append(
+            f"{seconds:.2f}\t0:00:00\t694.57\t3423.45\t460.40\t572.63\t0.15\t5.89\t66.40\t1.0"
+        )
+    path.write_text("\n".join(rows) + "\n")
+
+
+def page(path, text: str) -> None:
+    """A results page (a table's or an answer's markdown)."""
+    path.parent.mkdir(parents=True, exist_ok=True)
+    path.write_text(text)

@@ -64,42 +64,57 @@ def answer_figure(df: pd.DataFrame, title: str, png, pdf) -> None:
     axes = [axes] if len(panels) == 1 else list(axes)
     for ax, panel in zip(axes, panels):
         rows = shown[shown["column"] == panel]
-        for _, r in rows.iterrows():
-            y = ypos[(r["role"] == CEILING, r["source"], r["lam"])]
-            look = _look(r)
-            ax.plot([r["ci_low"], r["ci_high"]], [y, y], color=look["color"], lw=1.6)
-            ax.plot([r["estimate"]], [y], linestyle="none", markersize=6, **look)
-            if r["measure"] != rows.iloc[0]["measure"]:  # e.g. a teacher's PGD
-                ax.annotate(
-                    r["measure"],
-                    (r["estimate"], y),
-                    xytext=(4, 4),
-                    textcoords="offset points",
-                    fontsize=6,
-                    color=look["color"],
-                )
-        ax.axvline(0, color="black", lw=0.8)
-        if gap:
-            ax.axhline(-(sum(not k[0] for k in keys) - 1 + gap / 2 + 0.5), color="#bbbbbb", lw=0.6)
-            if ax is axes[0]:
-                ax.annotate(
-                    "ceiling: saw a robust model, not tested",
-                    xy=(0, -(sum(not k[0] for k in keys) - 1 + gap / 2 + 0.5)),
-                    xycoords=("axes fraction", "data"),
-                    xytext=(2, -8),
-                    textcoords="offset points",
-                    fontsize=6,
-                    color="#666666",
-                )
-        first = rows.iloc[0]
-        what = [first["measure"]] if first["question"] == "robustness" else []
-        if first["role"] == VERDICT:
-            what.append(f"{int(first['seeds'])} seeds")
-        ax.set_title(panel + (f"\n({', '.join(what)})" if what else ""), fontsize=8)
-        ax.set_xlabel(f"minus vanilla ({_unit(first)})", fontsize=7)
-        ax.tick_params(labelsize=7)
-        ax.grid(axis="x", color="#eeeeee")
+        _answer_panel(ax, panel, rows, ypos, keys, gap, first_panel=ax is axes[0])
     axes[0].set_yticks(list(ypos.values()), labels, fontsize=7)
+    _legend(fig)
+    fig.suptitle(f"{title}: each model minus vanilla, 95% intervals", fontsize=9)
+    fig.tight_layout(rect=(0, 0.05, 1, 1))
+    save(fig, png, pdf)
+
+
+def _answer_panel(
+    ax, panel: str, rows: pd.DataFrame, ypos: dict, keys: list, gap: float, first_panel: bool
+) -> None:
+    """Draw one column's panel: each model's difference to vanilla with its interval."""
+    for _, r in rows.iterrows():
+        y = ypos[(r["role"] == CEILING, r["source"], r["lam"])]
+        look = _look(r)
+        ax.plot([r["ci_low"], r["ci_high"]], [y, y], color=look["color"], lw=1.6)
+        ax.plot([r["estimate"]], [y], linestyle="none", markersize=6, **look)
+        if r["measure"] != rows.iloc[0]["measure"]:  # e.g. a teacher's PGD
+            ax.annotate(
+                r["measure"],
+                (r["estimate"], y),
+                xytext=(4, 4),
+                textcoords="offset points",
+                fontsize=6,
+                color=look["color"],
+            )
+    ax.axvline(0, color="black", lw=0.8)
+    if gap:
+        ax.axhline(-(sum(not k[0] for k in keys) - 1 + gap / 2 + 0.5), color="#bbbbbb", lw=0.6)
+        if first_panel:
+            ax.annotate(
+                "ceiling: saw a robust model, not tested",
+                xy=(0, -(sum(not k[0] for k in keys) - 1 + gap / 2 + 0.5)),
+                xycoords=("axes fraction", "data"),
+                xytext=(2, -8),
+                textcoords="offset points",
+                fontsize=6,
+                color="#666666",
+            )
+    first = rows.iloc[0]
+    what = [first["measure"]] if first["question"] == "robustness" else []
+    if first["role"] == VERDICT:
+        what.append(f"{int(first['seeds'])} seeds")
+    ax.set_title(panel + (f"\n({', '.join(what)})" if what else ""), fontsize=8)
+    ax.set_xlabel(f"minus vanilla ({_unit(first)})", fontsize=7)
+    ax.tick_params(labelsize=7)
+    ax.grid(axis="x", color="#eeeeee")
+
+
+def _legend(fig) -> None:
+    """The figure's legend of the points' looks, below the panels."""
     handles = [
         plt.Line2D([], [], linestyle="none", markersize=6, **LOOKS[k])
         for k in ("up", "down", "none", CEILING)
@@ -113,6 +128,3 @@ def answer_figure(df: pd.DataFrame, title: str, png, pdf) -> None:
         frameon=False,
         bbox_to_anchor=(0.5, -0.02),
     )
-    fig.suptitle(f"{title}: each model minus vanilla, 95% intervals", fontsize=9)
-    fig.tight_layout(rect=(0, 0.05, 1, 1))
-    save(fig, png, pdf)

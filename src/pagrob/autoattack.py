@@ -110,36 +110,14 @@ def run(
     computes after them); None: all."""
     from pyautoattack import AutoAttack
 
-    if norm not in NORM_NAMES:
-        raise ValueError(f"AutoAttack norm must be one of {tuple(NORM_NAMES)}, not {norm!r}")
-    if version not in STAGES:
-        raise ValueError(f"AutoAttack version must be one of {VERSIONS}, not {version!r}")
-    order = STAGES[version]
-    if stages is not None and tuple(stages) != order[: len(stages)]:
-        raise ValueError(
-            f"AutoAttack stages {list(stages)}: a run of version {version!r} can stop after any of "
-            f"its stages, in its order {list(order)}, not run others"
-        )
-    run_stages = order if stages is None else tuple(stages)
+    order, run_stages = _stages_to_run(norm, version, stages)
     state_path = Path(state_path)
     state = _resume(state_path, fingerprint, log)
     resumed = state is not None
     n = len(x)
     with frozen_eval(model):
         if state is None:
-            robust = (predict(model, x.to(device), batch_size) == y.to(device)).cpu()
-            state = {
-                "fingerprint": fingerprint,
-                "clean": 100.0 * robust.sum().item() / n,
-                "robust": robust.tolist(),
-                "stage": 0,
-                "batch": 0,
-                "standing": None,
-                "stages": {},
-                "stage_robust": {},
-                "warnings": [],
-            }
-            io.write_text(json.dumps(state), state_path)
+            state = _clean_state(model, x, y, fingerprint, batch_size, device, state_path)
         aa_logger = logging.getLogger("auto-attack")
         aa_logger.propagate = False  # its per-batch chatter stays out of the step's log
         handler = _Warnings(state["warnings"], log)
@@ -151,6 +129,46 @@ def run(
             _run_stages(attack, model, x, y, state, state_path, run_stages, batch_size, device, log)
         finally:
             aa_logger.removeHandler(handler)
+    return _result(state, n, resumed, complete=run_stages == order)
+
+
+def _stages_to_run(norm: str, version: str, stages) -> tuple[tuple, tuple]:
+    """Check norm, version and stages; return the version's stages and those to run."""
+    if norm not in NORM_NAMES:
+        raise ValueError(f"AutoAttack norm must be one of {tuple(NORM_NAMES)}, not {norm!r}")
+    if version not in STAGES:
+        raise ValueError(f"AutoAttack version must be one of {VERSIONS}, not {version!r}")
+    order = STAGES[version]
+    if stages is not None and tuple(stages) != order[: len(stages)]:
+        raise ValueError(
+            f"AutoAttack stages {list(stages)}: a run of version {version!r} can stop after any of "
+            f"its stages, in its order {list(order)}, not run others"
+        )
+    run_stages = order if stages is None else tuple(stages)
+    return order, run_stages
+
+
+def _clean_state(model, x, y, fingerprint, batch_size, device, state_path: Path) -> dict:
+    """A fresh run's state (the clean predictions' per-image flags, no stage run yet), saved."""
+    n = len(x)
+    robust = (predict(model, x.to(device), batch_size) == y.to(device)).cpu()
+    state = {
+        "fingerprint": fingerprint,
+        "clean": 100.0 * robust.sum().item() / n,
+        "robust": robust.tolist(),
+        "stage": 0,
+        "batch": 0,
+        "standing": None,
+        "stages": {},
+        "stage_robust": {},
+        "warnings": [],
+    }
+    io.write_text(json.dumps(state), state_path)
+    return state
+
+
+def _result(state: dict, n: int, resumed: bool, complete: bool) -> AutoAttackResult:
+    """The result of a finished run's state."""
     robust = torch.tensor(state["robust"])  # cpu: the saved per-image flags, counted on the host
     return AutoAttackResult(
         images=n,
@@ -161,7 +179,7 @@ def run(
         resumed=resumed,
         robust_flags=[bool(v) for v in state["robust"]],
         stage_flags={k: [bool(v) for v in f] for k, f in state["stage_robust"].items()},
-        complete=run_stages == order,
+        complete=complete,
     )
 
 

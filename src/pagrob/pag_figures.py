@@ -78,16 +78,7 @@ def pag_vs_robustness(scores: pd.DataFrame, metrics: pd.DataFrame, score, png, p
     students, teachers: registry.circular) hollow and left out of the title's Spearman ρ.
     Returns the points of every score (column ``score``)."""
     names = [score] if isinstance(score, str) else list(score)
-    found = []
-    for name in names:
-        points = robustness_points(scores, metrics, name)
-        if len(points):
-            found.append(points.assign(score=name))
-    if not found:
-        raise ValueError(
-            f"no model has both a score of {names} and an AutoAttack row in the metrics "
-            "(alignments need a teacher_<norm> reference of the AutoAttack row's norm)"
-        )
+    found = _found_points(scores, metrics, names)
     norms = {n: i for i, n in enumerate(NORM_NAMES)}
     panels_of = [
         sorted(p.groupby(["norm", "eps"]), key=lambda q: (norms.get(q[0][0], len(norms)), q[0]))
@@ -101,34 +92,7 @@ def pag_vs_robustness(scores: pd.DataFrame, metrics: pd.DataFrame, score, png, p
     for row, (points, panels) in enumerate(zip(found, panels_of)):
         name = points["score"].iloc[0]
         for ax, ((norm, eps), g) in zip(axes[row], panels):
-            for source, s in g.groupby("source", sort=False):
-                hollow = _circular(s)
-                ax.scatter(
-                    s["value"],
-                    s["accuracy"],
-                    s=36,
-                    label=method(source),
-                    edgecolors=colors[source],
-                    facecolors=["none" if h else colors[source] for h in hollow],
-                )
-                for _, r in s.iterrows():
-                    label = SHORT_NAMES.get(source, source)
-                    if s["lam"].nunique() > 1:
-                        label += f" λ={r['lam']:g}"
-                    if s["seed"].nunique() > 1:
-                        label += f" s{r['seed']}"
-                    ax.annotate(
-                        label,
-                        (r["value"], r["accuracy"]),
-                        fontsize=8,
-                        xytext=(3, 3),
-                        textcoords="offset points",
-                    )
-            ref = g["reference"].iloc[0]
-            xlabel = SCORE_NAMES.get(name, name)
-            ax.set_xlabel(xlabel if not ref.startswith("teacher_") else f"{xlabel} vs {ref}")
-            ax.set_ylabel(f"AutoAttack {NORM_NAMES.get(norm, norm)} ε={eps:g} accuracy (%)")
-            ax.set_title(f"{NORM_NAMES.get(norm, norm)}, {xlabel}: {_rho_text(g)}", fontsize=8)
+            _robustness_panel(ax, g, name, norm, eps, colors)
         axes[row][0].legend(fontsize=8)
     for row in axes:
         for ax in row:
@@ -142,6 +106,53 @@ def pag_vs_robustness(scores: pd.DataFrame, metrics: pd.DataFrame, score, png, p
     fig.tight_layout()
     save(fig, png, pdf)
     return pd.concat(found, ignore_index=True)
+
+
+def _found_points(scores: pd.DataFrame, metrics: pd.DataFrame, names: list) -> list:
+    """The points (score beside AutoAttack accuracy) of each score of ``names`` that has any."""
+    found = []
+    for name in names:
+        points = robustness_points(scores, metrics, name)
+        if len(points):
+            found.append(points.assign(score=name))
+    if not found:
+        raise ValueError(
+            f"no model has both a score of {names} and an AutoAttack row in the metrics "
+            "(alignments need a teacher_<norm> reference of the AutoAttack row's norm)"
+        )
+    return found
+
+
+def _robustness_panel(ax, g: pd.DataFrame, name: str, norm: str, eps: float, colors) -> None:
+    """Draw one threat model's panel: each model's score against its accuracy."""
+    for source, s in g.groupby("source", sort=False):
+        hollow = _circular(s)
+        ax.scatter(
+            s["value"],
+            s["accuracy"],
+            s=36,
+            label=method(source),
+            edgecolors=colors[source],
+            facecolors=["none" if h else colors[source] for h in hollow],
+        )
+        for _, r in s.iterrows():
+            label = SHORT_NAMES.get(source, source)
+            if s["lam"].nunique() > 1:
+                label += f" λ={r['lam']:g}"
+            if s["seed"].nunique() > 1:
+                label += f" s{r['seed']}"
+            ax.annotate(
+                label,
+                (r["value"], r["accuracy"]),
+                fontsize=8,
+                xytext=(3, 3),
+                textcoords="offset points",
+            )
+    ref = g["reference"].iloc[0]
+    xlabel = SCORE_NAMES.get(name, name)
+    ax.set_xlabel(xlabel if not ref.startswith("teacher_") else f"{xlabel} vs {ref}")
+    ax.set_ylabel(f"AutoAttack {NORM_NAMES.get(norm, norm)} ε={eps:g} accuracy (%)")
+    ax.set_title(f"{NORM_NAMES.get(norm, norm)}, {xlabel}: {_rho_text(g)}", fontsize=8)
 
 
 def pag_vs_lambda(scores: pd.DataFrame, source: str, png, pdf, score: str = "alignment") -> None:

@@ -176,41 +176,11 @@ def pag_scores_table(scores: pd.DataFrame) -> tuple[pd.DataFrame, str]:
     refs = references(scores["reference"])
     present = set(zip(scores["score"], scores["reference"]))
     pairs = [(s, r) for s in SCORES for r in [*refs, "none", "autoencoder"] if (s, r) in present]
-    rows, cells = [], []
-    per_model = scores[~scores["source"].isin(["random", "autoencoder"])]
-    for (source, lam, seed), g in _order(per_model).groupby(KEYS, sort=False):
-        row = {
-            "dataset": ";".join(sorted(g["dataset"].astype(str).unique())),
-            "source": source,
-            "lam": lam,
-            "seed": seed,
-        }
-        cell = {"model": method(source), "λ": f"{lam:g}", "seed": seed}
-        for score, ref in pairs:
-            hit = g[(g["score"] == score) & (g["reference"] == ref)]
-            value = float(hit["value"].iloc[0]) if len(hit) else float("nan")
-            rel = str(hit["relation"].iloc[0]) if len(hit) else "independent"
-            row[_column(score, ref)] = value
-            cell[_column(score, ref)] = _fmt(value, rel)
-        for ref in refs:
-            rel = g[g["reference"] == ref]["relation"]
-            row[f"relation: {ref}"] = rel.iloc[0] if len(rel) else ""
-        rows.append(row)
-        cells.append(cell)
+    rows, cells = _model_rows(scores, refs, pairs)
     full = pd.DataFrame(rows)
     shown = pd.DataFrame(cells)
-    ident = ["model", "λ", "seed"]
-
-    def part(which):
-        cols = [_column(s, r) for s, r in pairs if s in which]
-        if not cols:
-            return ""
-        sub = shown[ident + cols]
-        keep = sub[cols].ne("").any(axis=1)
-        return report.markdown(sub[keep])
-
-    text = "## Gradient scores\n\n" + part(GRADIENT_TABLE)
-    targeted = part(TARGETED_TABLE)
+    text = "## Gradient scores\n\n" + _part(shown, pairs, GRADIENT_TABLE)
+    targeted = _part(shown, pairs, TARGETED_TABLE)
     if targeted:
         text += "\n## Targeted attacks on the model, judged by the reference\n\n" + targeted
     singles = scores[scores["source"].isin(["random", "autoencoder"])]
@@ -238,6 +208,43 @@ def pag_scores_table(scores: pd.DataFrame) -> tuple[pd.DataFrame, str]:
         "initialised model of the students' architecture.\n\n" + RELATION_NOTE
     )
     return full, text + note + "\n"
+
+
+def _model_rows(scores: pd.DataFrame, refs: list, pairs: list) -> tuple[list, list]:
+    """One row of numbers and one of shown cells per model, the baselines left out."""
+    rows, cells = [], []
+    per_model = scores[~scores["source"].isin(["random", "autoencoder"])]
+    for (source, lam, seed), g in _order(per_model).groupby(KEYS, sort=False):
+        row = {
+            "dataset": ";".join(sorted(g["dataset"].astype(str).unique())),
+            "source": source,
+            "lam": lam,
+            "seed": seed,
+        }
+        cell = {"model": method(source), "λ": f"{lam:g}", "seed": seed}
+        for score, ref in pairs:
+            hit = g[(g["score"] == score) & (g["reference"] == ref)]
+            value = float(hit["value"].iloc[0]) if len(hit) else float("nan")
+            rel = str(hit["relation"].iloc[0]) if len(hit) else "independent"
+            row[_column(score, ref)] = value
+            cell[_column(score, ref)] = _fmt(value, rel)
+        for ref in refs:
+            rel = g[g["reference"] == ref]["relation"]
+            row[f"relation: {ref}"] = rel.iloc[0] if len(rel) else ""
+        rows.append(row)
+        cells.append(cell)
+    return rows, cells
+
+
+def _part(shown: pd.DataFrame, pairs: list, which) -> str:
+    """The Markdown table of the scores in ``which`` (the models that have one); "" if none."""
+    ident = ["model", "λ", "seed"]
+    cols = [_column(s, r) for s, r in pairs if s in which]
+    if not cols:
+        return ""
+    sub = shown[ident + cols]
+    keep = sub[cols].ne("").any(axis=1)
+    return report.markdown(sub[keep])
 
 
 def lambda_table(

@@ -488,63 +488,11 @@ def external_table(
     rows, shown, notes = [], [], []
     for name, spec in externals.items():
         claims = spec["claims"]
-        theirs = metrics[metrics["source"] == f"{EXTERNAL_PREFIX}{name}"]
-        if theirs.empty:
-            raise ValueError(f"no metrics of the external model {name!r} among the inputs")
-        ours = metrics[metrics["source"] == claims]
-        stated = spec.get("lam")
-        lines = [("theirs", f"{name} (external)", "" if stated is None else f"{stated:g}", theirs)]
-        for lam, g in ours.groupby("lam", sort=True):
-            lines.append(("ours", f"{method(claims)} (ours)", f"{lam:g}", g))
-        for who, label, lam, g in lines:
-            line = {"Model": label, "Claims": method(claims), "λ": lam}
-            for m, column in labels.items():
-                v = g[g["metric"] == m]["accuracy"]
-                line[column] = (
-                    fmt(v.mean(), v.std(ddof=1) if len(v) > 1 else float("nan")) if len(v) else ""
-                )
-                if len(v):
-                    rows.append(
-                        {
-                            "external": name,
-                            "claims": claims,
-                            "row": who,
-                            "lam": lam,
-                            "metric": m,
-                            "value": v.mean(),
-                            "seeds": len(v),
-                        }
-                    )
-            failed = sorted(
-                {
-                    c
-                    for (src, lam_, seed) in set(map(tuple, g[["source", "lam", "seed"]].values))
-                    for c in (flags or {}).get((src, float(lam_), int(seed)), [])
-                }
+        for who, label, lam, g in _external_lines(metrics, name, spec):
+            shown.append(
+                _measured_line(name, claims, who, label, lam, g, labels, flags, rows, notes)
             )
-            if failed:
-                notes.append(f"{len(notes) + 1}. {label}: {', '.join(failed)}")
-                line["Model"] += f" ⚠{len(notes)}"
-            shown.append(line)
-        p = ref[ref["source"] == claims]
-        line = {"Model": f"{method(claims)} (paper)", "Claims": method(claims), "λ": ""}
-        for m, column in labels.items():
-            v = p[p["metric"] == m]
-            line[column] = fmt(v["value"].iloc[0], v["std"].iloc[0]) if len(v) else ""
-            if len(v):
-                line["λ"] = "" if pd.isna(v["lam"].iloc[0]) else f"{float(v['lam'].iloc[0]):g}"
-                rows.append(
-                    {
-                        "external": name,
-                        "claims": claims,
-                        "row": "paper",
-                        "lam": line["λ"],
-                        "metric": m,
-                        "value": v["value"].iloc[0],
-                        "seeds": None,
-                    }
-                )
-        shown.append(line)
+        shown.append(_paper_line(ref, name, claims, labels, rows))
     text = (
         f"# External models on {dataset}, beside ours and the paper's\n\n"
         "Accuracy in % on the test set (ours: mean ± sample std over the seeds trained). Each "
@@ -560,3 +508,73 @@ def external_table(
             + "\n"
         )
     return pd.DataFrame(rows), text
+
+
+def _external_lines(metrics: pd.DataFrame, name: str, spec: dict) -> list[tuple]:
+    """The measured lines of one external model and of ours of the source it claims."""
+    claims = spec["claims"]
+    theirs = metrics[metrics["source"] == f"{EXTERNAL_PREFIX}{name}"]
+    if theirs.empty:
+        raise ValueError(f"no metrics of the external model {name!r} among the inputs")
+    ours = metrics[metrics["source"] == claims]
+    stated = spec.get("lam")
+    lines = [("theirs", f"{name} (external)", "" if stated is None else f"{stated:g}", theirs)]
+    for lam, g in ours.groupby("lam", sort=True):
+        lines.append(("ours", f"{method(claims)} (ours)", f"{lam:g}", g))
+    return lines
+
+
+def _measured_line(name, claims, who, label, lam, g, labels, flags, rows, notes) -> dict:
+    """One measured model's shown line, its numbers added to rows, its checks to notes."""
+    line = {"Model": label, "Claims": method(claims), "λ": lam}
+    for m, column in labels.items():
+        v = g[g["metric"] == m]["accuracy"]
+        line[column] = (
+            fmt(v.mean(), v.std(ddof=1) if len(v) > 1 else float("nan")) if len(v) else ""
+        )
+        if len(v):
+            rows.append(
+                {
+                    "external": name,
+                    "claims": claims,
+                    "row": who,
+                    "lam": lam,
+                    "metric": m,
+                    "value": v.mean(),
+                    "seeds": len(v),
+                }
+            )
+    failed = sorted(
+        {
+            c
+            for (src, lam_, seed) in set(map(tuple, g[["source", "lam", "seed"]].values))
+            for c in (flags or {}).get((src, float(lam_), int(seed)), [])
+        }
+    )
+    if failed:
+        notes.append(f"{len(notes) + 1}. {label}: {', '.join(failed)}")
+        line["Model"] += f" ⚠{len(notes)}"
+    return line
+
+
+def _paper_line(ref: pd.DataFrame, name: str, claims: str, labels: dict, rows: list) -> dict:
+    """The shown line of the paper's numbers for the claimed source, appended to ``rows`` too."""
+    p = ref[ref["source"] == claims]
+    line = {"Model": f"{method(claims)} (paper)", "Claims": method(claims), "λ": ""}
+    for m, column in labels.items():
+        v = p[p["metric"] == m]
+        line[column] = fmt(v["value"].iloc[0], v["std"].iloc[0]) if len(v) else ""
+        if len(v):
+            line["λ"] = "" if pd.isna(v["lam"].iloc[0]) else f"{float(v['lam'].iloc[0]):g}"
+            rows.append(
+                {
+                    "external": name,
+                    "claims": claims,
+                    "row": "paper",
+                    "lam": line["λ"],
+                    "metric": m,
+                    "value": v["value"].iloc[0],
+                    "seeds": None,
+                }
+            )
+    return line

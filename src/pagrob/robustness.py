@@ -111,77 +111,125 @@ def model_checks(
     strong = rows[rows["attack"].str.startswith("pgd-") & (rows["norm"] == norm)]
     curve = rows[(rows["attack"] == "curve") & (rows["norm"] == norm)].sort_values("eps")
     out = []
-
-    def add(check, value, threshold, detail=""):
-        flagged = bool(value > threshold) if not math.isnan(value) else False
-        out.append(
-            {
-                "norm": norm,
-                "check": check,
-                "value": value,
-                "threshold": threshold,
-                "flagged": flagged,
-                "detail": detail,
-            }
-        )
-
     clean_all = _one(rows, "clean", "none")
     robust_subset = [pgd_same, aa, *strong["accuracy"], *curve["accuracy"]]
     excess = max(
         _one(rows, "pgd", norm) - clean_all,
         max(robust_subset) - float(record["clean"]),
     )
-    add(
-        "robust_above_clean",
-        excess,
-        tolerance,
-        f"clean {clean_all:.2f} (all images), {record['clean']:.2f} (AutoAttack's)",
+    out.append(
+        _check(
+            norm,
+            "robust_above_clean",
+            excess,
+            tolerance,
+            f"clean {clean_all:.2f} (all images), {record['clean']:.2f} (AutoAttack's)",
+        )
     )
-    add(
-        "autoattack_gap",
-        pgd_same - aa,
-        max_gap,
-        f"PGD {pgd_same:.2f} vs {aa_name} {aa:.2f} on {record['images']} images",
+    out.append(
+        _check(
+            norm,
+            "autoattack_gap",
+            pgd_same - aa,
+            max_gap,
+            f"PGD {pgd_same:.2f} vs {aa_name} {aa:.2f} on {record['images']} images",
+        )
     )
+    out += _stage_checks(norm, stages, complete, aa, strong, pgd_same, tolerance, max_gap)
+    out += _curve_checks(norm, curve, tolerance, zero_at)
+    warnings = record["warnings"]
+    out.append(_check(norm, "autoattack_warnings", float(len(warnings)), 0.0, " | ".join(warnings)))
+    return out
+
+
+def _check(norm: str, check: str, value: float, threshold: float, detail: str = "") -> dict:
+    """One check's row: flagged where ``value`` exceeds ``threshold`` (never where it is NaN)."""
+    flagged = bool(value > threshold) if not math.isnan(value) else False
+    return {
+        "norm": norm,
+        "check": check,
+        "value": value,
+        "threshold": threshold,
+        "flagged": flagged,
+        "detail": detail,
+    }
+
+
+def _stage_checks(
+    norm: str,
+    stages: dict,
+    complete: bool,
+    aa: float,
+    strong: pd.DataFrame,
+    pgd_same: float,
+    tolerance: float,
+    max_gap: float,
+) -> list[dict]:
+    """The checks of AutoAttack's later stages, a stronger PGD and Square (where they apply)."""
+    out = []
     apgd = APGD_STAGES[-1]
     if complete and apgd in stages and len(stages) > len(APGD_STAGES):
-        add(
-            "later_stages_gain",
-            float(stages[apgd]) - aa,
-            tolerance,
-            f"after {apgd} {float(stages[apgd]):.2f}, after all stages {aa:.2f}",
+        out.append(
+            _check(
+                norm,
+                "later_stages_gain",
+                float(stages[apgd]) - aa,
+                tolerance,
+                f"after {apgd} {float(stages[apgd]):.2f}, after all stages {aa:.2f}",
+            )
         )
     if len(strong):
         s = strong.iloc[0]
-        add(
-            "more_steps_gap",
-            pgd_same - float(s["accuracy"]),
-            max_gap,
-            f"PGD {pgd_same:.2f} vs {s['attack']} {s['accuracy']:.2f}",
+        out.append(
+            _check(
+                norm,
+                "more_steps_gap",
+                pgd_same - float(s["accuracy"]),
+                max_gap,
+                f"PGD {pgd_same:.2f} vs {s['attack']} {s['accuracy']:.2f}",
+            )
         )
     white_box = [a for a in stages if a != "square"]
     if "square" in stages and white_box:
         last = float(stages[white_box[-1]])
-        add(
-            "square_gain",
-            last - float(stages["square"]),
-            0.0,
-            f"after {white_box[-1]} {last:.2f}, after square {stages['square']:.2f}",
+        out.append(
+            _check(
+                norm,
+                "square_gain",
+                last - float(stages["square"]),
+                0.0,
+                f"after {white_box[-1]} {last:.2f}, after square {stages['square']:.2f}",
+            )
         )
+    return out
+
+
+def _curve_checks(norm: str, curve: pd.DataFrame, tolerance: float, zero_at: float) -> list[dict]:
+    """The checks of the accuracy-vs-eps curve: monotone in eps, near zero at its largest eps."""
+    out = []
     if len(curve) > 1:
         acc = curve["accuracy"].tolist()
         rise = max(b - a for a, b in zip(acc, acc[1:]))
-        add(
-            "monotone_in_eps",
-            rise,
-            tolerance,
-            "; ".join(f"{e:g}: {a:.1f}" for e, a in zip(curve["eps"], acc)),
+        out.append(
+            _check(
+                norm,
+                "monotone_in_eps",
+                rise,
+                tolerance,
+                "; ".join(f"{e:g}: {a:.1f}" for e, a in zip(curve["eps"], acc)),
+            )
         )
     if len(curve):
         last = curve.iloc[-1]
-        add("large_eps_accuracy", float(last["accuracy"]), zero_at, f"PGD at eps {last['eps']:g}")
-    warnings = record["warnings"]
-    add("autoattack_warnings", float(len(warnings)), 0.0, " | ".join(warnings))
+        out.append(
+            _check(
+                norm,
+                "large_eps_accuracy",
+                float(last["accuracy"]),
+                zero_at,
+                f"PGD at eps {last['eps']:g}",
+            )
+        )
     return out
 
 

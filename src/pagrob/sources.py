@@ -157,12 +157,26 @@ def clustered_nn(
     CPU thread: bench/kmeans_targets.py (README, Performance). The assignment is chunked float32 matrix products, N * C * k * D multiply-adds in
     all (1.5e11 for CIFAR-10 at k = 100, seconds), chunk * k distances at a time.
     """
-    from sklearn.cluster import KMeans
-
     if clusters < 1:
         raise ValueError(f"clustered_nn needs at least 1 cluster per class, not {clusters}")
     flat = x.flatten(1).float()
-    centroids, labels = [], torch.empty(len(x), dtype=torch.long)
+    centroids, labels = _kmeans_per_class(flat, y, num_classes, clusters, generator)
+    index = _nearest_centroids(flat, y, centroids, chunk)
+    return {
+        "centroids": centroids.view(num_classes, clusters, *x.shape[1:]),
+        "centroid_index": index,
+        "kmeans_labels": labels,
+        "clusters": clusters,
+    }
+
+
+def _kmeans_per_class(
+    flat: Tensor, y: Tensor, num_classes: int, clusters: int, generator: torch.Generator
+) -> tuple[Tensor, Tensor]:
+    """Each class's k-means centroids [C, k, D] (float32) and every image's cluster label [N]."""
+    from sklearn.cluster import KMeans
+
+    centroids, labels = [], torch.empty(len(flat), dtype=torch.long)  # cpu: k-means' labels
     for c in range(num_classes):
         members = _members(y, c)
         if len(members) < clusters:
@@ -171,44 +185,50 @@ def clustered_nn(
                 f"clusters clustered_nn asks for; lower datasets.<dataset>.targets.clusters "
                 f"(--clusters) to at most {len(members)}."
             )
-        state = int(torch.randint(2**31 - 1, (1,), generator=generator))
+        state = int(torch.randint(2**31 - 1, (1,), generator=generator))  # cpu: seeded draw
         km = KMeans(clusters, n_init=KMEANS_N_INIT, random_state=state).fit(flat[members].numpy())
-        centroids.append(torch.from_numpy(km.cluster_centers_).float())
-        labels[members] = torch.from_numpy(km.labels_).long()
-    centroids = torch.stack(centroids)  # [C, k, D]
+        centroids.append(torch.from_numpy(km.cluster_centers_).float())  # cpu: k-means' result
+        labels[members] = torch.from_numpy(km.labels_).long()  # cpu: k-means' result
+    return torch.stack(centroids), labels  # [C, k, D]
 
-    index = torch.empty(len(x), num_classes, dtype=torch.long)
+
+def _nearest_centroids(flat: Tensor, y: Tensor, centroids: Tensor, chunk: int) -> Tensor:
+    """For every image and class, the index of the nearest centroid of that class [N, C]."""
+    num_classes = len(centroids)
+    index = torch.empty(len(flat), num_classes, dtype=torch.long)  # cpu: saved to disk
     sq = (centroids**2).sum(2)  # [C, k]
-    for start in range(0, len(x), chunk):
+    for start in range(0, len(flat), chunk):
         rows = flat[start : start + chunk]
         rows_sq = (rows**2).sum(1, keepdim=True)
         for c in range(num_classes):
             d2 = rows_sq + sq[c][None] - 2 * rows @ centroids[c].T
             index[start : start + chunk, c] = d2.argmin(1)
-        # own class: never a centroid that is x itself. Only rows whose nearest own-class
-        # centroid is at distance ~0 are redone, with exact float64 distances to all k.
-        own_class = y[start : start + chunk]
-        own = index[start : start + chunk].gather(1, own_class[:, None]).squeeze(1)
-        exact = ((centroids[own_class, own].double() - rows.double()) ** 2).sum(1)
-        same = (exact <= 1e-9).nonzero().flatten()
-        for sub in range(0, len(same), 256):
-            i = same[sub : sub + 256]
-            d2 = ((centroids[own_class[i]].double() - rows[i, None].double()) ** 2).sum(2)  # [r, k]
-            d2 = d2.masked_fill(d2 <= 1e-9, float("inf"))
-            if torch.isinf(d2).all(1).any():
-                bad = start + i[torch.isinf(d2).all(1)][0].item()
-                raise ValueError(
-                    f"training image {bad}: every centroid of its own class {y[bad].item()} is "
-                    "the image itself (its class holds only copies of it); clustered_nn cannot "
-                    "point it anywhere. Remove the duplicates or use another source."
-                )
-            index[start + i, own_class[i]] = d2.argmin(1)
-    return {
-        "centroids": centroids.view(num_classes, clusters, *x.shape[1:]),
-        "centroid_index": index,
-        "kmeans_labels": labels,
-        "clusters": clusters,
-    }
+        _skip_itself(index, centroids, rows, y, start, chunk)
+    return index
+
+
+def _skip_itself(
+    index: Tensor, centroids: Tensor, rows: Tensor, y: Tensor, start: int, chunk: int
+) -> None:
+    """Redo the chunk's own-class index where the nearest centroid is the image itself."""
+    # own class: never a centroid that is x itself. Only rows whose nearest own-class
+    # centroid is at distance ~0 are redone, with exact float64 distances to all k.
+    own_class = y[start : start + chunk]
+    own = index[start : start + chunk].gather(1, own_class[:, None]).squeeze(1)
+    exact = ((centroids[own_class, own].double() - rows.double()) ** 2).sum(1)
+    same = (exact <= 1e-9).nonzero().flatten()
+    for sub in range(0, len(same), 256):
+        i = same[sub : sub + 256]
+        d2 = ((centroids[own_class[i]].double() - rows[i, None].double()) ** 2).sum(2)  # [r, k]
+        d2 = d2.masked_fill(d2 <= 1e-9, float("inf"))
+        if torch.isinf(d2).all(1).any():
+            bad = start + i[torch.isinf(d2).all(1)][0].item()
+            raise ValueError(
+                f"training image {bad}: every centroid of its own class {y[bad].item()} is "
+                "the image itself (its class holds only copies of it); clustered_nn cannot "
+                "point it anywhere. Remove the duplicates or use another source."
+            )
+        index[start + i, own_class[i]] = d2.argmin(1)
 
 
 def build(

@@ -254,6 +254,18 @@ def clustered_rank_correlation(
     if k < 3 or math.isnan(out["rho"]):
         return out
     out["p"] = _permutation_p(xm, ym, resamples, seed)
+    dist = _cluster_bootstrap(X, Y, members, resamples, seed)
+    tail = 100 * (1 - level) / 2
+    if np.isfinite(dist).any():
+        out["ci_low"], out["ci_high"] = (
+            float(np.nanpercentile(dist, q)) for q in (tail, 100 - tail)
+        )
+    return out
+
+
+def _cluster_bootstrap(X: np.ndarray, Y: np.ndarray, members: list, resamples: int, seed: int):
+    """The bootstrap rhos, resampling models, then their seeds, then the test images."""
+    k = len(members)
     rng = np.random.default_rng(seed)
     sizes = np.array([len(m) for m in members])
     table = np.full((k, sizes.max()), -1)
@@ -274,13 +286,7 @@ def clustered_rank_correlation(
         with warnings.catch_warnings():  # a resample with a constant side: NaN, left out
             warnings.simplefilter("ignore")
             rhos.append(_spearman(bx, by, axis=-1))
-    dist = np.concatenate(rhos)
-    tail = 100 * (1 - level) / 2
-    if np.isfinite(dist).any():
-        out["ci_low"], out["ci_high"] = (
-            float(np.nanpercentile(dist, q)) for q in (tail, 100 - tail)
-        )
-    return out
+    return np.concatenate(rhos)
 
 
 def _resample_images(values: np.ndarray, r: int, rng) -> np.ndarray:

@@ -168,7 +168,16 @@ def read(
     """
     path = Path(path)
     data = _load_tensor(path, "targets file", mmap=True)
-    image_shape = tuple(image_shape)
+    layout = _layout(path, data, tuple(image_shape), num_classes)
+    labels = None
+    if labels_path is not None:
+        labels_path = Path(labels_path)
+        labels = _read_labels(labels_path, path, len(data), num_classes)
+    return TargetFile(path, data, layout, num_classes, labels, labels_path)
+
+
+def _layout(path: Path, data: Tensor, image_shape: tuple[int, ...], num_classes: int) -> str:
+    """The targets file's layout (IMAGES or ALIGNED) from its shape, refused if neither fits."""
     expected = (
         f"N x {num_classes + 1} x {shape_text(image_shape)} (an image and a target per class, the "
         f"authors' layout) or N x {num_classes} x {shape_text(image_shape)} (a target per class for each "
@@ -198,27 +207,29 @@ def read(
             f"neither 1 + C = {num_classes + 1} nor C = {num_classes} for the dataset's C = "
             f"{num_classes} classes (expected {expected}): it was made for another number of classes."
         )
-    labels = None
-    if labels_path is not None:
-        labels_path = Path(labels_path)
-        raw = _load_tensor(labels_path, "labels file", mmap=False)
-        if raw.is_floating_point() or raw.is_complex() or raw.dtype == torch.bool or raw.dim() != 1:
-            raise io.BadFileError(
-                f"labels file {labels_path} holds a {shape_text(raw.shape) or 'scalar'} {raw.dtype} "
-                "tensor, not one integer label per row."
-            )
-        if len(raw) != len(data):
-            raise io.BadFileError(
-                f"labels file {labels_path} has {len(raw):,} labels, the targets file {path} "
-                f"{len(data):,} rows."
-            )
-        labels = raw.long()
-        if len(labels) and (labels.min() < 0 or labels.max() >= num_classes):
-            raise io.BadFileError(
-                f"labels file {labels_path} has labels from {int(labels.min())} to "
-                f"{int(labels.max())}; the dataset's classes are 0 to {num_classes - 1}."
-            )
-    return TargetFile(path, data, layout, num_classes, labels, labels_path)
+    return layout
+
+
+def _read_labels(labels_path: Path, path: Path, rows: int, num_classes: int) -> Tensor:
+    """The labels file's labels, one per targets-file row, checked against the classes."""
+    raw = _load_tensor(labels_path, "labels file", mmap=False)
+    if raw.is_floating_point() or raw.is_complex() or raw.dtype == torch.bool or raw.dim() != 1:
+        raise io.BadFileError(
+            f"labels file {labels_path} holds a {shape_text(raw.shape) or 'scalar'} {raw.dtype} "
+            "tensor, not one integer label per row."
+        )
+    if len(raw) != rows:
+        raise io.BadFileError(
+            f"labels file {labels_path} has {len(raw):,} labels, the targets file {path} "
+            f"{rows:,} rows."
+        )
+    labels = raw.long()
+    if len(labels) and (labels.min() < 0 or labels.max() >= num_classes):
+        raise io.BadFileError(
+            f"labels file {labels_path} has labels from {int(labels.min())} to "
+            f"{int(labels.max())}; the dataset's classes are 0 to {num_classes - 1}."
+        )
+    return labels
 
 
 def _chunks(n: int):
@@ -310,6 +321,27 @@ def _match_images(file: TargetFile, ds: Dataset, found: str) -> tuple[Tensor, li
     return torch.tensor(order, dtype=torch.long), problems, n - len(missing)  # cpu: the record
 
 
+def _match_aligned(file: TargetFile, ds: Dataset) -> tuple[Tensor, list[str], int]:
+    """(order, problems, matched) of the aligned layout: row i is training image i's."""
+    n = len(ds.x_train)
+    problems, matched = [], n  # (matched only counts when nothing differs)
+    order = torch.arange(n)  # cpu: the record
+    if file.rows != n:
+        problems.append(
+            f"the file has {file.rows:,} rows, the training set {n:,} images (the aligned layout "
+            "holds row i's targets for training image i)"
+        )
+    elif file.labels is not None:
+        differ = (file.labels != ds.y_train.cpu()).nonzero().flatten()
+        if len(differ):
+            i = int(differ[0])
+            problems.append(
+                f"{len(differ):,} of the {n:,} labels differ from the training set's (first: row "
+                f"{i}, label {int(file.labels[i])} in the file, {int(ds.y_train[i])} here)"
+            )
+    return order, problems, matched
+
+
 def match(file: TargetFile, ds: Dataset) -> dict:
     """Match ``file``'s rows to ``ds``'s training images; the record ``load`` trains from.
 
@@ -338,21 +370,8 @@ def match(file: TargetFile, ds: Dataset) -> dict:
         found = image_range(file)
         order, problems, matched = _match_images(file, ds, found)
     else:
-        found, problems, matched = UNIT, [], n  # (matched only counts when nothing differs)
-        order = torch.arange(n)  # cpu: the record
-        if file.rows != n:
-            problems.append(
-                f"the file has {file.rows:,} rows, the training set {n:,} images (the aligned layout "
-                "holds row i's targets for training image i)"
-            )
-        elif file.labels is not None:
-            differ = (file.labels != ds.y_train.cpu()).nonzero().flatten()
-            if len(differ):
-                i = int(differ[0])
-                problems.append(
-                    f"{len(differ):,} of the {n:,} labels differ from the training set's (first: row "
-                    f"{i}, label {int(file.labels[i])} in the file, {int(ds.y_train[i])} here)"
-                )
+        found = UNIT
+        order, problems, matched = _match_aligned(file, ds)
     if problems:
         raise io.BadFileError(
             f"targets file {file.path} ({file.layout} layout) does not match the training set of "

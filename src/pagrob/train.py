@@ -504,6 +504,33 @@ def fit(
     """
     inputs = dict(inputs or {})
     checkpoint, device = Path(checkpoint), torch.device(device)
+    run = _new_run(model, ds, source, s, device, time_limit_s)
+    start, history, record = _resume(checkpoint, run, inputs, log)
+    strategy = record.get("chosen") or (s.strategy if s.strategy != AUTO else None)
+
+    for epoch in range(start + 1, s.epochs + 1):
+        if strategy is None:  # auto, at the start of the run
+            strategy, record = _auto_strategy(run, epoch, record, log)
+        stats = run.epoch(epoch, strategy, checkpoint)
+        history.append(stats)
+        log(
+            f"epoch {epoch}/{s.epochs} lr {stats['lr']:.4g} CE {stats['ce']:.4f} "
+            f"PAG {stats['pag']:.4f} train-acc {stats['train_acc']:.2f}% "
+            f"{stats['images_per_s']:.0f} img/s ({stats['seconds']:.1f}s)"
+        )
+        _save_checkpoint(checkpoint, run, epoch, history, record, inputs)
+    return history
+
+
+def _new_run(
+    model: nn.Module,
+    ds: Dataset,
+    source: TargetSource | None,
+    s: TrainSettings,
+    device: torch.device,
+    time_limit_s: float | None,
+) -> Run:
+    """The run: model and training data on ``device``, optimiser and attack, checked."""
     if s.amp and device.type != "cuda":
         raise ValueError(
             f"amp (bfloat16 autocast) is for CUDA runs, and this one is on {device}: "
@@ -517,7 +544,7 @@ def fit(
     if steps == 0:
         raise ValueError(f"batch_size {s.batch_size} exceeds the {len(x_train)} training examples")
     attack = Attack(**s.adversarial, bounds=ds.bounds) if s.adversarial else None
-    run = Run(
+    return Run(
         model,
         make_optimizer(model, s),
         x_train,
@@ -530,39 +557,37 @@ def fit(
         device,
         time_limit_s,
     )
-    start, history, record = _resume(checkpoint, run, inputs, log)
-    strategy = record.get("chosen") or (s.strategy if s.strategy != AUTO else None)
 
-    for epoch in range(start + 1, s.epochs + 1):
-        if strategy is None:  # auto, at the start of the run
-            if run.has_pag:
-                strategy, timings = choose_strategy(run, epoch, log)
-                record = {
-                    "requested": AUTO,
-                    "chosen": strategy,
-                    "seconds_per_step": timings,
-                    "note": AUTO_NOTE.format(strategy=strategy),
-                }
-                log(record["note"])
-            else:
-                strategy = DEFAULT_STRATEGY  # no PAG term: no strategy is ever used
-        stats = run.epoch(epoch, strategy, checkpoint)
-        history.append(stats)
-        log(
-            f"epoch {epoch}/{s.epochs} lr {stats['lr']:.4g} CE {stats['ce']:.4f} "
-            f"PAG {stats['pag']:.4f} train-acc {stats['train_acc']:.2f}% "
-            f"{stats['images_per_s']:.0f} img/s ({stats['seconds']:.1f}s)"
-        )
-        io.save(
-            {
-                "model": model.state_dict(),
-                "optimizer": run.opt.state_dict(),
-                "epoch": epoch,
-                "history": history,
-                "settings": asdict(s),
-                "strategy": record,
-                "inputs": inputs,
-            },
-            checkpoint,
-        )
-    return history
+
+def _auto_strategy(run: Run, epoch: int, record: dict, log: Callable[[str], None]):
+    """``auto``'s choice of PAG strategy and its record (without a PAG term: the default)."""
+    if run.has_pag:
+        strategy, timings = choose_strategy(run, epoch, log)
+        record = {
+            "requested": AUTO,
+            "chosen": strategy,
+            "seconds_per_step": timings,
+            "note": AUTO_NOTE.format(strategy=strategy),
+        }
+        log(record["note"])
+    else:
+        strategy = DEFAULT_STRATEGY  # no PAG term: no strategy is ever used
+    return strategy, record
+
+
+def _save_checkpoint(
+    checkpoint: Path, run: Run, epoch: int, history: list, record: dict, inputs: dict
+) -> None:
+    """The checkpoint after ``epoch``: model, optimiser, history, settings, strategy, inputs."""
+    io.save(
+        {
+            "model": run.model.state_dict(),
+            "optimizer": run.opt.state_dict(),
+            "epoch": epoch,
+            "history": history,
+            "settings": asdict(run.s),
+            "strategy": record,
+            "inputs": inputs,
+        },
+        checkpoint,
+    )

@@ -12,7 +12,14 @@ import pytest
 
 from conftest import ROOT
 
-PURE = ("pagrob.registry", "pagrob.grid", "pagrob.settings", "pagrob.io", "pagrob.html_table")
+PURE = (
+    "pagrob.registry",
+    "pagrob.grid",
+    "pagrob.settings",
+    "pagrob.io",
+    "pagrob.html_table",
+    "pagrob.run_record",
+)
 
 
 @pytest.mark.parametrize("module", PURE)

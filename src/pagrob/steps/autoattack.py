@@ -23,14 +23,76 @@ from pagrob.steps import _cli
 from pagrob.steps.evaluate import add_model_options, load_test_set, write_rows
 
 
-def main() -> None:
+def parser():
+    """The step's command-line options."""
     p = _cli.parser(__doc__)
     add_model_options(p)
     _cli.add_settings(p, AutoAttackSettings)  # images: AutoAttack on the first N test images
     p.add_argument("--state", help="resumable state (default: <out>.state.json beside --out)")
     p.add_argument("--out", required=True, help="tidy CSV")
     p.add_argument("--out-json", required=True, help="settings, warnings, PGD on the same images")
-    args = p.parse_args()
+    return p
+
+
+def run_settings(s: AutoAttackSettings, images: int) -> dict:
+    """The run's settings as the record and the resume fingerprint hold them."""
+    return {
+        "version": s.version,
+        "norm": s.pgd.norm,
+        "eps": s.pgd.eps,
+        "seed": s.seed,
+        "batch_size": s.batch_size,
+        "images": images,
+        "stages": list(s.stages or autoattack.STAGES[s.version]),
+    }
+
+
+def tidy_rows(result, norm: str, eps: float) -> list[dict]:
+    """The tidy rows of a run: the final accuracy where every stage ran, then each stage's."""
+    common = {"norm": norm, "eps": eps}
+    rows = []
+    if result.complete:
+        flags = torch.tensor(result.robust_flags)  # cpu: AutoAttack's per-image result, host
+        rows.append(
+            common | {"attack": "autoattack", "steps": 0, "accuracy": result.robust, "flags": flags}
+        )
+    for stage, acc in result.stages.items():
+        steps = autoattack.STAGE_STEPS[stage]
+        flags = torch.tensor(result.stage_flags[stage])  # cpu: the host's per-image flags
+        rows.append(
+            common
+            | {"attack": f"autoattack:{stage}", "steps": steps, "accuracy": acc, "flags": flags}
+        )
+    return rows
+
+
+def json_record(meta, settings, s, result, pgd_attack, pgd_flags, pgd_same, seconds, device):
+    """The JSON record beside the rows: model, settings, results, PGD and environment."""
+    model_ids = {k: meta.get(k) for k in ("dataset", "source", "lam", "seed")}
+    return {
+        **model_ids,
+        **{k: v for k, v in settings.items() if k != "seed"},
+        "autoattack_seed": s.seed,
+        "library": "pyautoattack " + _version("pyautoattack"),
+        "clean": result.clean,
+        "robust": result.robust,
+        "complete": result.complete,
+        "stages": result.stages,
+        "warnings": result.warnings,
+        "pgd_same_images": {
+            "steps": pgd_attack.steps,
+            "accuracy": pgd_same,
+            "correct": stats.pack(pgd_flags.tolist()),
+        },
+        "resumed": result.resumed,
+        "seconds": seconds,
+        "device": device,
+        "environment": io.environment(),
+    }
+
+
+def main() -> None:
+    args = parser().parse_args()
     s = _cli.read_settings(args, AutoAttackSettings)
     norm, eps = s.pgd.norm, s.pgd.eps
     if s.version not in autoattack.VERSIONS:
@@ -44,15 +106,7 @@ def main() -> None:
             f"AutoAttack needs images in [0, 1] and at least 4 classes; {ds.name} has bounds "
             f"{ds.bounds} and {ds.num_classes} classes. Leave eval.autoattack out for this dataset."
         )
-    settings = {
-        "version": s.version,
-        "norm": norm,
-        "eps": eps,
-        "seed": s.seed,
-        "batch_size": s.batch_size,
-        "images": len(x),
-        "stages": list(s.stages or autoattack.STAGES[s.version]),
-    }
+    settings = run_settings(s, len(x))
     t0 = time.perf_counter()
     result = autoattack.run(
         model,
@@ -74,41 +128,10 @@ def main() -> None:
     pgd_flags = robust_flags(model, x, y, pgd_attack, s.batch_size, s.pgd_seed, device).cpu()
     pgd_same = 100.0 * pgd_flags.sum().item() / len(x)
 
-    common = {"norm": norm, "eps": eps}
-    rows = []
-    if result.complete:
-        flags = torch.tensor(result.robust_flags)  # cpu: AutoAttack's per-image result, host
-        rows.append(
-            common | {"attack": "autoattack", "steps": 0, "accuracy": result.robust, "flags": flags}
-        )
-    for stage, acc in result.stages.items():
-        steps = autoattack.STAGE_STEPS[stage]
-        flags = torch.tensor(result.stage_flags[stage])  # cpu: the host's per-image flags
-        rows.append(
-            common
-            | {"attack": f"autoattack:{stage}", "steps": steps, "accuracy": acc, "flags": flags}
-        )
-    model_ids = {k: meta.get(k) for k in ("dataset", "source", "lam", "seed")}
-    record = {
-        **model_ids,
-        **{k: v for k, v in settings.items() if k != "seed"},
-        "autoattack_seed": s.seed,
-        "library": "pyautoattack " + _version("pyautoattack"),
-        "clean": result.clean,
-        "robust": result.robust,
-        "complete": result.complete,
-        "stages": result.stages,
-        "warnings": result.warnings,
-        "pgd_same_images": {
-            "steps": pgd_attack.steps,
-            "accuracy": pgd_same,
-            "correct": stats.pack(pgd_flags.tolist()),
-        },
-        "resumed": result.resumed,
-        "seconds": seconds,
-        "device": device,
-        "environment": io.environment(),
-    }
+    rows = tidy_rows(result, norm, eps)
+    record = json_record(
+        meta, settings, s, result, pgd_attack, pgd_flags, pgd_same, seconds, device
+    )
     io.write_text(json.dumps(record, indent=1), args.out_json)
     write_rows(meta, rows, len(x), args.out)
     state.unlink(missing_ok=True)

@@ -21,6 +21,7 @@ score reconstruction_mse)."""
 
 from __future__ import annotations
 
+import argparse
 import dataclasses
 import math
 import time
@@ -30,7 +31,7 @@ import torch
 
 from pagrob import data, io, models, pag_scores
 from pagrob.pag_report import COLUMNS
-from pagrob.settings import PagScoresSettings
+from pagrob.settings import Attack, PagScoresSettings
 from pagrob.steps import _cli
 
 
@@ -81,9 +82,8 @@ def parser():
     return p
 
 
-def main() -> None:
-    args = parser().parse_args()
-    s = _cli.read_settings(args, PagScoresSettings)
+def _check_args(args, s: PagScoresSettings) -> None:
+    """Refuse option combinations that leave nothing to score, or noise without an autoencoder."""
     if not args.models and not args.baselines:
         raise ValueError("nothing to score: give --model files or --baselines")
     if not args.references and not args.autoencoder:
@@ -92,49 +92,63 @@ def main() -> None:
         raise ValueError(
             "noise needs --autoencoder (the noise lies inside or off its tangent space)"
         )
-    device = _cli.setup(args, [args.out])
-    ds = data.load_prepared(args.data)
-    if not 0 < s.images <= len(ds.x_test):
-        raise ValueError(f"images {s.images}: the test set has {len(ds.x_test)} images")
-    x = ds.x_test[: s.images].to(device)
-    y = ds.y_test[: s.images].to(device)
-    attack = dataclasses.replace(s.attack, bounds=ds.bounds)
 
-    def load(path):
-        model, meta = models.load_model(path, device)
-        if meta.get("dataset") != ds.name or meta["num_classes"] != ds.num_classes:
-            raise ValueError(
-                f"model {path} was trained on {meta.get('dataset')!r}, not {ds.name!r}"
-            )
-        return model, meta
 
+def _load(path, ds: data.Dataset, device: str):
+    """A model file and its metadata, refused if it was trained on another dataset."""
+    model, meta = models.load_model(path, device)
+    if meta.get("dataset") != ds.name or meta["num_classes"] != ds.num_classes:
+        raise ValueError(f"model {path} was trained on {meta.get('dataset')!r}, not {ds.name!r}")
+    return model, meta
+
+
+def _load_references(paths, ds: data.Dataset, device: str) -> dict:
+    """The reference models by their source -> (model, meta); one of each source."""
     references = {}
-    for path in args.references:
-        model, meta = load(path)
+    for path in paths:
+        model, meta = _load(path, ds, device)
         if meta["source"] in references:
             raise ValueError(f"two references are {meta['source']!r}; give one of each")
         references[meta["source"]] = (model, meta)
+    return references
+
+
+def _load_autoencoder(path, ds: data.Dataset, device: str):
+    """The autoencoder and its metadata (None, {} without one), refused if of another dataset."""
     autoencoder, ae_meta = None, {}
-    if args.autoencoder:
+    if path:
         from pagrob import autoencoder as ae_lib
 
-        autoencoder, ae_meta = ae_lib.load(args.autoencoder, device)
+        autoencoder, ae_meta = ae_lib.load(path, device)
         if ae_meta.get("dataset") != ds.name:
             raise ValueError(
-                f"autoencoder {args.autoencoder} was trained on {ae_meta.get('dataset')!r}, "
-                f"not {ds.name!r}"
+                f"autoencoder {path} was trained on {ae_meta.get('dataset')!r}, not {ds.name!r}"
             )
+    return autoencoder, ae_meta
 
-    scored = [(path, *load(path)) for path in args.models]
-    rows = []
 
-    def add(meta, score, reference, value):
+@dataclasses.dataclass
+class _Scoring:
+    """What every model is scored on, and the tidy rows collected so far."""
+
+    args: argparse.Namespace
+    s: PagScoresSettings
+    ds: data.Dataset
+    x: torch.Tensor
+    y: torch.Tensor
+    attack: Attack
+    references: dict
+    autoencoder: object
+    ae_meta: dict
+    rows: list = dataclasses.field(default_factory=list)
+
+    def add(self, meta, score, reference, value) -> None:
         """One tidy row; ``value`` a number, or the per-image values (the row holds their mean
         and them, for the paired comparisons)."""
         per_image = value if isinstance(value, list) else None
-        rows.append(
+        self.rows.append(
             {
-                "dataset": ds.name,
+                "dataset": self.ds.name,
                 "source": meta["source"],
                 "lam": meta["lam"],
                 "seed": meta["seed"],
@@ -148,69 +162,103 @@ def main() -> None:
             }
         )
 
-    if args.baselines:
-        first = scored[0][2] if scored else next(iter(references.values()))[1]
-        arch = args.floor_arch or first["arch"]
-        floor = floor_model(arch, ds, s.seed, device)
-        scored.append(("floor", floor, {"source": "floor", "lam": 0.0, "seed": s.seed}))
-        if autoencoder is not None:
-            base = {"lam": 0.0, "seed": ae_meta.get("seed", 0)}
-            k, d = autoencoder.latent, math.prod(ds.input_shape)
-            add(
-                {"source": "random", **base},
-                "tangent_fraction",
-                "autoencoder",
-                ae_lib.random_baseline(k, d),
-            )
-            add(
-                {"source": "autoencoder", **base},
-                "reconstruction_mse",
-                "autoencoder",
-                ae_meta["test_mse"],
-            )
-        for name, (model, meta) in references.items():
-            ceiling = {"source": "ceiling", "lam": 0.0, "seed": meta["seed"]}
-            values = pag_scores.gradient_scores(model, x, s.batch_size, {name: model})
-            for (score, ref), value in values.items():
-                if ref == name:
-                    add(ceiling, score, ref, value)
-            g = torch.Generator().manual_seed(s.seed)  # cpu: attack starts, as for the models
-            x_adv, targets = pag_scores.targeted_examples(
-                model, x, y, attack, ds.num_classes, s.batch_size, g
-            )
+
+def _baselines(run: _Scoring, device: str, scored: list) -> None:
+    """Add the floor model to ``scored`` and the baselines' rows (random, autoencoder, ceiling)."""
+    args, s, ds, x, y, attack = run.args, run.s, run.ds, run.x, run.y, run.attack
+    add, autoencoder, ae_meta = run.add, run.autoencoder, run.ae_meta
+    first = scored[0][2] if scored else next(iter(run.references.values()))[1]
+    arch = args.floor_arch or first["arch"]
+    floor = floor_model(arch, ds, s.seed, device)
+    scored.append(("floor", floor, {"source": "floor", "lam": 0.0, "seed": s.seed}))
+    if autoencoder is not None:
+        from pagrob import autoencoder as ae_lib
+
+        base = {"lam": 0.0, "seed": ae_meta.get("seed", 0)}
+        k, d = autoencoder.latent, math.prod(ds.input_shape)
+        add(
+            {"source": "random", **base},
+            "tangent_fraction",
+            "autoencoder",
+            ae_lib.random_baseline(k, d),
+        )
+        add(
+            {"source": "autoencoder", **base},
+            "reconstruction_mse",
+            "autoencoder",
+            ae_meta["test_mse"],
+        )
+    for name, (model, meta) in run.references.items():
+        ceiling = {"source": "ceiling", "lam": 0.0, "seed": meta["seed"]}
+        values = pag_scores.gradient_scores(model, x, s.batch_size, {name: model})
+        for (score, ref), value in values.items():
+            if ref == name:
+                add(ceiling, score, ref, value)
+        g = torch.Generator().manual_seed(s.seed)  # cpu: attack starts, as for the models
+        x_adv, targets = pag_scores.targeted_examples(
+            model, x, y, attack, ds.num_classes, s.batch_size, g
+        )
+        agree = pag_scores.reference_agreement(
+            model, x_adv, targets, s.batch_size, ds.num_classes - 1
+        )
+        for score, value in agree["per_image"].items():
+            add(ceiling, score, name, value)
+
+
+def _model_values(run: _Scoring, model) -> dict:
+    """One model's scores: (score, reference) -> its per-image values."""
+    s, ds, x, y, attack, references = run.s, run.ds, run.x, run.y, run.attack, run.references
+    noise_g = torch.Generator().manual_seed(s.seed)  # cpu: noise draws, moved per batch
+    values = pag_scores.gradient_scores(
+        model,
+        x,
+        s.batch_size,
+        {n: r for n, (r, _) in references.items()},
+        run.autoencoder,
+        s.noise,
+        run.args.noise_draws,
+        noise_g,
+    )
+    if references:
+        g = torch.Generator().manual_seed(s.seed)  # cpu: attack starts, same per model
+        x_adv, targets = pag_scores.targeted_examples(
+            model, x, y, attack, ds.num_classes, s.batch_size, g
+        )
+        for name, (reference, _) in references.items():
             agree = pag_scores.reference_agreement(
-                model, x_adv, targets, s.batch_size, ds.num_classes - 1
+                reference, x_adv, targets, s.batch_size, ds.num_classes - 1
             )
-            for score, value in agree["per_image"].items():
-                add(ceiling, score, name, value)
+            values |= {(score, name): v for score, v in agree["per_image"].items()}
+    return values
+
+
+def main() -> None:
+    args = parser().parse_args()
+    s = _cli.read_settings(args, PagScoresSettings)
+    _check_args(args, s)
+    device = _cli.setup(args, [args.out])
+    ds = data.load_prepared(args.data)
+    if not 0 < s.images <= len(ds.x_test):
+        raise ValueError(f"images {s.images}: the test set has {len(ds.x_test)} images")
+    x = ds.x_test[: s.images].to(device)
+    y = ds.y_test[: s.images].to(device)
+    attack = dataclasses.replace(s.attack, bounds=ds.bounds)
+    references = _load_references(args.references, ds, device)
+    autoencoder, ae_meta = _load_autoencoder(args.autoencoder, ds, device)
+
+    scored = [(path, *_load(path, ds, device)) for path in args.models]
+    run = _Scoring(args, s, ds, x, y, attack, references, autoencoder, ae_meta)
+    if args.baselines:
+        _baselines(run, device, scored)
 
     for what, model, meta in scored:
         t0 = time.perf_counter()
-        noise_g = torch.Generator().manual_seed(s.seed)  # cpu: noise draws, moved per batch
-        values = pag_scores.gradient_scores(
-            model,
-            x,
-            s.batch_size,
-            {n: r for n, (r, _) in references.items()},
-            autoencoder,
-            s.noise,
-            args.noise_draws,
-            noise_g,
-        )
-        if references:
-            g = torch.Generator().manual_seed(s.seed)  # cpu: attack starts, same per model
-            x_adv, targets = pag_scores.targeted_examples(
-                model, x, y, attack, ds.num_classes, s.batch_size, g
-            )
-            for name, (reference, _) in references.items():
-                agree = pag_scores.reference_agreement(
-                    reference, x_adv, targets, s.batch_size, ds.num_classes - 1
-                )
-                values |= {(score, name): v for score, v in agree["per_image"].items()}
+        values = _model_values(run, model)
         for (score, ref), value in values.items():
-            add(meta, score, ref, value)
+            run.add(meta, score, ref, value)
         summary = ", ".join(f"{s} vs {r} {sum(v) / len(v):.3f}" for (s, r), v in values.items())
         _cli.log(f"{what}: {summary} ({time.perf_counter() - t0:.1f}s)")
+    rows = run.rows
     io.write_text(pd.DataFrame(rows, columns=COLUMNS).to_csv(index=False), args.out)
     _cli.log(f"{len(rows)} scores on {len(x)} test images -> {args.out}")
 

@@ -14,7 +14,8 @@ from pagrob.settings import ChecksSettings
 from pagrob.steps import _cli
 
 
-def main() -> None:
+def parser() -> argparse.ArgumentParser:
+    """The step's command-line options."""
     p = argparse.ArgumentParser(description=__doc__)
     p.add_argument(
         "table", choices=["toy", "main", "lambda", "seeds", "ablation", "external", "grad_of"]
@@ -44,7 +45,45 @@ def main() -> None:
         help="grad_of: pag.grad_of, the class score of the models named without one",
     )
     _cli.add_figure_outputs(p, required=False)  # grad_of: its figure
-    args = p.parse_args()
+    return p
+
+
+def metrics_table(args, metrics: pd.DataFrame, paper) -> tuple[pd.DataFrame, str]:
+    """The table built from the metrics (all but lambda's): its numbers and its Markdown."""
+    if args.table == "toy":
+        full, text = report.toy_table(metrics, paper)
+    elif args.table == "main":
+        if not (args.name and args.dataset):
+            raise ValueError("the main table needs --name and --dataset")
+        full, text = report.main_table(
+            metrics, paper, args.name, args.dataset, own_checks(args, metrics)
+        )
+    elif args.table == "external":
+        if not (args.dataset and args.externals):
+            raise ValueError("the external table needs --dataset and --externals")
+        full, text = report.external_table(
+            metrics, paper, args.dataset, json.loads(args.externals), own_checks(args, metrics)
+        )
+    elif args.table == "seeds":
+        full, text = report.seeds_table(metrics, paper)
+    elif args.table == "grad_of":
+        if not args.default_score:
+            raise ValueError("the grad_of table needs --default-score (the config's pag.grad_of)")
+        from pagrob import pag_report
+
+        scores = pag_report.read_scores(args.scores) if args.scores else None
+        full, text = pag_report.grad_of_table(metrics, scores, args.default_score)
+        if args.out_png:
+            from pagrob import pag_figures
+
+            pag_figures.grad_of_figure(full, args.out_png, args.out_pdf)
+    else:
+        full, text = report.ablation_table(metrics, paper)
+    return full, text
+
+
+def main() -> None:
+    args = parser().parse_args()
     paper = report.read_paper(args.paper)
     if args.table == "lambda":
         if not args.lams:
@@ -54,37 +93,7 @@ def main() -> None:
         if not args.metrics:
             raise ValueError(f"the {args.table} table needs --metrics")
         metrics = pd.concat([report.read_metrics(m) for m in args.metrics], ignore_index=True)
-        if args.table == "toy":
-            full, text = report.toy_table(metrics, paper)
-        elif args.table == "main":
-            if not (args.name and args.dataset):
-                raise ValueError("the main table needs --name and --dataset")
-            full, text = report.main_table(
-                metrics, paper, args.name, args.dataset, own_checks(args, metrics)
-            )
-        elif args.table == "external":
-            if not (args.dataset and args.externals):
-                raise ValueError("the external table needs --dataset and --externals")
-            full, text = report.external_table(
-                metrics, paper, args.dataset, json.loads(args.externals), own_checks(args, metrics)
-            )
-        elif args.table == "seeds":
-            full, text = report.seeds_table(metrics, paper)
-        elif args.table == "grad_of":
-            if not args.default_score:
-                raise ValueError(
-                    "the grad_of table needs --default-score (the config's pag.grad_of)"
-                )
-            from pagrob import pag_report
-
-            scores = pag_report.read_scores(args.scores) if args.scores else None
-            full, text = pag_report.grad_of_table(metrics, scores, args.default_score)
-            if args.out_png:
-                from pagrob import pag_figures
-
-                pag_figures.grad_of_figure(full, args.out_png, args.out_pdf)
-        else:
-            full, text = report.ablation_table(metrics, paper)
+        full, text = metrics_table(args, metrics, paper)
     _cli.write_table(args, full, text)
     print(text)
 

@@ -81,7 +81,8 @@ def pgd_rows(rows: pd.DataFrame, norm: str | None) -> pd.DataFrame:
     return pgd
 
 
-def main() -> None:
+def parser():
+    """The step's command-line options."""
     p = _cli.parser(__doc__)
     p.add_argument("--data", required=True, help="prepared toy dataset file")
     p.add_argument("--models", nargs="+", required=True, help="model files to score")
@@ -97,30 +98,43 @@ def main() -> None:
     )
     p.add_argument("--batch-size", type=int, default=toy_pag.BATCH_SIZE, help="points per batch")
     _cli.add_table_outputs(p)
-    args = p.parse_args()
-    device = _cli.setup(args, [args.out_csv, args.out_md, args.out_html])
-    ds = data.load_prepared(args.data)
-    if ds.input_shape != (2,) or ds.num_classes != 2:
-        raise ValueError(f"{args.data} is not two-class 2-D data like the toy's ({ds.name!r})")
-    metrics = pd.concat([report.read_metrics(m) for m in args.metrics], ignore_index=True)
-    x = ds.x_test.to(device)
-    tangent = data.toy_tangent(device)
+    return p
 
-    def load(path):
-        model, meta = models.load_model(path, device)
-        missing = [k for k in ("source", "lam", "seed") if k not in meta]
-        if missing:
-            raise ValueError(f"model file {path} lacks {missing} in its metadata; rebuild it")
-        if meta.get("dataset") != ds.name or meta["num_classes"] != ds.num_classes:
+
+def load(path, ds: data.Dataset, device: str):
+    """A model file and its metadata, refused without source, lam, seed or of another dataset."""
+    model, meta = models.load_model(path, device)
+    missing = [k for k in ("source", "lam", "seed") if k not in meta]
+    if missing:
+        raise ValueError(f"model file {path} lacks {missing} in its metadata; rebuild it")
+    if meta.get("dataset") != ds.name or meta["num_classes"] != ds.num_classes:
+        raise ValueError(f"model {path} was trained on {meta.get('dataset')!r}, not {ds.name!r}")
+    return model, meta
+
+
+def accuracies(args, metrics: pd.DataFrame, role: str, path, meta: dict):
+    """A model's clean and PGD accuracy rows; a scored model must have one of each."""
+    found = model_rows(metrics, meta)
+    clean = found[found["attack"] == "clean"]["accuracy"]
+    pgd = pgd_rows(found, args.norm)
+    if role == "model":
+        if clean.empty or pgd.empty:
             raise ValueError(
-                f"model {path} was trained on {meta.get('dataset')!r}, not {ds.name!r}"
+                f"no clean and PGD accuracy of {path} (source {meta['source']}, "
+                f"λ {meta['lam']}, seed {meta['seed']}) in {', '.join(args.metrics)}"
             )
-        return model, meta
+        if len(clean) > 1 or len(pgd) > 1:
+            raise ValueError(f"several clean or PGD rows of {path} in {', '.join(args.metrics)}")
+    return clean, pgd
 
-    reference, ref_meta = load(args.reference)
+
+def score_models(
+    args, ds: data.Dataset, device: str, metrics: pd.DataFrame, x, tangent, reference, ref_meta
+):
+    """Each model's and the reference's row, and the scored models' PGD rows."""
     rows, used = [], []
     for role, path in [("model", m) for m in args.models] + [("reference", args.reference)]:
-        model, meta = (reference, ref_meta) if role == "reference" else load(path)
+        model, meta = (reference, ref_meta) if role == "reference" else load(path, ds, device)
         points = torch.stack(
             [
                 toy_pag.manifold_alignment(model, x, tangent, args.batch_size).double(),
@@ -128,19 +142,8 @@ def main() -> None:
             ]
         ).tolist()  # the one read back per model
         scores = [sum(v) / len(v) for v in points]
-        found = model_rows(metrics, meta)
-        clean = found[found["attack"] == "clean"]["accuracy"]
-        pgd = pgd_rows(found, args.norm)
+        clean, pgd = accuracies(args, metrics, role, path, meta)
         if role == "model":
-            if clean.empty or pgd.empty:
-                raise ValueError(
-                    f"no clean and PGD accuracy of {path} (source {meta['source']}, "
-                    f"λ {meta['lam']}, seed {meta['seed']}) in {', '.join(args.metrics)}"
-                )
-            if len(clean) > 1 or len(pgd) > 1:
-                raise ValueError(
-                    f"several clean or PGD rows of {path} in {', '.join(args.metrics)}"
-                )
             used.append(pgd)
         rows.append(
             {
@@ -161,10 +164,11 @@ def main() -> None:
             f"{path} ({role}): manifold alignment {scores[0]:.3f}, "
             f"teacher alignment {scores[1]:.3f}"
         )
-    table = pd.DataFrame(rows, columns=CSV_COLUMNS)
+    return rows, used
 
-    pgd = pd.concat(used)
-    attack = report.metric_labels(pgd)[pgd["norm"].iloc[0]]
+
+def shown_and_recipes(table: pd.DataFrame) -> tuple[pd.DataFrame, pd.DataFrame]:
+    """The rows as shown (models in source order, then the reference) and each recipe's means."""
     order = {s: i for i, s in enumerate(report.SOURCE_ORDER)}
     scored = table[table["role"] == "model"].sort_values(
         ["source", "lam", "seed"],
@@ -183,19 +187,27 @@ def main() -> None:
         )
         .reset_index()
     )
+    return shown, recipes
+
+
+def markdown(table: pd.DataFrame, used: list, ref_meta: dict, points: int) -> str:
+    """The table's Markdown page: each model, each recipe's means, and what the columns mean."""
+    pgd = pd.concat(used)
+    attack = report.metric_labels(pgd)[pgd["norm"].iloc[0]]
+    shown, recipes = shown_and_recipes(table)
     cells = table_cells(shown, [method(s, r) for s, r in zip(shown["source"], shown["role"])],
                         ("Seed", shown["seed"]), attack)  # fmt: skip
     means = table_cells(recipes, [method(s, "model") for s in recipes["source"]],
                         ("Seeds", recipes["seeds"]), attack)  # fmt: skip
     name = report.METHOD_NAMES.get(ref_meta["source"], ref_meta["source"])
     reference_name = f"{name}, λ {float(ref_meta['lam']):g}, seed {ref_meta['seed']}"
-    text = (
+    return (
         "# Toy: ground-truth PAG (manifold alignment) and the teacher-based score\n\n"
         + report.markdown(cells)
         + "\nEach recipe's mean over its seeds:\n\n"
         + report.markdown(means)
         + "\n"
-        f"On the {len(x)} test points. "
+        f"On the {points} test points. "
         "Manifold alignment (the ground truth): the mean over the test points of "
         "|cos(∇ₓ(f₁ − f₀), t)|, t the unit tangent of the data's line x₂ = 2 x₁: 1 where the "
         "margin's gradient points along the data manifold (perceptually aligned, Section 5.1), "
@@ -206,6 +218,21 @@ def main() -> None:
         "cells are blank where the metrics hold none of it. The tests over the seeds are the "
         "toy's answer page's (answer_toy).\n"
     )
+
+
+def main() -> None:
+    args = parser().parse_args()
+    device = _cli.setup(args, [args.out_csv, args.out_md, args.out_html])
+    ds = data.load_prepared(args.data)
+    if ds.input_shape != (2,) or ds.num_classes != 2:
+        raise ValueError(f"{args.data} is not two-class 2-D data like the toy's ({ds.name!r})")
+    metrics = pd.concat([report.read_metrics(m) for m in args.metrics], ignore_index=True)
+    x = ds.x_test.to(device)
+    tangent = data.toy_tangent(device)
+    reference, ref_meta = load(args.reference, ds, device)
+    rows, used = score_models(args, ds, device, metrics, x, tangent, reference, ref_meta)
+    table = pd.DataFrame(rows, columns=CSV_COLUMNS)
+    text = markdown(table, used, ref_meta, len(x))
     _cli.write_table(args, table, text)
     _cli.log(
         f"{len(args.models)} models and the reference -> "

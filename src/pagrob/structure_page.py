@@ -1,0 +1,184 @@
+"""The "What is where" page, docs/structure.md, generated from the code: every Python file under
+src/ (the tree walked, packages included) with its module docstring's first paragraph, grouped by
+package; the workflow's rule files (workflow/rules/*.smk) with their leading comment block;
+bench/*.py with their docstrings' first paragraph; and the top-level files (Snakefile, Makefile,
+the YAML configs) with the first sentence of their leading comment.
+
+``make docs`` writes it (then builds the site), or by hand:
+
+    .venv/bin/python -m pagrob.structure_page --out docs/structure.md
+
+A file under src/ without a module docstring is an error that names it and the fix. Pure Python
+(standard library only); the page depends on nothing but the files, so a test holds the committed
+page equal to what this writes.
+"""
+
+from __future__ import annotations
+
+import argparse
+import ast
+import re
+from pathlib import Path
+
+#: the repository's top folder
+REPO = Path(__file__).resolve().parents[2]
+#: the command that writes the page (the Makefile's target runs it, then mkdocs)
+COMMAND = "python -m pagrob.structure_page --out docs/structure.md"
+
+
+class MissingDocstring(Exception):
+    """Files under src/ that have no module docstring."""
+
+
+def first_paragraph(text: str) -> str:
+    """The text up to its first blank line, on one line."""
+    paragraph = text.strip().split("\n\n")[0]
+    return " ".join(line.strip() for line in paragraph.splitlines())
+
+
+def first_sentence(text: str) -> str:
+    """The text up to the end of its first sentence (a '.', '!' or '?' at the end of a line, or
+    before a space and a capital letter, a digit, a quote or a parenthesis), on one line."""
+    sentence = re.split(r"(?<=[.!?])(?:\n|\s+(?=[A-Z0-9(\"`]))", text.strip(), maxsplit=1)[0]
+    return " ".join(sentence.split())
+
+
+def docstring(path: Path) -> str | None:
+    """A Python file's module docstring, or None."""
+    return ast.get_docstring(ast.parse(path.read_text(), filename=str(path)))
+
+
+def leading_comment(path: Path) -> str | None:
+    """The first block of '#' comment lines at the top of a file (after blank lines), a line
+    each, or None where the file starts otherwise."""
+    lines = []
+    for line in path.read_text().splitlines():
+        stripped = line.strip()
+        if stripped.startswith("#!") and not lines:
+            continue
+        if stripped.startswith("#"):
+            lines.append(stripped.lstrip("#").strip())
+        elif lines or stripped:
+            break
+    text = "\n".join(line for line in lines if line)
+    return text or None
+
+
+def markdown(text: str) -> str:
+    """Text for a markdown list item: '<' and '*' outside code spans escaped, so that a path
+    like <root>/{dataset} or a glob like *.tsv shows as written."""
+    parts = re.split(r"(`+[^`]*`+)", text)
+    return "".join(
+        part if part.startswith("`") else part.replace("<", "&lt;").replace("*", r"\*")
+        for part in parts
+    )
+
+
+def src_packages(root: Path) -> dict[str, list[Path]]:
+    """Every .py file under root/src, by the dotted name of its folder, both sorted."""
+    files = [
+        p
+        for p in (root / "src").rglob("*.py")
+        if "__pycache__" not in p.parts and not any(part.endswith(".egg-info") for part in p.parts)
+    ]
+    packages: dict[str, list[Path]] = {}
+    for path in sorted(files):
+        name = ".".join(path.parent.relative_to(root / "src").parts) or "src"
+        packages.setdefault(name, []).append(path)
+    return dict(sorted(packages.items()))
+
+
+def check_docstrings(root: Path) -> dict[Path, str]:
+    """Each src file's docstring; raises MissingDocstring naming every file without one."""
+    found, missing = {}, []
+    for files in src_packages(root).values():
+        for path in files:
+            doc = docstring(path)
+            if doc and doc.strip():
+                found[path] = doc
+            else:
+                missing.append(path.relative_to(root).as_posix())
+    if missing:
+        raise MissingDocstring(
+            f"{len(missing)} file(s) under src/ have no module docstring: {', '.join(missing)}. "
+            "Open each with a docstring saying what the module is for (its first paragraph is "
+            f"its line in docs/structure.md), then run `make docs` (or `{COMMAND}`)."
+        )
+    return found
+
+
+def top_level(root: Path) -> list[Path]:
+    """The files at the top that say what the project runs: Snakefile, Makefile, the YAML
+    files (the configs)."""
+    named = [root / n for n in ("Snakefile", "Makefile") if (root / n).is_file()]
+    yamls = sorted(p for p in root.iterdir() if p.is_file() and p.suffix in (".yaml", ".yml"))
+    return named + yamls
+
+
+def render(root: Path = REPO) -> str:
+    """The page's markdown for the repository at ``root``."""
+    docs = check_docstrings(root)
+    lines = [
+        "# What is where",
+        "",
+        "Every file of the code and the workflow, with what its own docstring or leading "
+        f"comment says it is for. Generated by `make docs` (`{COMMAND}`) from the files "
+        "themselves; do not edit it: change the docstring, then run the command again.",
+        "",
+        "## The library (src/)",
+        "",
+        "The PyTorch code and the pure-Python modules the workflow reads, by package; the "
+        "workflow's steps are the entry points (`python -m pagrob.steps.<step>`) each rule "
+        "calls.",
+        "",
+    ]
+    for package, files in src_packages(root).items():
+        lines += [f"### {package}", ""]
+        for path in files:
+            rel = path.relative_to(root).as_posix()
+            lines.append(f"- `{rel}`: {markdown(first_paragraph(docs[path]))}")
+        lines.append("")
+
+    lines += ["## The workflow's rules (workflow/rules/)", ""]
+    for path in sorted((root / "workflow" / "rules").glob("*.smk")):
+        comment = leading_comment(path)
+        text = " ".join(comment.split()) if comment else None
+        lines.append(f"- `{path.relative_to(root).as_posix()}`: {describe(text)}")
+    lines += ["", "## Measurements (bench/)", ""]
+    for path in sorted((root / "bench").glob("*.py")):
+        doc = docstring(path)
+        text = first_paragraph(doc) if doc else None
+        lines.append(f"- `{path.relative_to(root).as_posix()}`: {describe(text)}")
+    lines += ["", "## The top-level files", ""]
+    for path in top_level(root):
+        comment = leading_comment(path)
+        lines.append(f"- `{path.name}`: {describe(first_sentence(comment) if comment else None)}")
+    return "\n".join(lines) + "\n"
+
+
+def describe(text: str | None) -> str:
+    return markdown(text) if text else "(no leading comment or docstring)"
+
+
+def main(argv: list[str] | None = None) -> Path:
+    p = argparse.ArgumentParser(
+        prog="python -m pagrob.structure_page", description=__doc__.split("\n\n")[0]
+    )
+    p.add_argument("--out", type=Path, required=True, help="the page, e.g. docs/structure.md")
+    p.add_argument(
+        "--root", type=Path, default=REPO, help="the repository (default: this checkout)"
+    )
+    args = p.parse_args(argv)
+    try:
+        text = render(args.root)
+    except MissingDocstring as e:
+        raise SystemExit(f"error: {e}") from None
+    from pagrob.io import write_text
+
+    write_text(text, args.out)
+    print(f"wrote {args.out}")
+    return args.out
+
+
+if __name__ == "__main__":
+    main()
