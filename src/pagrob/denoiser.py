@@ -8,11 +8,16 @@ training image x its residual ``g(x, c) = D(x, c, sigma) - x`` is the score of c
 smoothed at noise level sigma, scaled by sigma^2: a target of the same shape, r - x, as the
 hand-made sources, with r the denoiser's class-conditional estimate instead of a fixed image.
 
-The network predicts the noise: ``D(x, c, sigma) = x - sigma * F(x, c, log sigma)``, trained with
-``|| F(x0 + sigma e, c, log sigma) - e ||^2`` over noise levels drawn log-uniformly from
-[sigma_min, sigma_max] (Vincent 2011; Song & Ermon 2019), so that one model serves the whole
-sweep of sigma. ``mlp`` conditions on a one-hot class and log sigma concatenated to the
-flattened input (the toy, the 8x8 digits); ``conv`` on the same as constant feature maps.
+The network F is preconditioned as in Karras et al. (EDM, 2022), with the data's scale
+sigma_d (``scale``): ``D(x, c, sigma) = c_skip x + c_out F(c_in x, c, log(sigma) / 4)``,
+c_skip = sigma_d^2 / (sigma^2 + sigma_d^2), c_out = sigma sigma_d / sqrt(sigma^2 + sigma_d^2),
+c_in = 1 / sqrt(sigma^2 + sigma_d^2), so that F's input and target have unit scale at every
+sigma and D passes x through where the noise is small (an MLP narrower than the image could not
+learn that identity). It is trained on the noise it implies, ``(x_sigma - D) / sigma``, against
+the noise added, over noise levels drawn log-uniformly from [sigma_min, sigma_max] (denoising
+score matching: Vincent 2011; Song & Ermon 2019), so that one model serves the whole sweep of
+sigma. ``mlp`` conditions on a one-hot class and log sigma concatenated to the flattened input
+(the toy, the 8x8 digits, Fashion-MNIST); ``conv`` on the same as constant feature maps.
 
 No BatchNorm: evaluation is deterministic and per image.
 """
@@ -37,17 +42,32 @@ FILE_KEYS = ("state_dict", "arch", "input_shape", "num_classes", "settings")
 
 
 def _conditioning(y: Tensor, sigma: Tensor, num_classes: int, dtype) -> Tensor:
-    """[B, C + 1]: the one-hot class and log sigma, the network's conditioning."""
+    """[B, C + 1]: the one-hot class and log(sigma) / 4, the network's conditioning."""
     onehot = nn.functional.one_hot(y, num_classes).to(dtype)
-    return torch.cat([onehot, sigma.log().to(dtype).view(-1, 1)], dim=1)
+    return torch.cat([onehot, (sigma.log() / 4).to(dtype).view(-1, 1)], dim=1)
 
 
-class MLPDenoiser(nn.Module):
+class _Preconditioned(nn.Module):
+    """D from the raw network ``forward_raw`` with EDM's preconditioning (module docstring)."""
+
+    def denoise(self, x: Tensor, y: Tensor, sigma: Tensor) -> Tensor:
+        s = sigma.to(x.dtype).view(-1, *[1] * (x.dim() - 1))
+        var = s**2 + self.scale**2
+        c_skip, c_out, c_in = self.scale**2 / var, s * self.scale / var.sqrt(), var.rsqrt()
+        return c_skip * x + c_out * self.forward_raw(c_in * x, y, sigma)
+
+    def noise(self, x: Tensor, y: Tensor, sigma: Tensor) -> Tensor:
+        """The noise that D implies: (x - D(x, c, sigma)) / sigma."""
+        s = sigma.to(x.dtype).view(-1, *[1] * (x.dim() - 1))
+        return (x - self.denoise(x, y, sigma)) / s
+
+
+class MLPDenoiser(_Preconditioned):
     """[flattened x, one-hot c, log sigma] -> width -> width -> width -> noise estimate, SiLU."""
 
     arch = "mlp"
 
-    def __init__(self, input_shape, num_classes: int, width: int = 256, scale: float = 1.0):
+    def __init__(self, input_shape, num_classes: int, width: int = 256, scale: float = 0.5):
         super().__init__()
         self.input_shape = tuple(int(s) for s in input_shape)
         self.num_classes = int(num_classes)
@@ -67,19 +87,18 @@ class MLPDenoiser(nn.Module):
     def options(self) -> dict:
         return {"width": self.width, "scale": self.scale}
 
-    def noise(self, x: Tensor, y: Tensor, sigma: Tensor) -> Tensor:
-        cond = _conditioning(y, sigma / self.scale, self.num_classes, x.dtype)
-        h = torch.cat([x.flatten(1) / self.scale, cond], dim=1)
-        return self.net(h).view_as(x)
+    def forward_raw(self, x: Tensor, y: Tensor, sigma: Tensor) -> Tensor:
+        cond = _conditioning(y, sigma, self.num_classes, x.dtype)
+        return self.net(torch.cat([x.flatten(1), cond], dim=1)).view_as(x)
 
 
-class ConvDenoiser(nn.Module):
+class ConvDenoiser(_Preconditioned):
     """Four 3x3 convolutions at full resolution on [x, class maps, log-sigma map], SiLU, with
     a skip of the input channels into the last; for small images (28x28 and below)."""
 
     arch = "conv"
 
-    def __init__(self, input_shape, num_classes: int, width: int = 64, scale: float = 1.0):
+    def __init__(self, input_shape, num_classes: int, width: int = 64, scale: float = 0.5):
         super().__init__()
         self.input_shape = tuple(int(s) for s in input_shape)
         self.num_classes = int(num_classes)
@@ -102,10 +121,10 @@ class ConvDenoiser(nn.Module):
     def options(self) -> dict:
         return {"width": self.width, "scale": self.scale}
 
-    def noise(self, x: Tensor, y: Tensor, sigma: Tensor) -> Tensor:
-        cond = _conditioning(y, sigma / self.scale, self.num_classes, x.dtype)
+    def forward_raw(self, x: Tensor, y: Tensor, sigma: Tensor) -> Tensor:
+        cond = _conditioning(y, sigma, self.num_classes, x.dtype)
         maps = cond[:, :, None, None].expand(-1, -1, *x.shape[2:])
-        h = torch.cat([x / self.scale, maps], dim=1)
+        h = torch.cat([x, maps], dim=1)
         return self.out(torch.cat([self.body(h), h], dim=1))
 
 
@@ -119,10 +138,10 @@ def build(arch: str, input_shape, num_classes: int, **options) -> nn.Module:
 
 
 def denoise(net: nn.Module, x: Tensor, y: Tensor, sigma: float | Tensor) -> Tensor:
-    """D(x, c, sigma) = x - sigma F(x, c, log sigma): the estimate of the clean image of class
-    ``y`` behind ``x`` at noise level ``sigma`` (a number, or one per image)."""
+    """D(x, c, sigma): the estimate of the clean image of class ``y`` behind ``x`` at noise
+    level ``sigma`` (a number, or one per image)."""
     s = torch.as_tensor(sigma, dtype=x.dtype, device=x.device).expand(len(x))
-    return x - s.view(-1, *[1] * (x.dim() - 1)) * net.noise(x, y, s)
+    return net.denoise(x, y, s)
 
 
 def epoch_generator(seed: int, epoch: int) -> torch.Generator:

@@ -341,9 +341,9 @@ class DenoiserSettings:
     sigma_min: float
     sigma_max: float
     width: int = 256
-    #: the inputs' scale: the network sees x / scale (1 for images in [0, 1]; the toy's
-    #: coordinates span about +-100)
-    scale: float = 1.0
+    #: the data's scale sigma_d of the network's preconditioning (EDM's 0.5 for images in
+    #: [0, 1]; the toy's coordinates spread over about +-100)
+    scale: float = 0.5
     seed: int = 0
 
     def __post_init__(self):

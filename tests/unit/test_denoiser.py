@@ -38,10 +38,17 @@ def trained():
     torch.set_num_threads(1)  # set up before the autouse fixture that does it per test
     x, y = gaussian_classes(2000, seed=0)
     settings = denoiser.DenoiserSettings(
-        arch="mlp", epochs=20, batch_size=128, lr=3e-3, sigma_min=0.1, sigma_max=2.0, width=64
+        arch="mlp",
+        epochs=20,
+        batch_size=128,
+        lr=3e-3,
+        sigma_min=0.1,
+        sigma_max=2.0,
+        width=64,
+        scale=1.5,
     )
     torch.manual_seed(settings.seed)
-    net = denoiser.build("mlp", (2,), 2, width=settings.width)
+    net = denoiser.build("mlp", (2,), 2, width=settings.width, scale=settings.scale)
     denoiser.fit(net, x, y, settings, log=lambda _: None)
     return net, settings
 
