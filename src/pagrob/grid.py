@@ -19,7 +19,7 @@ from pagrob import grid_jobs, registry
 from pagrob.experiments import EXPERIMENTS
 from pagrob.experiments.base import ConfigError, lam_str
 from pagrob.grid_jobs import Job
-from pagrob.registry import DRAWN, SCORE
+from pagrob.registry import DRAWN
 
 __all__ = ["ConfigError", "Grid", "Job", "files_of", "lam_str"]
 
@@ -158,36 +158,6 @@ class Grid:
             )
         return spec
 
-    # --- The score-based sources' denoiser ------------------------------------------------------
-
-    def score_config(self, dataset):
-        """datasets.<dataset>.score_based, which a score-based source needs with its noise level."""
-        block = self.dataset_config(dataset).get("score_based")
-        if not block or block.get("sigma") is None:
-            raise ConfigError(
-                f"config: a score-based source ({', '.join(SCORE)}) is trained on {dataset!r} but "
-                f"datasets.{dataset}.score_based.sigma is not set: give the noise level of its "
-                f"targets (and datasets.{dataset}.score_based.denoiser, the denoiser's recipe)"
-            )
-        return block
-
-    def score_targets_file(self, dataset, source, sigma):
-        """The targets of a score-based source at a swept noise level (experiments.sigma_sweep):
-        <root>/<dataset>/targets/<source>/sigma<sigma>.pt."""
-        return self.results(f"{dataset}/targets/{source}/sigma{lam_str(sigma)}.pt")
-
-    def denoiser_file(self, dataset):
-        seed = self.score_config(dataset)["denoiser"]["seed"]
-        return self.results(f"{dataset}/denoiser/seed{seed}/model.pt")
-
-    def uses_score(self, dataset):
-        """Whether some model of ``dataset`` trains with a score-based source."""
-        return any(
-            m.split("/")[-3].split(".")[0] in SCORE
-            for m in self.dataset_models(dataset)
-            if "/external/" not in m
-        )
-
     # --- The experiments composed ----------------------------------------------------------------
 
     def used_datasets(self):
@@ -206,8 +176,6 @@ class Grid:
         """Every experiment's config checks, and a definition for every dataset they use."""
         for dataset in self.used_datasets():
             self.dataset_config(dataset)
-            if self.uses_score(dataset):
-                self.score_config(dataset)
         for exp in self.experiments.values():
             exp.check()
 

@@ -78,7 +78,7 @@ def dataset_jobs(grid, d) -> list[Job]:
             out.append(Job("toy_pag", d, grid.results("tables/toy_pag.csv")))
         if grid.toy.score_validated():  # its denoiser against the exact score
             if not any(j.rule == "denoiser" for j in out):
-                out.append(Job("denoiser", d, grid.denoiser_file(d)))
+                out.append(Job("denoiser", d, grid.score_based.denoiser_file(d)))
             out.append(Job("toy_score", d, grid.results("tables/toy_score.csv")))
         return toy_per_recipe(grid, out)
     return out + checks_jobs(grid, d) + pag_jobs(grid, d) + figure_jobs(grid, d)
@@ -93,7 +93,7 @@ def targets_jobs(grid, d, folders) -> list[Job]:
         name = m.split("/")[-3]
         source, sigma = name.split(".")[0], sigma_of(name)  # a variant: its source's
         if sigma is not None:  # the sigma sweep's: the targets at its noise level
-            targets.setdefault(grid.score_targets_file(d, source, sigma), (source, "sigma"))
+            targets.setdefault(grid.score_based.targets_file(d, source, sigma), (source, "sigma"))
         elif source in STORED:
             targets.setdefault(grid.targets_file(d, source, m.rsplit("seed", 1)[1]), (source, ""))
     rules = {"sigma": "make_score_targets"}
@@ -104,7 +104,7 @@ def targets_jobs(grid, d, folders) -> list[Job]:
         for path, (s, kind) in targets.items()
     ]
     if any(s in SCORE for s, _ in targets.values()):  # their denoiser, first
-        out.insert(0, Job("denoiser", d, grid.denoiser_file(d)))
+        out.insert(0, Job("denoiser", d, grid.score_based.denoiser_file(d)))
     return out
 
 

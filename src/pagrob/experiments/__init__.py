@@ -9,6 +9,7 @@ from pagrob.experiments.lambda_ablation import LambdaAblation
 from pagrob.experiments.main import Main
 from pagrob.experiments.pag_scores import PagScores
 from pagrob.experiments.robustness import Robustness
+from pagrob.experiments.score_based import ScoreBased
 from pagrob.experiments.seeds import Seeds
 from pagrob.experiments.sigma_sweep import SigmaSweep
 from pagrob.experiments.toy import Toy
@@ -24,4 +25,5 @@ EXPERIMENTS = (
     External,
     PagScores,
     Robustness,
+    ScoreBased,
 )

@@ -55,4 +55,4 @@ class SigmaSweep(Experiment):
                 f"a score-based source's noise level; choose one of {list(SCORE)}"
             )
         if self.cfg:
-            self.grid.score_config(self.dataset())
+            self.grid.score_based.config(self.dataset())

@@ -51,4 +51,4 @@ class Toy(Experiment):
 
     def check(self) -> None:
         if self.score_validated():
-            self.grid.score_config("toy")
+            self.grid.score_based.config("toy")

@@ -15,7 +15,7 @@ from pagrob import data, denoiser, io, sources, target_files
 from pagrob.steps import _cli
 
 
-def main() -> None:
+def parser():
     p = _cli.parser(__doc__)
     p.add_argument("--data", required=True, help="prepared dataset file")
     p.add_argument(
@@ -50,7 +50,11 @@ def main() -> None:
         help="score-based sources: the noise level at which the denoiser's residual is taken",
     )
     p.add_argument("--out", required=True)
-    args = p.parse_args()
+    return p
+
+
+def main() -> None:
+    args = parser().parse_args()
     check_args(args)
     device = _cli.setup(args, [args.out])
     ds = data.load_prepared(args.data)
