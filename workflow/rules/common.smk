@@ -342,7 +342,7 @@ def targets_flags(wildcards):
         return flags({"labels": grid.file_targets_config(wildcards.dataset)["labels"]})
     if wildcards.source in SCORE:  # the control's shuffle is drawn from targets.seed
         sigma = getattr(wildcards, "sigma", None)  # the sweep's, else the config's
-        sigma = sigma or grid.score_config(wildcards.dataset)["sigma"]
+        sigma = sigma or grid.score_based.config(wildcards.dataset)["sigma"]
         return flags({"sigma": sigma, "seed": t["seed"]})
     draw = {"seed": wildcards.seed} if wildcards.source in DRAWN else {}
     return flags({k: t[k] for k in TARGETS_KEYS[wildcards.source]} | draw)
@@ -352,7 +352,7 @@ def targets_inputs(wildcards):
     """The prepared data, and for the file source the file (and labels) it matches to them."""
     inputs = {"data": f"{results()}/{wildcards.dataset}/data.pt"}
     if wildcards.source in SCORE:
-        inputs["denoiser"] = grid.denoiser_file(wildcards.dataset)
+        inputs["denoiser"] = grid.score_based.denoiser_file(wildcards.dataset)
     if wildcards.source == FILE:
         spec = grid.file_targets_config(wildcards.dataset)
         inputs["file"] = spec["data"]
@@ -370,7 +370,7 @@ def file_flag(wildcards, input):
 
 def denoiser_settings(wildcards):
     """--settings of the score-based sources' denoiser: datasets.<d>.score_based.denoiser."""
-    block = grid.score_config(wildcards.dataset)["denoiser"]
+    block = grid.score_based.config(wildcards.dataset)["denoiser"]
     if int(wildcards.seed) != block["seed"]:
         raise ConfigError(
             f"{results()}/{wildcards.dataset}/denoiser/seed{wildcards.seed} is not a model of "
@@ -385,7 +385,7 @@ def train_inputs(wildcards):
     if getattr(
         wildcards, "sigma", None
     ):  # the sigma sweep's: targets at its noise level
-        inputs["targets"] = grid.score_targets_file(
+        inputs["targets"] = grid.score_based.targets_file(
             wildcards.dataset, wildcards.source, wildcards.sigma
         )
     elif wildcards.source in STORED:

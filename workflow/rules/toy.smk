@@ -52,7 +52,7 @@ rule toy_figure:
 rule toy_score:
     input:
         data=results("toy/data.pt"),
-        denoiser=lambda w: grid.denoiser_file("toy"),
+        denoiser=lambda w: grid.score_based.denoiser_file("toy"),
     output:
         md=results("tables/toy_score.md"),
         csv=results("tables/toy_score.csv"),
@@ -76,7 +76,7 @@ rule toy_score:
         centers=lambda w: shlex.quote(
             json.dumps(grid.dataset_config("toy")["data"]["centers"])
         ),
-        sigma=lambda w: grid.score_config("toy")["sigma"],
+        sigma=lambda w: grid.score_based.config("toy")["sigma"],
         common=lambda w: common_flags("toy"),
     shell:
         "python -m pagrob.steps.toy_score --data {input.data} --denoiser {input.denoiser} "
