@@ -175,9 +175,11 @@ def fit(
         net.train()
         g = epoch_generator(settings.seed, epoch)
         # cpu: seeded draws, each moved to the device once per epoch
-        order = torch.randperm(n, generator=g).to(x.device)
-        log_sigma = (torch.rand(n, generator=g, dtype=x.dtype) * (hi - lo) + lo).to(x.device)
-        noise = torch.randn(x.shape, generator=g, dtype=x.dtype).to(x.device)
+        order = torch.randperm(n, generator=g).to(x.device)  # cpu: seeded draw, moved once
+        u = torch.rand(n, generator=g, dtype=x.dtype)  # cpu: seeded draw, moved once
+        log_sigma = (u * (hi - lo) + lo).to(x.device)
+        noise = torch.randn(x.shape, generator=g, dtype=x.dtype)  # cpu: seeded draw
+        noise = noise.to(x.device)
         total = torch.zeros((), dtype=torch.float64, device=x.device)
         for start in range(0, n, settings.batch_size):
             idx = order[start : start + settings.batch_size]
@@ -232,11 +234,13 @@ def shuffled_classes(n: int, num_classes: int, seed: int) -> Tensor:
     derangement, so that no slot keeps its own class): the shuffled-label control's classes."""
     g = torch.Generator().manual_seed(seed)
     # a random cyclic shift by 1..C-1 of a random permutation has no fixed point
-    perm = torch.argsort(torch.rand(n, num_classes, generator=g), dim=1)
-    shift = torch.randint(1, num_classes, (n, 1), generator=g)
-    rows = torch.arange(n).view(-1, 1)
+    keys = torch.rand(n, num_classes, generator=g)  # cpu: seeded labels, moved where used
+    perm = torch.argsort(keys, dim=1)
+    shift = torch.randint(1, num_classes, (n, 1), generator=g)  # cpu: see above
+    rows = torch.arange(n).view(-1, 1)  # cpu: see above
+    cycle = torch.arange(num_classes)  # cpu: see above
     out = torch.empty_like(perm)
-    out[rows, perm] = perm.gather(1, (torch.arange(num_classes) + shift) % num_classes)
+    out[rows, perm] = perm.gather(1, (cycle + shift) % num_classes)
     return out
 
 

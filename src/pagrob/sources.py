@@ -357,5 +357,5 @@ def score_representatives(gradients: Tensor, x_train: Tensor, device="cpu") -> N
     n, num_classes = gradients.shape[:2]
     g = gradients.to(x_train.device, x_train.dtype)
     bank = (x_train.unsqueeze(1) + g).flatten(0, 1)  # [N * C, *image]
-    rows = torch.arange(n * num_classes).view(n, num_classes)
-    return NearestNeighbors(bank.to(device), rows.to(device))
+    rows = torch.arange(n * num_classes, device=device).view(n, num_classes)
+    return NearestNeighbors(bank.to(device), rows)

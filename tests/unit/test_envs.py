@@ -372,6 +372,24 @@ def report_step_runs(tmp_path):
         ],
         "seeds_table": [table("seeds", "--metrics", *seeds)],
         "ablation_table": [table("ablation", "--metrics", *ablation)],
+        "sigma_sweep": [
+            (
+                "pagrob.steps.sigma_sweep",
+                [
+                    "--metrics",
+                    m("digits", "vanilla", 0.0, 0, 90.0),
+                    *(m("digits", f"score_based.sigma{s}", 0.3, 0, 88.0) for s in (0.1, 0.5)),
+                    "--out-md",
+                    str(tmp_path / "sigma_sweep.md"),
+                    "--out-csv",
+                    str(tmp_path / "sigma_sweep.csv"),
+                    "--out-png",
+                    str(tmp_path / "sigma_sweep.png"),
+                    "--out-pdf",
+                    str(tmp_path / "sigma_sweep.pdf"),
+                ],
+            )
+        ],
         "external_table": [
             table(
                 "external",

@@ -20,7 +20,10 @@ def region(x_test: torch.Tensor) -> torch.Tensor:
     """Fig. 3's region: the test points' box, 15% wider on each side, as a grid of points."""
     lo, hi = x_test.min(0).values, x_test.max(0).values
     pad = 0.15 * (hi - lo)
-    axes = [torch.linspace(lo[i] - pad[i], hi[i] + pad[i], RESOLUTION) for i in (0, 1)]
+    axes = [
+        torch.linspace(lo[i] - pad[i], hi[i] + pad[i], RESOLUTION)  # cpu: the toy's points
+        for i in (0, 1)
+    ]
     return torch.cartesian_prod(*axes)
 
 
