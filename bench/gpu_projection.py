@@ -17,7 +17,8 @@ from pathlib import Path
 import yaml
 
 from pagrob import autoattack, registry, sources
-from pagrob.grid import Grid, Job
+from pagrob.grid import Grid
+from pagrob.grid_jobs import TOY_BATCHED, Job
 
 ROOT = Path(__file__).resolve().parents[1]
 SCHEMA = ROOT / "workflow" / "schemas" / "config.schema.yaml"
@@ -89,7 +90,7 @@ def job_kind(job: Job) -> str | None:
         return None if job.imported else f"teacher:{job.norm}"
     if job.rule == "autoattack":
         return f"autoattack:{job.norm}"
-    if job.rule in ("import_external", "toy_pag", "toy_figure", *Grid.TOY_BATCHED.values()):
+    if job.rule in ("import_external", "toy_pag", "toy_figure", "toy_score", *TOY_BATCHED.values()):
         return None  # no GPU time: imports, and the toy's CPU jobs
     return FIGURE_KINDS.get(job.rule, job.rule)
 

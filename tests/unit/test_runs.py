@@ -6,6 +6,7 @@ from __future__ import annotations
 import os
 import subprocess
 import sys
+from concurrent.futures import ThreadPoolExecutor
 
 import pandas as pd
 import pytest
@@ -24,6 +25,26 @@ def step(*args, check=True):
     )
     assert not check or proc.returncode == 0, proc.stderr
     return proc
+
+
+def steps(*runs: list[str]) -> list[str]:
+    """These step runs (each the arguments of ``python -m``) at once, a process each (each
+    computes alone: one thread, its own seed); each must succeed. Their standard outputs."""
+    procs = [
+        subprocess.Popen(
+            [sys.executable, "-m", *args],
+            env=ENV,
+            stdout=subprocess.PIPE,
+            stderr=subprocess.PIPE,
+            text=True,
+        )
+        for args in runs
+    ]
+    with ThreadPoolExecutor(len(procs)) as pool:
+        outputs = list(pool.map(lambda proc: proc.communicate(timeout=300), procs))
+    for proc, (_, err) in zip(procs, outputs):
+        assert proc.returncode == 0, err
+    return [out for out, _ in outputs]
 
 
 def train_args(folder, seed, out):
@@ -54,16 +75,18 @@ def toy(tmp_path):
 def test_runs_in_one_process_equal_runs_alone(toy):
     alone = [toy / "alone" / f"seed{s}" / "model.pt" for s in (0, 1)]
     together = [toy / "together" / f"seed{s}" / "model.pt" for s in (0, 1)]
-    for seed, out in zip((0, 1), alone):
-        step("pagrob.steps.train", *train_args(toy, seed, out))
-    proc = step(
-        "pagrob.steps.runs",
-        "pagrob.steps.train",
-        *train_args(toy, 0, together[0]),
-        runs.SEPARATOR,
-        *train_args(toy, 1, together[1]),
+    # each seed alone, and both in one process (the three processes at once)
+    *_, stdout = steps(
+        *(["pagrob.steps.train", *train_args(toy, seed, out)] for seed, out in zip((0, 1), alone)),
+        [
+            "pagrob.steps.runs",
+            "pagrob.steps.train",
+            *train_args(toy, 0, together[0]),
+            runs.SEPARATOR,
+            *train_args(toy, 1, together[1]),
+        ],
     )
-    assert proc.stdout.count("--- run ") == 2
+    assert stdout.count("--- run ") == 2
     for a, b in zip(alone, together):
         sa = torch.load(a, weights_only=True)["state_dict"]
         sb = torch.load(b, weights_only=True)["state_dict"]
@@ -79,14 +102,18 @@ def test_runs_in_one_process_equal_runs_alone(toy):
         return ["--data", str(toy / "data.pt"), "--model", str(model), "--settings", ev,
                 "--threads", "1", "--out", str(out)]  # fmt: skip
 
-    for i, model in enumerate(alone):
-        step("pagrob.steps.evaluate", *evaluate(model, toy / f"alone{i}.csv"))
-    step(
-        "pagrob.steps.runs",
-        "pagrob.steps.evaluate",
-        *evaluate(together[0], toy / "together0.csv"),
-        runs.SEPARATOR,
-        *evaluate(together[1], toy / "together1.csv"),
+    steps(
+        *(
+            ["pagrob.steps.evaluate", *evaluate(m, toy / f"alone{i}.csv")]
+            for i, m in enumerate(alone)
+        ),
+        [
+            "pagrob.steps.runs",
+            "pagrob.steps.evaluate",
+            *evaluate(together[0], toy / "together0.csv"),
+            runs.SEPARATOR,
+            *evaluate(together[1], toy / "together1.csv"),
+        ],
     )
     for i in range(2):
         a, b = pd.read_csv(toy / f"alone{i}.csv"), pd.read_csv(toy / f"together{i}.csv")

@@ -6,6 +6,7 @@ import signal
 import subprocess
 import sys
 import time
+from concurrent.futures import ThreadPoolExecutor
 
 import pandas as pd
 import pytest
@@ -84,24 +85,37 @@ def digits(tmp_path_factory):
 
 
 @pytest.fixture(scope="module")
-def uninterrupted(digits, tmp_path_factory):
-    out = tmp_path_factory.mktemp("aa") / "autoattack_linf.csv"
-    proc = autoattack_step(digits[2], out)
-    log, _ = proc.communicate(timeout=900)
-    assert proc.returncode == 0, log
-    return out, log
+def autoattack_runs(digits, tmp_path_factory):
+    """The autoattack step on the digits model twice, run at once (a process each, one thread
+    each): the whole standard version ("whole") and its APGD stages alone ("apgd"); for each,
+    its CSV and its log."""
+    where = tmp_path_factory.mktemp("aa")
+    runs = {
+        "whole": (where / "autoattack_linf.csv", {}),
+        "apgd": (where / "autoattack_apgd.csv", {"stages": ["apgd-ce", "apgd-t"]}),
+    }
+    procs = [autoattack_step(digits[2], out, **more) for out, more in runs.values()]
+    with ThreadPoolExecutor(len(procs)) as pool:
+        logs = list(pool.map(lambda proc: proc.communicate(timeout=900)[0], procs))
+    for proc, log in zip(procs, logs):
+        assert proc.returncode == 0, log
+    return {name: (out, log) for (name, (out, _)), log in zip(runs.items(), logs)}
+
+
+@pytest.fixture(scope="module")
+def uninterrupted(autoattack_runs):
+    return autoattack_runs["whole"]
 
 
 @pytest.mark.slow
-def test_the_apgd_stages_alone_are_what_the_whole_run_has_after_them(digits, uninterrupted):
+def test_the_apgd_stages_alone_are_what_the_whole_run_has_after_them(
+    autoattack_runs, uninterrupted
+):
     """The cheaper stage of the seeds outside full_seeds: AutoAttack stopped after APGD-T gives
     the same rows, per-image results included, as the whole version after its APGD stages, and
     no final row (it is not the whole version)."""
     whole, _ = uninterrupted
-    out = whole.with_name("autoattack_apgd.csv")
-    proc = autoattack_step(digits[2], out, stages=["apgd-ce", "apgd-t"])
-    log, _ = proc.communicate(timeout=900)
-    assert proc.returncode == 0, log
+    out, log = autoattack_runs["apgd"]
     cheap = pd.read_csv(out, keep_default_na=False)
     assert cheap["attack"].tolist() == ["autoattack:apgd-ce", "autoattack:apgd-t"]
     full = pd.read_csv(whole, keep_default_na=False).set_index("attack")
@@ -224,24 +238,31 @@ class ScaledLogits(nn.Module):
         return self.model(x) * 1e4
 
 
-def checks_of(model, ds, tmp_path, name):
-    """Every number the checks need, measured in-process for one model (L∞)."""
+def checks_of(model, ds, tmp_path, name, autoattack_record=None):
+    """Every number the checks need for one model (L∞), measured in-process; its AutoAttack
+    (standard, on the same images) too unless ``autoattack_record`` (the autoattack step's
+    record of this model) already holds it."""
     x, y = ds.x_test[:IMAGES], ds.y_test[:IMAGES]
     pgd20 = Attack("linf", EPS, 20)
     rows = evaluate(model, x, y, [pgd20], 500)
     rows += sweep(
         model, x, y, [Attack("linf", e, 20) for e in CURVE], [Attack("linf", EPS, 100)], 5, 500
     )
-    result = autoattack.run(
-        model,
-        x,
-        y,
-        "linf",
-        EPS,
-        state_path=tmp_path / f"{name}.state.json",
-        fingerprint={"model": name},
-        log=print,
-    )
+    if autoattack_record is None:
+        result = autoattack.run(
+            model,
+            x,
+            y,
+            "linf",
+            EPS,
+            state_path=tmp_path / f"{name}.state.json",
+            fingerprint={"model": name},
+            log=print,
+        )
+    else:
+        assert autoattack_record["images"] == IMAGES and autoattack_record["complete"]
+        keys = ("clean", "robust", "stages", "warnings")
+        result = autoattack.AutoAttackResult(IMAGES, **{k: autoattack_record[k] for k in keys})
     rows.append(
         {"attack": "autoattack", "norm": "linf", "eps": EPS, "steps": 0, "accuracy": result.robust}
     )
@@ -267,9 +288,13 @@ def checks_of(model, ds, tmp_path, name):
 
 
 @pytest.mark.slow
-def test_a_gradient_masked_model_is_flagged_and_a_normal_one_is_not(digits, tmp_path):
+def test_a_gradient_masked_model_is_flagged_and_a_normal_one_is_not(
+    digits, uninterrupted, tmp_path
+):
     ds, model, _ = digits
-    normal, normal_checks = checks_of(model, ds, tmp_path, "vanilla")
+    # the normal model's AutoAttack: the autoattack step's, on the same images (uninterrupted)
+    record = json.loads(uninterrupted[0].with_suffix(".json").read_text())
+    normal, normal_checks = checks_of(model, ds, tmp_path, "vanilla", record)
     assert set(normal) == set(robustness.CHECKS)
     assert not any(normal.values()), normal_checks[["check", "value", "detail"]].to_string()
 

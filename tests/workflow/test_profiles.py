@@ -171,4 +171,5 @@ def test_cheap_rules_run_where_snakemake_runs(tmp_path):
     cheap |= {"ablation_table", "masking_table", "robustness_curves", "provenance", "toy_table"}
     cheap |= {"collect_pag_scores", "pag_scores_table", "pag_vs_robustness", "pag_lambda"}
     cheap |= {"external_table", "import_external", "unknown_target", "answer", "answer_toy"}
+    cheap |= {"sigma_sweep"}
     assert local == cheap

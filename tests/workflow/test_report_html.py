@@ -1,6 +1,7 @@
 """The HTML report of a finished run (`snakemake --report`), read as a file and in a browser.
 
-A small toy run (one seed, 5 epochs) in a copy of the workflow; then its report must embed the
+A copy of the session's toy run (tests/conftest.py's toy_run: demo.yaml's toy experiment alone,
+one seed); then its report must embed the
 table (as an HTML table, with our numbers and the paper's) and the figure, open in headless
 Chromium with the table rendered as a table and the figure loaded, and nothing fetched from the
 network. A report of missing outputs is refused with Snakemake's own message, and stale outputs
@@ -29,33 +30,21 @@ from pathlib import Path
 import pandas as pd
 import pytest
 
-from conftest import copy_workflow, snakemake, write_config
+from conftest import TOY_EPOCHS, TOY_OPTS, copy_run, snakemake, toy_workflow
 
 TABLE, FIGURE, PROVENANCE = (
-    "results/tables/toy.html",
-    "results/figures/fig3_toy.png",
-    "results/provenance.html",
+    "results/demo/tables/toy.html",
+    "results/demo/figures/fig3_toy.png",
+    "results/demo/provenance.html",
 )
-
-
-def tiny_toy(cfg):
-    cfg["results"] = "results"  # the paper grid's root (the demo's: results/demo)
-    cfg["experiments"] = {"toy": {"source": "nearest_neighbor", "seeds": [0]}}
-    del cfg["datasets"]["digits"]
-    cfg["datasets"]["toy"]["train"]["epochs"] = 5
-
-
-OPTS = ["--configfile", "tiny.yaml", "--cores", "2"]
+OPTS = TOY_OPTS
 
 
 @pytest.fixture(scope="module")
-def finished(tmp_path_factory):
-    """A finished toy run (every output of the config, the provenance page included) and its
-    report, report.html."""
-    where = tmp_path_factory.mktemp("report")
-    copy_workflow(where)
-    write_config(where / "tiny.yaml", "demo.yaml", tiny_toy)
-    snakemake(OPTS, where)
+def finished(toy_run, tmp_path_factory):
+    """A finished toy run (every output of the config, the provenance page included: a copy of
+    the session's toy_run) and its report, report.html."""
+    where = copy_run(toy_run, tmp_path_factory.mktemp("report"))
     proc = snakemake([*OPTS, "--report", "report.html"], where)
     assert "Report created." in proc.stdout + proc.stderr
     # the front page (the answer's lines turned into reStructuredText) parses cleanly
@@ -85,7 +74,7 @@ def png_size(data: bytes) -> tuple[int, int]:
 
 def toy_numbers(where: Path) -> dict[str, str]:
     """Our L2-PGD numbers and the paper's, as the table prints them (2 decimals)."""
-    csv = pd.read_csv(where / "results/tables/toy.csv").set_index(["source", "metric"])
+    csv = pd.read_csv(where / "results/demo/tables/toy.csv").set_index(["source", "metric"])
     return {
         "vanilla": f"{csv.loc[('vanilla', 'l2'), 'mean']:.2f}",
         "pag": f"{csv.loc[('nearest_neighbor', 'l2'), 'mean']:.2f}",
@@ -131,7 +120,7 @@ def test_report_embeds_the_tables_numbers_and_the_figure(finished):
     provenance = provenance.decode()
     assert "Wall time" in provenance and "benchmarked jobs" in provenance
     assert re.search(r'<td class="label">torch</td><td>[0-9.]+</td><td>[0-9.]+', provenance)
-    assert "epochs: 5" in provenance and "nearest_neighbor" in provenance
+    assert f"epochs: {TOY_EPOCHS}" in provenance and "nearest_neighbor" in provenance
 
     # the front page: the workflow description, linking the categories this run has
     desc = report_variable(page, "workflow_desc", "workflow-desc")
@@ -507,14 +496,14 @@ def test_report_renders_in_chromium(finished, chromium_binary, tmp_path):
 
 
 def test_report_of_missing_outputs_is_refused(tmp_path):
-    copy_workflow(tmp_path)
-    write_config(tmp_path / "tiny.yaml", "demo.yaml", tiny_toy)
-    for targets in (["results/tables/toy.md"], []):  # one table; the whole config
+    toy_workflow(tmp_path)
+    for targets in (["results/demo/tables/toy.md"], []):  # one table; the whole config
         proc = snakemake([*OPTS, "--report", "report.html", *targets], tmp_path, check=False)
         assert proc.returncode != 0
         said = proc.stdout + proc.stderr
         assert re.search(
-            r"results/tables/toy(_pag)?\.html marked for report but does not exist", said
+            r"results/demo/tables/(answer_)?toy(_pag)?\.html marked for report but does not exist",
+            said,
         )
         assert not (tmp_path / "report.html").exists()
 
@@ -525,12 +514,12 @@ def test_report_after_run_rebuilds_stale_outputs_first(finished, tmp_path):
     writes the report; a plain `--report` reports what is on disk."""
     where = tmp_path / "run"
     shutil.copytree(finished, where, symlinks=True)
-    metrics = pd.read_csv(where / "results/toy/metrics.csv")
+    metrics = pd.read_csv(where / "results/demo/toy/metrics.csv")
     metrics.loc[(metrics["source"] == "vanilla") & (metrics["attack"] == "pgd"), "accuracy"] = 12.34
-    metrics.to_csv(where / "results/toy/metrics.csv", index=False)
+    metrics.to_csv(where / "results/demo/toy/metrics.csv", index=False)
     dry = snakemake(["-n", *OPTS], where)
     said = dry.stdout + dry.stderr
-    assert "rule toy_table:" in said and "Updated input files: results/toy/metrics.csv" in said
+    assert "rule toy_table:" in said and "Updated input files: results/demo/toy/metrics.csv" in said
 
     snakemake([*OPTS, "--report", "report.html", "--report-after-run"], where)
     results = report_variable((where / "report.html").read_text(), "results")

@@ -5,7 +5,18 @@ import re
 import pandas as pd
 import pytest
 
-from conftest import BIN, ROOT, copy_workflow, job_counts, snakemake, write_config
+from conftest import (
+    BIN,
+    EARLY,
+    ROOT,
+    TOY_OPTS,
+    copy_run,
+    copy_workflow,
+    early_fixture,
+    job_counts,
+    snakemake,
+    write_config,
+)
 
 
 def test_lint_clean():
@@ -30,16 +41,31 @@ def small_toy(cfg):
     cfg["experiments"]["toy"]["seeds"] = [0, 1]
 
 
+PAPER_TOY = ["--configfile", "small.yaml", "--cores", "2"]
+
+
+def run_paper_toy(where):
+    """config.yaml's toy table over 2 seeds (results/tables/toy.md) run in a copy of the
+    session's finished run of demo.yaml's toy (toy_run, results/demo): the folder, the jobs the
+    run ran, and the demo's files with their times before it."""
+    copy_run(EARLY["toy_run"].result(), where)
+    demo = {p: p.stat().st_mtime_ns for p in (where / "results/demo").rglob("*") if p.is_file()}
+    write_config(where / "small.yaml", "config.yaml", small_toy)
+    run = snakemake([*PAPER_TOY, "results/tables/toy.md"], where, background=True)
+    return where, job_counts(run.stdout + run.stderr), demo
+
+
+paper_toy = early_fixture("paper_toy", run_paper_toy)
+
+
 @pytest.mark.slow
-def test_toy_target_end_to_end(tmp_path):
-    copy_workflow(tmp_path)
-    write_config(tmp_path / "small.yaml", "config.yaml", small_toy)
-    opts = ["--configfile", "small.yaml", "--cores", "2"]
+def test_toy_target_end_to_end(paper_toy):
+    tmp_path, counts, _ = paper_toy
+    opts = PAPER_TOY
 
     # builds exactly what the table needs: no figure, 2 seeds x (vanilla, PAG), one job per
     # recipe for the toy's tiny training and evaluation, one for the PAG source's two draws
-    dry = snakemake(["-n", *opts, "results/tables/toy.md"], tmp_path)
-    assert job_counts(dry.stdout) == {
+    assert counts == {
         "prepare_data": 1,
         "draw_toy_targets": 1,
         "train_toy": 2,
@@ -47,7 +73,6 @@ def test_toy_target_end_to_end(tmp_path):
         "collect_metrics": 1,
         "toy_table": 1,
     }
-    snakemake([*opts, "results/tables/toy.md"], tmp_path)
     assert not (tmp_path / "results/figures").exists()
 
     metrics = pd.read_csv(tmp_path / "results/toy/metrics.csv")
@@ -363,9 +388,8 @@ def test_autoattack_can_spare_the_teachers(tmp_path):
 
 
 def small_demo(cfg):
-    cfg["experiments"]["toy"]["seeds"] = [0]
-    cfg["datasets"]["toy"]["train"]["epochs"] = 5
-    cfg["datasets"]["toy"]["teachers"]["epochs"] = 5
+    # the digits: the toy's half of the demo is the session's toy run (test_demo_toy_end_to_end)
+    del cfg["experiments"]["toy"], cfg["datasets"]["toy"]
     digits = cfg["datasets"]["digits"]
     digits["train"]["epochs"] = 2
     # one norm, and four sources (the paper's and the one beyond it): AutoAttack costs ~40 s a
@@ -392,45 +416,71 @@ def small_demo(cfg):
 
 
 @pytest.mark.slow
-def test_demo_end_to_end_reduced(tmp_path):
-    """Every stage of the demo (toy and digits: data, targets, training, PGD, AutoAttack and the
-    masking checks, PAG scores, every table and figure) at reduced size."""
-    copy_workflow(tmp_path)
-    write_config(tmp_path / "small.yaml", "demo.yaml", small_demo)
-    proc = snakemake(["--configfile", "small.yaml", "--cores", "2"], tmp_path)
-    check_reduced_demo(tmp_path, job_counts(proc.stdout + proc.stderr))
+def test_demo_toy_end_to_end(toy_run):
+    """Every stage of the demo's toy experiment (data, targets, the two recipes' training and
+    evaluation, the adversarially trained reference, the PAG measures against the ground truth,
+    the table, Fig. 3 and the answer): the session's run of demo.yaml's toy alone (toy_run),
+    the other half of test_demo_end_to_end_reduced."""
+    (log,) = (toy_run / ".snakemake/log").glob("*.snakemake.log")  # toy_run's one run
+    counts = job_counts(log.read_text())
+    assert counts["train_toy"] == 2  # the toy's two recipes, each a job
+    # the toy's reference (demo.yaml leaves its realistic ceiling to the study)
+    assert counts["teacher"] == 1 and counts["toy_pag"] == 1 and counts["answer_toy"] == 1
+    results = toy_run / "results/demo"  # demo.yaml's results root
+    for name in ("toy", "toy_pag", "answer_toy"):
+        for ext in ("md", "csv"):
+            assert (results / "tables" / f"{name}.{ext}").stat().st_size > 0
+    for ext in ("png", "pdf"):
+        assert (results / "figures" / f"fig3_toy.{ext}").stat().st_size > 0
+    assert "# The answer on the toy data" in (results / "tables/answer_toy.md").read_text()
+    toy = pd.read_csv(results / "tables/toy_pag.csv")
+    assert set(toy["source"]) == {"vanilla", "nearest_neighbor", "teacher_l2"}
+    assert toy["manifold_alignment"].between(0, 1).all()
+
+
+def run_reduced_demo(where):
+    """The demo.yaml at reduced size (small_demo) run to the end: its folder and jobs."""
+    copy_workflow(where)
+    write_config(where / "small.yaml", "demo.yaml", small_demo)
+    proc = snakemake(["--configfile", "small.yaml", "--cores", "2"], where, background=True)
+    return where, job_counts(proc.stdout + proc.stderr)
+
+
+reduced_demo = early_fixture("reduced_demo", run_reduced_demo)
+
+
+@pytest.mark.slow
+def test_demo_end_to_end_reduced(reduced_demo):
+    """Every stage of the demo on the digits (data, targets, training, PGD, AutoAttack and the
+    masking checks, PAG scores, every table and figure) at reduced size; its toy experiment is
+    test_demo_toy_end_to_end's."""
+    check_reduced_demo(*reduced_demo)
 
 
 def check_reduced_demo(tmp_path, counts):
     assert counts["train"] == 4 * 2 + 2  # main over two seeds (Table 4's), two lambdas
-    assert counts["train_toy"] == 2  # the toy's two recipes, each a job
-    # the digits teachers (seed 0), the PAG references (seed 100) of both threat models, and the
-    # toy's reference (demo.yaml leaves its realistic ceiling to the study)
-    assert counts["teacher"] == 2 + 2 + 1
-    assert counts["autoencoder"] == 1 and counts["toy_pag"] == 1
+    # the digits teachers (seed 0) and the PAG references (seed 100) of both threat models
+    assert counts["teacher"] == 2 + 2
+    assert counts["autoencoder"] == 1
     # Table 1's 4 students of both seeds, L-inf only (demo.yaml spares the teachers): the whole
     # version for seed 0, its APGD stages for seed 1
     assert counts["autoattack"] == 4 * 2
-    assert counts["answer"] == 1 and counts["answer_toy"] == 1
+    assert counts["answer"] == 1
     results = tmp_path / "results/demo"  # demo.yaml's results root
     for name in (
         "table1_digits",
         "table3_lambda",
         "table4_seeds",
         "fig5_lambda_ablation",
-        "toy",
         "masking_digits",
         "pag_scores_digits",
         "fig5_pag_scores",
-        "toy_pag",
         "answer_digits",
-        "answer_toy",
     ):
         for ext in ("md", "csv"):
             assert (results / "tables" / f"{name}.{ext}").stat().st_size > 0
     for name in (
         "fig1_digits",
-        "fig3_toy",
         "fig4_digits",
         "fig5_lambda_ablation",
         "robustness_curves_digits",
@@ -533,10 +583,6 @@ def check_reduced_demo(tmp_path, counts):
     }
     assert (results / "figures/answer_digits.png").stat().st_size > 0
     assert "# The answer on digits" in (results / "tables/answer_digits.md").read_text()
-    assert "# The answer on the toy data" in (results / "tables/answer_toy.md").read_text()
-    toy = pd.read_csv(results / "tables/toy_pag.csv")
-    assert set(toy["source"]) == {"vanilla", "nearest_neighbor", "teacher_l2"}
-    assert toy["manifold_alignment"].between(0, 1).all()
 
 
 def test_demo_leaves_the_checks_sweep_to_the_study(tmp_path):
@@ -545,37 +591,26 @@ def test_demo_leaves_the_checks_sweep_to_the_study(tmp_path):
     copy_workflow(tmp_path)
     demo = snakemake(["-n", "--configfile", "demo.yaml", "--cores", "2"], tmp_path)
     counts = job_counts(demo.stdout)
-    # Table 1's 4 students of every seed (the whole version on seed 0, the APGD stages on 1, 2)
-    assert counts["autoattack"] == 4 * 3 and counts["masking_table"] == 1
+    # Table 1's 5 students of every seed (the whole version on seed 0, the APGD stages on 1, 2)
+    assert counts["autoattack"] == 5 * 3 and counts["masking_table"] == 1
     assert "sweep" not in counts and "robustness_curves" not in counts
     study = snakemake(["-n", "--configfile", "demo.yaml", "study.yaml", "--cores", "2"], tmp_path)
     counts = job_counts(study.stdout)
-    # Table 1's 7 students of every seed (RIGD's among them) and the class-score ablation's 6
-    # other models
-    assert counts["sweep"] == 7 * 3 + 6 and counts["robustness_curves"] == 1
+    # Table 1's 9 students of every seed (RIGD's and the score-based control among them) and the
+    # class-score ablation's 6 other models
+    assert counts["sweep"] == 9 * 3 + 6 and counts["robustness_curves"] == 1
 
 
-def test_each_config_writes_under_its_own_results_root(tmp_path):
+@pytest.mark.slow
+def test_each_config_writes_under_its_own_results_root(paper_toy):
     """demo.yaml writes under results/demo, config.yaml under results: a run of one leaves the
-    other's outputs untouched and up to date (nothing to rerun), even with other settings."""
-    copy_workflow(tmp_path)
-
-    def toy_only(epochs):
-        def change(cfg):
-            cfg["experiments"] = {"toy": {"source": "nearest_neighbor", "seeds": [0]}}
-            cfg["datasets"] = {"toy": cfg["datasets"]["toy"]}
-            cfg["datasets"]["toy"]["train"]["epochs"] = epochs
-
-        return change
-
-    write_config(tmp_path / "demo_toy.yaml", "demo.yaml", toy_only(2))
-    write_config(tmp_path / "paper_toy.yaml", "config.yaml", toy_only(3))  # other settings
-    demo = ["results/demo/tables/toy.md", "--cores", "2", "--configfile", "demo_toy.yaml"]
-    snakemake(demo, tmp_path)
-    files = [p for p in (tmp_path / "results/demo").rglob("*") if p.is_file()]
-    before = {p: p.stat().st_mtime_ns for p in files}
+    other's outputs untouched and up to date (nothing to rerun), even with other settings.
+    paper_toy ran config.yaml's toy table (2 seeds of 100 epochs) where demo.yaml's toy
+    experiment (1 seed of 20 epochs) had run to the end."""
+    tmp_path, _, before = paper_toy
     assert tmp_path / "results/demo/toy/vanilla/lam0/seed0/model.pt" in before
-    snakemake(["results/tables/toy.md", "--cores", "2", "--configfile", "paper_toy.yaml"], tmp_path)
     assert (tmp_path / "results/toy/vanilla/lam0/seed0/model.pt").is_file()
-    assert {p: p.stat().st_mtime_ns for p in files} == before
-    assert "Nothing to be done" in snakemake(["-n", *demo], tmp_path).stdout
+    assert {p: p.stat().st_mtime_ns for p in before} == before
+    demo = ["results/demo/tables/toy.md", "results/demo/tables/toy_pag.md"]
+    demo += ["results/demo/tables/answer_toy.md", "results/demo/figures/fig3_toy.png"]
+    assert "Nothing to be done" in snakemake(["-n", *demo, *TOY_OPTS], tmp_path).stdout
