@@ -11,7 +11,7 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
-from conftest import ROOT, copy_workflow, job_counts, snakemake, write_config
+from conftest import ROOT, copy_workflow, early_fixture, job_counts, snakemake, write_config
 from pagrob import data, models, report
 
 # --- The original network, written out as the authors' CIFAR ResNet-18 is described -----------
@@ -432,19 +432,30 @@ def test_external_table_without_external_models_is_refused(tmp_path):
     assert "experiments.external has none on 'cifar10'" in proc.stdout + proc.stderr
 
 
+#: with_external(aa=False)'s options
+EXT = ["--configfile", "ext.yaml", "--cores", "2"]
+
+
+def run_external(where):
+    """The external table and the file source's model in with_external(aa=False)'s folder
+    (prepared by it): the data first, from which the authors' targets file is written."""
+    snakemake([*EXT, "results/digits/data.pt"], where, background=True)
+    authors_targets(where)
+    targets = ["results/tables/external_digits.md", "results/digits/file/lam0.3/seed0/metrics.csv"]
+    snakemake([*EXT, *targets], where, background=True)
+    return where
+
+
+#: run_external's folder, an early run (its checkpoint drawn from PyTorch's global random state
+#: before it starts, in the tests' thread)
+external_run = early_fixture(
+    "external_run", run_external, prepare=lambda where: with_external(where, aa=False)
+)
+
+
 @pytest.mark.slow
-def test_external_table_target_end_to_end(tmp_path):
-    opts = with_external(tmp_path, aa=False)
-    snakemake([*opts, "results/digits/data.pt"], tmp_path)
-    authors_targets(tmp_path)
-    snakemake(
-        [
-            *opts,
-            "results/tables/external_digits.md",
-            "results/digits/file/lam0.3/seed0/metrics.csv",
-        ],
-        tmp_path,
-    )
+def test_external_table_target_end_to_end(external_run):
+    tmp_path, opts = external_run, EXT
     log = (tmp_path / "results/digits/logs/targets_file.log").read_text()
     assert "[-1, 1]" in log
     info = (tmp_path / "results/digits/file/lam0.3/seed0/model.json").read_text()
