@@ -52,7 +52,9 @@ _SLOTS = threading.BoundedSemaphore(3)
 
 def _niced_run(cmd, cwd, timeout) -> subprocess.CompletedProcess:
     """subprocess.run for an early run: niced, in a process group of its own, ended with the
-    session if it still runs then."""
+    session if it still runs then. In the tests' session: Linux shares the CPU between sessions
+    equally whatever their nice values (sched_autogroup), so a session of its own would take a
+    core from the tests."""
     env = dict(ENV, PATH=f"{BIN}{os.pathsep}{ENV['PATH']}")
     with _SLOTS:
         proc = subprocess.Popen(
@@ -62,7 +64,7 @@ def _niced_run(cmd, cwd, timeout) -> subprocess.CompletedProcess:
             stdout=subprocess.PIPE,
             stderr=subprocess.PIPE,
             text=True,
-            start_new_session=True,
+            process_group=0,
         )
         _RUNNING.add(proc)
         try:
@@ -132,6 +134,13 @@ def early_fixture(name, make, when=True, prepare=None):
         return EARLY[name].result()
 
     return fixture
+
+
+def pytest_collection_modifyitems(config, items):
+    """The tests that read an early run go last, in their order: the session's other tests run
+    while the early runs do."""
+    early = [item for item in items if EARLY.keys() & set(item.fixturenames)]
+    items[:] = [item for item in items if item not in early] + early
 
 
 @pytest.fixture(scope="session", autouse=True)
