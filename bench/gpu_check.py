@@ -40,7 +40,13 @@ config's numbers (batch sizes, lambdas, attacks, epochs, the PAG strategy, ...):
   depends on how many images happen to survive);
 - PAG scores (``pag_scores.targeted_examples``, ``alignment``, ``reference_agreement``) of the
   vanilla model against both teachers, and the figures' targeted attacks
-  (``figures.targeted_towards_every_class``) drawn with ``figures.attack_grid``.
+  (``figures.targeted_towards_every_class``) drawn with ``figures.attack_grid``;
+- the score-based sources, where the config gives a denoiser recipe (``score_based``): the
+  denoiser's training through ``denoiser.fit`` (two epochs of ``--steps`` batches at the
+  recipe's architecture, width and batch size, the second timed), and its targets,
+  ``denoiser.score_targets`` for all C classes of ``--score-images`` training images (the
+  control's classes shuffled), on the CPU with the job's threads (make_targets asks for no
+  GPU), saved.
 
 The projection. Each job kind's measured cost is scaled to the real run:
 
@@ -57,6 +63,12 @@ The projection. Each job kind's measured cost is scaled to the real run:
   upper bound: a model whose images fall in APGD-CE costs about 100 gradient passes per batch;
 - targets, data: seconds x real training set size / synthetic size (CPU jobs; k-means on random
   images may take other iteration counts than on real ones);
+- the denoiser: seconds per training image and epoch x the real training images x the recipe's
+  epochs (every denoiser job of the grid: the sources' and the PAG scores' instrument's, one
+  recipe); the score-based targets: seconds per image (all C classes, built and saved) x the
+  real training images, on the CPU (the sigma sweep's targets, make_score_targets, the same);
+- the score-based students (train:score_based, score_shuffled, the sigma sweep's train_sigma)
+  and the file source train with stored targets: timed as class_mean's PAG step;
 - figures: per model, the targeted attacks of the pictures' images and drawing their rows.
 
 With ``--batch-size`` (quick runs) the steps and batches measured at that size are scaled to the
@@ -71,9 +83,9 @@ flagged OVER LIMIT when above it; the GPU-hours of the whole grid close the tabl
 
 ``--tiny`` runs the same code on the CPU in about a minute through the options a user has
 (listed by ``--help``): images 4x smaller per side, a ResNet-18 of base width 8, batch size 4,
-one step per epoch, one thread, a few images, the sweep's PGD at 2% of its steps, and no
-AutoAttack run (its ~7,000 model passes a batch take minutes on a CPU; the projection then
-counts the bare passes). Its numbers are no projection of anything.
+one step per epoch, one thread, a few images (two for the score-based targets), the sweep's
+PGD at 2% of its steps, and no AutoAttack run (its ~7,000 model passes a batch take minutes on
+a CPU; the projection then counts the bare passes). Its numbers are no projection of anything.
 """
 
 from __future__ import annotations
@@ -129,6 +141,7 @@ TINY = {
     "repeats": 1,
     "eval_images": 4,
     "pag_images": 1,
+    "score_images": 2,
     "aa_images": 0,
     "sweep_scale": 0.02,
     "train_images": -1,
@@ -198,6 +211,12 @@ def add_measure_options(p: argparse.ArgumentParser) -> None:
         help="test images for PGD-20 and the sweep (0: one evaluation batch of the config)",
     )
     p.add_argument("--pag-images", type=int, default=100, help="test images for the PAG scores")
+    p.add_argument(
+        "--score-images",
+        type=int,
+        default=32,
+        help="training images of the score-based sources' targets (all classes each; on the CPU)",
+    )
     p.add_argument(
         "--aa-images",
         type=int,

@@ -5,14 +5,18 @@ projection (gpu_projection.py).
 
 Here: the data (prepare_data's save and every step's load), the representative sources'
 targets (make_targets), training through ``train.fit`` (vanilla, each representative source,
-both teachers' Madry adversarial training, a RIGD student) and the autoencoder's training. The
-PAG strategies' timing is gpu_strategies.py's; the jobs that attack a trained model
-(evaluation, sweep, AutoAttack, PAG scores, figures) are gpu_eval_jobs.py's.
+both teachers' Madry adversarial training, a RIGD student), the autoencoder's training, and the
+score-based sources' jobs where the config gives a denoiser recipe (datasets.<d>.score_based):
+the denoiser's training (rule denoiser, ``denoiser.fit``) and its targets (make_targets of
+score_based and score_shuffled, ``denoiser.score_targets`` for all C classes, on the CPU as the
+rule asks for no GPU). The PAG strategies' timing is gpu_strategies.py's; the jobs that attack a
+trained model (evaluation, sweep, AutoAttack, PAG scores, figures) are gpu_eval_jobs.py's.
 """
 
 from __future__ import annotations
 
 import dataclasses
+from functools import partial
 from pathlib import Path
 
 import torch
@@ -29,8 +33,9 @@ from gpu_strategies import strategies
 from gpu_timing import NUM_CLASSES, Log, build_model, settings, synthetic, timed
 from threadpoolctl import threadpool_limits
 
-from pagrob import data, datasets, io, models, sources, train
+from pagrob import data, datasets, denoiser, io, models, sources, train
 from pagrob.attacks import Attack
+from pagrob.settings import DenoiserSettings
 
 
 def check_dataset(
@@ -72,6 +77,7 @@ def check_dataset(
     m["sweep"] = sweep_check(dc, args, vanilla, ds, device, log)
     m["autoattack"] = autoattack_check(dc, args, vanilla, ds, device, work, log)
     m["autoencoder"], ae = autoencoder_check(dc, args, ds, view, device, log)
+    m["denoiser"], m["score_targets"] = denoiser_check(dc, args, ds, device, work, log)
     m["pag_scores"] = pag_scores_check(dc, args, vanilla, teachers, ds, device, log, ae)
     m["figure"] = figure_check(dc, vanilla, ds, device, work, log)
     return m
@@ -284,3 +290,70 @@ def autoencoder_check(dc, args, ds, view, device, log):
     per_step = history[-1]["seconds"] / steps
     log(f"{ds.name}: autoencoder ({cfg['arch']}, latent {cfg['latent']}): {per_step:.4f} s/step")
     return {"seconds_per_step": per_step, "batch_size": batch, "epochs": cfg["epochs"]}, ae.eval()
+
+
+# --- The score-based sources: the denoiser and its targets ---------------------------------------
+
+
+def denoiser_check(dc, args, ds, device, work: Path, log: Log) -> tuple[dict, dict]:
+    """The denoiser job: two epochs of ``--steps`` batches at the config's recipe
+    (datasets.<d>.score_based.denoiser; --batch-size over its batch), the second timed (fit's
+    own history: its draws, steps and the epoch's one read), per training image and epoch. Then
+    the score-based sources' targets (score_targets_check). Returns both measurements ({}, {}
+    where the config gives no denoiser recipe)."""
+    block = dc.get("score_based")
+    if not block:
+        return {}, {}
+    recipe = block["denoiser"]
+    batch = args.batch_size or recipe["batch_size"]
+    s = DenoiserSettings.from_config({**recipe, "epochs": 2, "batch_size": batch})
+    n = min(len(ds.x_train), args.steps * batch)
+    torch.manual_seed(s.seed)
+    net = denoiser.build(s.arch, ds.input_shape, ds.num_classes, width=s.width, scale=s.scale)
+    history, _ = timed(
+        lambda: denoiser.fit(net, ds.x_train[:n], ds.y_train[:n], s, str(device), log=log.library),
+        device,
+    )
+    per_image = history[-1]["seconds"] / n
+    log(
+        f"{ds.name}: denoiser ({s.arch}, width {s.width}, batch {batch}): "
+        f"{per_image * 1e3:.3f} ms/image/epoch on {device}"
+    )
+    measured = {
+        "seconds_per_image_epoch": per_image,
+        "images": n,
+        "batch_size": batch,
+        "epochs": recipe["epochs"],
+        "arch": s.arch,
+        "width": s.width,
+    }
+    return measured, score_targets_check(net.cpu().eval(), block, args, ds, work, log)
+
+
+def score_targets_check(net, block: dict, args, ds, work: Path, log: Log) -> dict:
+    """make_targets of each score-based source: ``denoiser.score_targets`` (g(x, c) for all C
+    classes; the control's classes shuffled) of the first ``--score-images`` training images
+    on the CPU with the job's threads (the rule asks for no GPU), saved as the step saves it."""
+    cpu = torch.device("cpu")
+    x = ds.x_train[: max(1, args.score_images)]
+    out = {}
+    for source in sources.SCORE:
+        classes = None
+        if source == "score_shuffled":
+            classes = denoiser.shuffled_classes(len(x), ds.num_classes, 0)
+        g, t_build = timed(partial(denoiser.score_targets, net, x, block["sigma"], classes), cpu)
+        path = work / f"{ds.name}_{source}.pt"
+        _, t_save = timed(partial(io.save, {"gradients": g, "classes": classes}, path), cpu)
+        path.unlink()
+        out[source] = {
+            "build_s": t_build,
+            "save_s": t_save,
+            "images": len(x),
+            "classes": ds.num_classes,
+            "threads": torch.get_num_threads(),
+        }
+        log(
+            f"{ds.name}: targets {source}: {(t_build + t_save) / len(x) * 1e3:.2f} ms/image "
+            f"({ds.num_classes} classes, CPU, {torch.get_num_threads()} threads)"
+        )
+    return out

@@ -36,7 +36,10 @@ RULES = {
     "pag_scores": ("pag_scores", "evaluate"),
     "pag_baselines": ("pag_baselines", "evaluate"),
     "autoencoder": ("autoencoder", "train"),
+    "denoiser": ("denoiser", "train"),
+    "sigma_targets": ("make_score_targets", "targets"),
     "train_class_score": ("train_class_score", "train"),
+    "train_sigma": ("train_sigma", "train"),
     "figure:fig4": ("pag_figure", "figure"),
     "figure:fig1": ("robust_figure", "figure"),
     "figure:fig5": ("ablation_figure", "figure"),
@@ -84,6 +87,8 @@ def job_kind(job: Job) -> str | None:
         return "data"
     if job.rule in ("make_targets", "draw_targets"):
         return f"targets:{job.source}"
+    if job.rule == "make_score_targets":  # the sigma sweep's: a score-based source's targets
+        return f"sigma_targets:{job.source}"
     if job.rule == "train":
         return "train:rigd" if job.source in registry.RIGD else f"train:{job.source}"
     if job.rule == "teacher":
@@ -157,6 +162,7 @@ def project(d: str, grid: Grid, m: dict) -> list[dict]:
     training_rows(rows, dc, m)
     evaluation_rows(rows, dc, m)
     pag_rows(rows, dc, m, len(grid.pag_scores.reference_dirs(d)))
+    score_rows(rows, dc, m)
     figure_rows(rows, m, figure_models(grid, d))
     return rows.rows
 
@@ -190,7 +196,7 @@ def training_rows(rows: Rows, dc: dict, m: dict) -> None:
     steps_real = m["real_train_images"] // dc["train"]["batch_size"]
     batch_factor = dc["train"]["batch_size"] / m["batch_size"]
 
-    def training(kind, key, epochs):
+    def training(kind, key, epochs, proxy=False):
         t = m["train"][key]
         per_epoch = (
             steps_real * t["seconds_per_step"] * batch_factor
@@ -202,16 +208,19 @@ def training_rows(rows: Rows, dc: dict, m: dict) -> None:
             t["seconds_per_step"],
             "s/step",
             epochs * per_epoch,
-            note=f"{epochs} x {steps_real} steps",
+            note=f"{epochs} x {steps_real} steps" + (f"; {key}'s PAG step" if proxy else ""),
         )
 
     for source in ("vanilla",) + sources.REPRESENTATIVES:
         training(f"train:{source}", source, dc["train"]["epochs"])
     training("train:rigd", "rigd", dc["train"]["epochs"])
-    if rows.kinds.get(f"train:{registry.FILE}"):  # stored targets: a PAG step as a representative's
-        training(f"train:{registry.FILE}", "class_mean", dc["train"]["epochs"])
-    if rows.kinds.get("train_class_score"):  # another class score: a PAG step as class_mean's
-        training("train_class_score", "class_mean", dc["train"]["epochs"])
+    # stored targets (the score-based sources, the sigma sweep's, the file) and another class
+    # score: a PAG step as class_mean's
+    for kind in (*(f"train:{s}" for s in (*registry.SCORE, registry.FILE)), "train_sigma"):
+        if rows.kinds.get(kind):
+            training(kind, "class_mean", dc["train"]["epochs"], proxy=True)
+    if rows.kinds.get("train_class_score"):
+        training("train_class_score", "class_mean", dc["train"]["epochs"], proxy=True)
     for norm in ("linf", "l2"):
         training(f"teacher:{norm}", f"teacher_{norm}", dc["teachers"]["epochs"])
 
@@ -269,6 +278,38 @@ def pag_rows(rows: Rows, dc: dict, m: dict, refs: int) -> None:
         )
     base = ((1 + refs) * p["targeted_s"] + 2 * refs * p["per_reference_s"]) / p["images"]
     rows.add("pag_baselines", base, "s/image", base * images, note="floor + ceilings")
+
+
+def score_rows(rows: Rows, dc: dict, m: dict) -> None:
+    """The score-based sources (where the config gives a denoiser recipe): the denoiser (per
+    training image and epoch x the real training images x the recipe's epochs, as a training's
+    epochs count; every denoiser job, the sources' and the PAG scores' instrument's, is of the
+    one recipe) and each source's targets, make_targets (per image, all C classes, x the real
+    training images, on the CPU); the sigma sweep's targets (make_score_targets) the same."""
+    if not m.get("denoiser"):
+        return
+    real = m["real_train_images"]
+    t = m["denoiser"]
+    epochs = dc["score_based"]["denoiser"]["epochs"]
+    rows.add(
+        "denoiser",
+        t["seconds_per_image_epoch"],
+        "s/image/epoch",
+        t["seconds_per_image_epoch"] * real * epochs,
+        note=f"{epochs} epochs x {real} images ({t['arch']}, width {t['width']})",
+    )
+    for source, s in m["score_targets"].items():
+        per_image = (s["build_s"] + s["save_s"]) / s["images"]
+        for kind in (f"targets:{source}", f"sigma_targets:{source}"):
+            if kind.startswith("targets:") or rows.kinds.get(kind):
+                rows.add(
+                    kind,
+                    per_image,
+                    "s/image (all C)",
+                    per_image * real,
+                    on_gpu=False,
+                    note=f"{s['classes']} classes, CPU, {s['threads']} threads",
+                )
 
 
 def figure_rows(rows: Rows, m: dict, models: dict[str, int]) -> None:

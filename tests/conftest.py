@@ -243,7 +243,7 @@ def demo_toy(cfg):
     """demo.yaml's toy experiment alone, under the demo's results root (results/demo): one seed,
     TOY_EPOCHS epochs, its adversarially trained reference and its score-based source's denoiser
     5."""
-    cfg["experiments"] = {"toy": {"source": "nearest_neighbor", "seeds": [0]}}
+    cfg["experiments"] = {"toy": {"sources": ["nearest_neighbor"], "seeds": [0]}}
     del cfg["datasets"]["digits"]
     toy = cfg["datasets"]["toy"]
     toy["train"]["epochs"] = TOY_EPOCHS

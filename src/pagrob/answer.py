@@ -13,7 +13,8 @@ dataset (``image_answer``):
    table's PGD. Secondary lines, labelled and never a verdict: the table's PGD over the seeds, and
    the first seed's whole AutoAttack on the test images alone.
 2. Are their gradients more aligned? Per source and instrument (the alignment with each
-   independent robust reference, the tangent-space fraction), the score minus vanilla's.
+   independent robust reference, the alignment with an independently seeded denoiser's class
+   scores, the tangent-space fraction), the score minus vanilla's.
 3. Does alignment rank robustness? Per instrument and threat model, Spearman's rho between the
    models' alignment and their robust accuracy (``stats.clustered_rank_correlation``: a model is
    one point however many seeds it has), with its exact permutation p-value, and beside it the
@@ -21,7 +22,8 @@ dataset (``image_answer``):
 
 Models that saw a robust model (``registry.circular``: RIGD students, the teachers, imported
 models) answer none of these: they are shown as the ceiling, never tested, never a ranking point
-(``ranking`` refuses them).
+(``ranking`` refuses them). Against the score instrument, the score-based students are circular
+too (trained towards a denoiser of its recipe): shown as its ceiling, never one of its points.
 
 Every verdict belongs to the page's family (every row whose role is ``verdict``); the family's
 p-values are adjusted by Holm (``stats.holm``) and each verdict follows ``stats.verdict`` from
@@ -59,11 +61,19 @@ COLUMNS = [
 ]
 #: a row's role: in the page's family of verdicts; shown as the ceiling (a circular model); the
 #: primary measure of a model with one seed (its images alone: shown, never a verdict); a
-#: secondary line (another attack, or the first seed's whole AutoAttack alone)
+#: secondary line (another attack, or the first seed's whole AutoAttack alone); a score-based
+#: student against the score instrument (circular for it: shown with its model, marked §)
 VERDICT, CEILING, ONE_SEED, SECONDARY = "verdict", "ceiling", "one seed", "secondary"
+CIRCULAR = "circular"
 #: the range of each kind of difference (an interval never leaves it): accuracy in points, a
 #: cosine, a fraction
-BOUNDS = {"accuracy": 100.0, "alignment": 2.0, "tangent_fraction": 1.0, "manifold_alignment": 1.0}
+BOUNDS = {
+    "accuracy": 100.0,
+    "alignment": 2.0,
+    "score_alignment": 2.0,
+    "tangent_fraction": 1.0,
+    "manifold_alignment": 1.0,
+}
 #: the robustness measures, strongest first: (metric prefix, name)
 MEASURES = (
     ("aa_", "AutoAttack"),
@@ -71,7 +81,11 @@ MEASURES = (
     ("", "PGD"),
 )
 #: the instruments of questions 2 and 3: (score, reference; None: each robust reference)
-INSTRUMENTS = (("alignment", None), ("tangent_fraction", "autoencoder"))
+INSTRUMENTS = (
+    ("alignment", None),
+    ("score_alignment", "denoiser"),
+    ("tangent_fraction", "autoencoder"),
+)
 NORM_SYMBOLS = report.NORM_SYMBOLS
 #: the fewest models a rank correlation is computed over
 MIN_MODELS = 3
@@ -118,8 +132,21 @@ def students(df: pd.DataFrame) -> list[tuple[str, float]]:
     return sorted(pairs, key=lambda p: (order.get(p[0].split(".")[0], 99), p[0], p[1]))
 
 
-def role_of(source: str) -> str:
-    return CEILING if registry.circular(source) else VERDICT
+def circular_for(source: str, reference: str = "") -> bool:
+    """Whether a model of ``source`` saw a robust model (``registry.circular``), or, against the
+    score instrument's denoiser, is a score-based student (trained towards a denoiser of its
+    recipe): never a verdict nor a ranking point of that instrument."""
+    if reference == "denoiser" and source.split(".")[0] in registry.SCORE:
+        return True
+    return registry.circular(source)
+
+
+def role_of(source: str, reference: str = "") -> str:
+    """CEILING for a model that saw a robust model; CIRCULAR for a score-based student against
+    the score instrument; else VERDICT."""
+    if registry.circular(source):
+        return CEILING
+    return CIRCULAR if circular_for(source, reference) else VERDICT
 
 
 # --- the differences to vanilla -----------------------------------------------------------------
@@ -248,7 +275,7 @@ def alignment_rows(scores: pd.DataFrame, dataset: str) -> list[dict]:
             r = difference(per_image(scores, source, lam, score, ref), b, BOUNDS[score])
             if r is not None:
                 rows.append(
-                    _row(dataset, "alignment", source, lam, score, ref, "", r, role_of(source))
+                    _row(dataset, "alignment", source, lam, score, ref, "", r, role_of(source, ref))
                 )
     return rows
 
@@ -287,7 +314,7 @@ def ranking_rows(scores: pd.DataFrame, metrics: pd.DataFrame, dataset: str) -> l
                 continue  # an alignment ranks the robustness of its reference's threat model
             points = []
             for source, lam in [("vanilla", 0.0), *students(scores)]:
-                if registry.circular(source):
+                if circular_for(source, ref):
                     continue
                 x = per_image(scores, source, lam, score, ref)
                 y = flags(metrics, source, lam, metric)
@@ -334,6 +361,7 @@ def decide(df: pd.DataFrame) -> pd.DataFrame:
             df.at[i, "verdict"] = {
                 CEILING: "ceiling: not tested",
                 ONE_SEED: "one seed: not tested",
+                CIRCULAR: "circular for this instrument: not tested",
             }.get(r["role"], "secondary")
     return df
 
@@ -352,7 +380,7 @@ MARKS = {"more robust": "↑", "more aligned": "↑", "less robust": "↓", "les
 
 
 def _cell(r, digits: int) -> str:
-    mark = MARKS.get(r["verdict"], "·" if r["role"] == VERDICT else "")
+    mark = MARKS.get(r["verdict"], {VERDICT: "·", CIRCULAR: "§"}.get(r["role"], ""))
     return f"{_num(r['estimate'], digits)} [{_num(r['ci_low'], digits)}, {_num(r['ci_high'], digits)}] {mark}".strip()
 
 
@@ -360,10 +388,18 @@ def _cell(r, digits: int) -> str:
 TOY_NAMES = {
     "manifold_alignment": "manifold alignment (the truth)",
     "teacher_alignment": "teacher alignment (the instrument)",
+    "score_alignment": "score alignment (the score instrument)",
+}
+#: what each of the toy's scores is measured against
+TOY_REFERENCES = {
+    "manifold_alignment": "the data's line",
+    "teacher_alignment": "the toy reference",
+    "score_alignment": "denoiser",
 }
 #: each measure's unit, for the page's legend
 UNITS = {
     "alignment": "an alignment as a cosine",
+    "score_alignment": "the score alignment as a cosine",
     "tangent_fraction": "the tangent-space fraction as a fraction",
     "manifold_alignment": "the manifold alignment as |cosine|",
     "teacher_alignment": "the teacher alignment as a cosine",
@@ -374,7 +410,7 @@ def column(r) -> str:
     """A compact table's (and the figure's) column: the threat model, or the instrument."""
     if r["question"] == "robustness":
         return f"{NORM_SYMBOLS[r['norm']]} robust accuracy"
-    if r["measure"] in TOY_NAMES:
+    if r["dataset"] == "toy" and r["measure"] in TOY_NAMES:
         return TOY_NAMES[r["measure"]]
     return pag_report._column(r["measure"], r["reference"])
 
@@ -474,7 +510,13 @@ def markdown(df: pd.DataFrame, title: str, figure: str | None, notes=()) -> str:
         lines += [
             report.markdown(table),
             f"Each cell: the model minus vanilla, {', '.join(units)}; [95% interval]; ↑ / ↓ a "
-            "decided difference, · none detected.",
+            "decided difference, · none detected"
+            + (
+                "; § circular for this instrument (a score-based student against the score "
+                "instrument's denoiser, of the recipe it learnt from): not tested."
+                if (df["role"] == CIRCULAR).any()
+                else "."
+            ),
             "",
         ]
     ranks = ranking_table(df)
@@ -537,11 +579,14 @@ def image_answer(
 
 def toy_answer(metrics: pd.DataFrame, toy_pag: pd.DataFrame, figure: str | None = None):
     """(frame, markdown) for the toy: robustness and the ground truth (manifold alignment), and
-    whether the teacher-based instrument sees the ground truth's difference, over the seeds."""
+    whether the teacher-based instrument and the score instrument (where the table has it) see
+    the ground truth's difference, over the seeds."""
     rows = robustness_rows(metrics, "toy")
     models = toy_pag[toy_pag["role"] == "model"]
-    for score in ("manifold_alignment", "teacher_alignment"):
+    for score in TOY_NAMES:
         column_ = f"{score}_per_point"
+        if column_ not in models or models[column_].isna().all():
+            continue
         values = {
             (s, float(lam), int(seed)): np.array([float(v) for v in str(text).split(";")])
             for s, lam, seed, text in zip(
@@ -559,9 +604,8 @@ def toy_answer(metrics: pd.DataFrame, toy_pag: pd.DataFrame, figure: str | None 
                 else BOUNDS["alignment"],
             )
             if r is not None:
-                ref = "the data's line" if score == "manifold_alignment" else "the toy reference"
-                rows.append(
-                    _row("toy", "alignment", source, lam, score, ref, "", r, role_of(source))
-                )
+                ref = TOY_REFERENCES[score]
+                role = role_of(source, "denoiser" if score == "score_alignment" else "")
+                rows.append(_row("toy", "alignment", source, lam, score, ref, "", r, role))
     df = decide(pd.DataFrame(rows, columns=COLUMNS))
     return df, markdown(df, "The answer on the toy data", figure)

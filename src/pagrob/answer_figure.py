@@ -8,7 +8,7 @@ from __future__ import annotations
 import pandas as pd
 
 from pagrob import report
-from pagrob.answer import CEILING, SECONDARY, VERDICT, column
+from pagrob.answer import CEILING, CIRCULAR, SECONDARY, VERDICT, column
 from pagrob.plots import plt, save
 
 #: a point's look by its verdict: decided up, decided down, none detected, the ceiling
@@ -23,6 +23,7 @@ UNITS = {
     "robustness": "points of robust accuracy",
     "alignment": "cosine",
     "teacher_alignment": "cosine",
+    "score_alignment": "cosine",
     "manifold_alignment": "|cosine|",
     "tangent_fraction": "fraction",
 }
@@ -33,7 +34,7 @@ def _unit(r) -> str:
 
 
 def _look(r) -> dict:
-    if r["role"] == CEILING:
+    if r["role"] in (CEILING, CIRCULAR):  # never tested: the ceiling's look
         return LOOKS[CEILING]
     if r["verdict"].startswith(("more", "ranks robustness")):
         return LOOKS["up"]
@@ -121,7 +122,12 @@ def _legend(fig) -> None:
     ]
     fig.legend(
         handles,
-        ["decided: higher", "decided: lower", "no detectable difference", "ceiling (not tested)"],
+        [
+            "decided: higher",
+            "decided: lower",
+            "no detectable difference",
+            "not tested (ceiling, or circular for the instrument)",
+        ],
         loc="lower center",
         ncol=4,
         fontsize=7,

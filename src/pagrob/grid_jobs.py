@@ -76,8 +76,10 @@ def dataset_jobs(grid, d) -> list[Job]:
             out.append(Job("toy_figure", d, grid.results("figures/fig3_toy.png")))
         if grid.pag_scores.toy_enabled():
             out.append(Job("toy_pag", d, grid.results("tables/toy_pag.csv")))
+            if grid.pag_scores.denoiser_file(d):  # its score instrument's denoiser
+                out.append(Job("denoiser", d, grid.pag_scores.denoiser_file(d)))
         if grid.toy.score_validated():  # its denoiser against the exact score
-            if not any(j.rule == "denoiser" for j in out):
+            if not any(j.output == grid.score_based.denoiser_file(d) for j in out):
                 out.append(Job("denoiser", d, grid.score_based.denoiser_file(d)))
             out.append(Job("toy_score", d, grid.results("tables/toy_score.csv")))
         return toy_per_recipe(grid, out)
@@ -138,7 +140,8 @@ def checks_jobs(grid, d) -> list[Job]:
 
 
 def pag_jobs(grid, d) -> list[Job]:
-    """The PAG scores of each scored model, the baselines, the autoencoder."""
+    """The PAG scores of each scored model, the baselines, the autoencoder, and the score
+    instrument's denoiser (the score-based sources' recipe with the reference seed)."""
     pag = grid.pag_scores
     if not pag.config(d):
         return []
@@ -146,6 +149,8 @@ def pag_jobs(grid, d) -> list[Job]:
     out.append(Job("pag_baselines", d, grid.results(f"{d}/pag_baselines.csv")))
     if pag.autoencoder_config(d):
         out.append(Job("autoencoder", d, pag.autoencoder_file(d)))
+    if pag.denoiser_file(d):
+        out.append(Job("denoiser", d, pag.denoiser_file(d)))
     return out
 
 

@@ -29,8 +29,13 @@ def _colors(sources) -> dict[str, str]:
 
 
 def _circular(points: pd.DataFrame) -> pd.Series:
-    """Which points are models that saw a robust model (registry.circular): never ranked."""
-    return points["source"].map(registry.circular)
+    """Which points are models that saw a robust model (registry.circular), or are circular for
+    the score (relation circular: a score-based student against the score instrument): never
+    ranked."""
+    out = points["source"].map(registry.circular).astype(bool)
+    if "relation" in points:
+        out |= points["relation"] == "circular"
+    return out
 
 
 def _rho_text(points: pd.DataFrame) -> str:

@@ -12,6 +12,9 @@ several, each a tidy row (``COLUMNS``):
   a diagnostic); ``targeted_success`` (the fraction of Fig. 4's large-eps targeted L2 attacks on
   the model that the reference classifies as the target) and ``targeted_prob`` (the
   reference's mean probability of the target on them);
+- against the score instrument's denoiser (reference ``denoiser``: a class-conditional denoiser
+  with the references' seed, which never saw a robust model): ``score_alignment``, the mean
+  cosine between the model's centred class gradients and the denoiser's centred score field;
 - without a reference: ``common_mode`` (the fraction of the logit gradients' energy shared by all
   classes) and, with an autoencoder, ``tangent_fraction`` (||P_T g|| / ||g||, g the centred
   gradients, T the decoder's tangent space), ``on_manifold_change`` and ``off_manifold_change``.
@@ -49,6 +52,7 @@ SCORES = (
     "alignment",
     "alignment_log_softmax",
     "alignment_logit",
+    "score_alignment",
     "common_mode",
     "tangent_fraction",
     "on_manifold_change",
@@ -62,6 +66,7 @@ SCORE_NAMES = {
     "alignment": "alignment",
     "alignment_log_softmax": "log-softmax alignment",
     "alignment_logit": "raw-logit alignment",
+    "score_alignment": "score alignment",
     "common_mode": "common-mode fraction",
     "tangent_fraction": "tangent-space fraction",
     "on_manifold_change": "on-manifold change",
@@ -75,6 +80,7 @@ SCORE_NAMES = {
 INSTRUMENTS = (
     ("alignment", None),
     ("alignment_log_softmax", None),
+    ("score_alignment", "denoiser"),
     ("tangent_fraction", "autoencoder"),
 )
 EXTRA_NAMES = {
@@ -92,9 +98,13 @@ RELATION_NOTE = (
     "such a teacher; its agreement is expected by construction. § circular: another model that "
     "saw a robust model (a RIGD student of the other threat model's teacher, the other teacher, "
     "an imported model): robust models agree with each other, so its agreement is no evidence "
-    "either. † the reference against itself (the self-ceiling)."
+    "either; against the score instrument's denoiser, a score-based student (trained towards a "
+    "denoiser of its recipe). † the reference against itself (the self-ceiling)."
 )
 KEYS = ["source", "lam", "seed"]
+#: the references that are no robust model: a score's own (none), the autoencoder, the score
+#: instrument's denoiser
+NOT_MODELS = ("none", "autoencoder", "denoiser")
 
 
 def method(source: str) -> str:
@@ -144,13 +154,13 @@ def _order(df: pd.DataFrame) -> pd.DataFrame:
 def references(names) -> list[str]:
     """The paper's order: teacher_linf, teacher_l2, then any other reference by name."""
     first = ["teacher_linf", "teacher_l2"]
-    names = {n for n in names if n not in ("none", "autoencoder")}
+    names = {n for n in names if n not in NOT_MODELS}
     return sorted(names, key=lambda r: (first.index(r) if r in first else len(first), r))
 
 
 def _column(score: str, reference: str) -> str:
     name = SCORE_NAMES.get(score, score)
-    return name if reference in ("none", "autoencoder") else f"{name} vs {reference}"
+    return name if reference in NOT_MODELS else f"{name} vs {reference}"
 
 
 def _fmt(value: float, relation: str = "independent") -> str:
@@ -160,7 +170,7 @@ def _fmt(value: float, relation: str = "independent") -> str:
 
 
 #: the two tables of the scores: what the gradients are, and what the targeted attacks make
-GRADIENT_TABLE = SCORES[:7]
+GRADIENT_TABLE = SCORES[:8]
 TARGETED_TABLE = ("targeted_success", "targeted_prob")
 
 
@@ -175,7 +185,7 @@ def pag_scores_table(scores: pd.DataFrame) -> tuple[pd.DataFrame, str]:
         raise ValueError("no PAG scores to tabulate")
     refs = references(scores["reference"])
     present = set(zip(scores["score"], scores["reference"]))
-    pairs = [(s, r) for s in SCORES for r in [*refs, "none", "autoencoder"] if (s, r) in present]
+    pairs = [(s, r) for s in SCORES for r in [*refs, *NOT_MODELS] if (s, r) in present]
     rows, cells = _model_rows(scores, refs, pairs)
     full = pd.DataFrame(rows)
     shown = pd.DataFrame(cells)
@@ -195,7 +205,10 @@ def pag_scores_table(scores: pd.DataFrame) -> tuple[pd.DataFrame, str]:
         "logits f_c − mean_k f_k (unchanged when one function of x is added to every logit, as "
         "the predictions are); log-softmax alignment the same for log-softmax; raw-logit "
         "alignment compares the raw logits' gradients (a diagnostic: it sees the direction "
-        "shared by all classes, which no prediction depends on). Common-mode fraction: "
+        "shared by all classes, which no prediction depends on). Score alignment: the same "
+        "cosine against the centred score field D(x, c, σ) − x of a class-conditional "
+        "denoiser with the references' seed (Srinivas, Bordt & Lakkaraju 2023; no robust model "
+        "involved: the Bayes classifier scores 1). Common-mode fraction: "
         "‖mean_c ∇f_c‖² / mean_c ‖∇f_c‖², the share of the logit gradients that all classes "
         "share (0: none, 1: all). Tangent-space fraction: ‖P_T g‖ / ‖g‖ for the centred "
         "gradients g, T the span of the autoencoder decoder's Jacobian at the image's code "

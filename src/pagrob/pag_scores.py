@@ -17,6 +17,12 @@ classes; 1: all of it is).
   and with an autoencoder the tangent-space fraction ||P_T g|| / ||g|| of the centred gradients
   (Bordt et al. 2023; Srinivas, Bordt & Lakkaraju 2023) and the change of the softmax under
   noise inside and orthogonal to the tangent space (on- and off-manifold robustness);
+- with a class-conditional denoiser (``pagrob.denoiser``, seeded independently of the
+  score-based sources' own), ``score_alignment``: the mean over the C classes of the cosine
+  between the model's centred class gradients and the denoiser's centred score field
+  (:func:`score_field`; Srinivas, Bordt & Lakkaraju 2023 measure PAG against a diffusion model's
+  score). A classifier whose logits are log p(x | c) + log p(c) (the Bayes classifier) scores 1:
+  its centred gradients are the centred class scores. No robust model is involved;
 - :func:`targeted_success`: Fig. 4's large-eps targeted L2 PGD on the model, from each test
   image towards every class other than its label; how often the reference agrees that the
   result is the target class, and its mean probability for the target.
@@ -52,6 +58,8 @@ COS_EPS = 1e-30
 #: is no evidence either; the reference itself (the self-ceiling, 1 by construction for the
 #: alignments)
 INDEPENDENT, SAME_RECIPE, CIRCULAR, SELF = "independent", "same_recipe", "circular", "self"
+#: the reference of the score instrument's rows (score ``score_alignment``)
+DENOISER = "denoiser"
 
 
 def class_gradients(model: nn.Module, x: Tensor) -> tuple[Tensor, Tensor]:
@@ -102,6 +110,18 @@ def class_cosines(g: Tensor, r: Tensor) -> Tensor:
     return cos.view(g.shape[:2]).double().mean(0)
 
 
+def score_field(net: nn.Module, x: Tensor, sigma: float) -> Tensor:
+    """[C, B, ...]: a class-conditional denoiser's score field at ``x``, D(x, c, sigma) - x for
+    every class c (sigma^2 times the score of class c's density smoothed at ``sigma``), centred
+    over the classes. Centring leaves grad log p(c | x) - mean_k grad log p(k | x), since
+    log p(x | c) = log p(c | x) + log p(x) - log p(c): what a classifier's centred logit
+    gradients are compared with."""
+    from pagrob.denoiser import score_targets
+
+    s = score_targets(net, x, sigma, batch_size=len(x)).transpose(0, 1)
+    return s - s.mean(0, keepdim=True)
+
+
 def gradient_scores(
     model: nn.Module,
     x: Tensor,
@@ -111,6 +131,7 @@ def gradient_scores(
     noise: float | None = None,
     noise_draws: int = 4,
     generator: torch.Generator | None = None,
+    score: tuple[nn.Module, float] | None = None,
 ) -> dict[tuple[str, str], list[float]]:
     """Every gradient score of ``model`` on the images ``x``, per image:
     ``(score, reference) -> [value of each image]`` (the score is their mean). The model's class
@@ -118,6 +139,9 @@ def gradient_scores(
 
     - against each ``references[name]``: one alignment per kind of ``GRADIENTS`` (the mean over
       the classes of the cosine);
+    - with ``score`` (a denoiser and its noise level): ``("score_alignment", DENOISER)``, the
+      mean over the classes of the cosine between the centred gradients and
+      :func:`score_field`;
     - ``("common_mode", "none")``: the model's common-mode fraction;
     - with ``autoencoder`` (``pagrob.autoencoder``): ``("tangent_fraction", "autoencoder")``, the
       mean over the classes of ||P_T g|| / ||g|| for the centred gradients g, and with
@@ -126,7 +150,9 @@ def gradient_scores(
       orthogonal to it (``noise_draws`` directions per image, drawn from ``generator``).
     """
     references = references or {}
-    keys = [(score, name) for name in references for score in GRADIENTS.values()]
+    keys = [(kind, name) for name in references for kind in GRADIENTS.values()]
+    if score is not None:
+        keys.append(("score_alignment", DENOISER))
     keys.append(("common_mode", "none"))
     if autoencoder is not None:
         keys.append(("tangent_fraction", "autoencoder"))
@@ -143,6 +169,10 @@ def gradient_scores(
                 g = shift_invariant(grads, logits, kind)
                 r = shift_invariant(ref_grads, ref_logits, kind)
                 values.append(class_cosines(g, r))
+        if score is not None:
+            net, sigma = score
+            centred = shift_invariant(grads, logits, "centred")
+            values.append(class_cosines(centred, score_field(net, xb, sigma).to(centred.dtype)))
         values.append(common_mode_fraction(grads))
         if autoencoder is not None:
             from pagrob import autoencoder as ae_lib
@@ -257,9 +287,13 @@ def relation(source: str, reference: str) -> str:
     model (another seed: the realistic ceiling) and for a RIGD student of such a teacher;
     ``circular`` for any other model that saw a robust model (robust models agree with each
     other across threat models); ``independent`` for the models that never saw one (the
-    baselines of pag_report.BASELINES among them)."""
+    baselines of pag_report.BASELINES among them). Against the score instrument's denoiser
+    (``DENOISER``): ``circular`` for the score-based sources (trained towards a denoiser of
+    its recipe), else ``independent``."""
     if source == "ceiling":
         return SELF
+    if reference == DENOISER:  # the score-based students learnt a denoiser of its recipe
+        return CIRCULAR if source.split(".")[0] in registry.SCORE else INDEPENDENT
     norm = reference.removeprefix("teacher_")
     if source == reference or TEACHER_SOURCES.get(source.split(".")[0]) == norm:
         return SAME_RECIPE

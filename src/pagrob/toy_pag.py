@@ -5,8 +5,9 @@ gradients are perceptually aligned when they are faithful to the data manifold: 
 gradient of the margin f_1 - f_0 points along the line, not across it (vanilla models'
 gradients point across, orthogonally to the manifold). This module measures that directly
 (:func:`manifold_alignment`), and the teacher-based PAG instrument's counterpart against a
-reference model (:func:`teacher_alignment`), so that the instrument can be checked where the
-truth is known.
+reference model (:func:`teacher_alignment`) and the score instrument's counterpart against a
+class-score field (:func:`score_alignment`: a denoiser's, or the exact one), so that the
+instruments can be checked where the truth is known.
 
 Every function takes two-class models on 2-D inputs, freezes them and puts them in eval mode
 (restored after), makes every tensor on ``x``'s device and reads nothing back.
@@ -81,3 +82,16 @@ def teacher_alignment(
     which for two classes also carry the part of the logits common to both classes.)"""
     g = margin_gradients(model, x, batch_size)
     return _cosine(g, margin_gradients(reference, x, batch_size))
+
+
+def score_alignment(
+    model: nn.Module, x: Tensor, score: Tensor, batch_size: int = BATCH_SIZE
+) -> Tensor:
+    """cos(grad_x (f_1 - f_0)(x), s_1(x) - s_0(x)) per point [N], signed: the model's margin
+    gradient against the difference of a class-score field ``score`` [N, 2, 2] (a denoiser's
+    D(x, c, sigma) - x, or ``pagrob.data.toy_score``'s exact one); 0 where either is 0.
+
+    For two classes this is ``pagrob.pag_scores``' score alignment: the centred class gradients
+    and the centred scores are +-half of these differences, the same sign for both classes."""
+    g = margin_gradients(model, x, batch_size)
+    return _cosine(g, (score[:, 1] - score[:, 0]).to(g))

@@ -222,3 +222,106 @@ def test_the_toy_step_scores_each_class_on_the_test_points_and_the_region(tmp_pa
     want = torch.cosine_similarity(learned, exact, dim=1).mean()
     assert row["cosine"].iloc[0] == pytest.approx(float(want), abs=1e-6)
     assert "2 (the config's)" in out.with_suffix(".md").read_text()
+
+
+# --- the score instrument (pagrob.pag_scores.score_alignment) --------------------------------
+
+
+class ExactDenoiser(torch.nn.Module):
+    """The denoiser of the two Gaussian classes, exactly: D(x, c, sigma) = x + sigma^2 times the
+    smoothed class score (Tweedie)."""
+
+    num_classes = 2
+
+    def denoise(self, x, y, s):
+        var = STD**2 + s[:, None] ** 2
+        return x - s[:, None] ** 2 * (x - MEANS[y]) / var
+
+
+class Bayes(torch.nn.Module):
+    """Logits log N(x; mu_c, v I) (+ a function of x shared by both classes, which no prediction
+    sees): the Bayes classifier of the classes smoothed to variance v; ``sign`` -1 reverses it."""
+
+    def __init__(self, var, sign=1.0):
+        super().__init__()
+        self.var, self.sign = var, sign
+
+    def forward(self, x):
+        logits = -((x[:, None] - MEANS) ** 2).sum(-1) / (2 * self.var)
+        return self.sign * logits + x.sum(1, keepdim=True) ** 3
+
+
+def score_alignment(model, net, x, sigma):
+    from pagrob import pag_scores
+
+    values = pag_scores.gradient_scores(model, x, 64, score=(net, sigma))
+    return torch.tensor(values[("score_alignment", pag_scores.DENOISER)])
+
+
+def test_the_score_instrument_scores_the_bayes_classifier_one_and_its_reverse_minus_one(trained):
+    """Against the exact denoiser the Bayes classifier of the smoothed classes scores 1 on every
+    image whatever function both logits share (its centred gradients are the centred scores)
+    and the reversed one -1; against the trained denoiser, at least 0.9."""
+    x, _ = gaussian_classes(300, seed=6)
+    sigma = 0.5
+    bayes = Bayes(STD**2 + sigma**2)
+    exact = score_alignment(bayes, ExactDenoiser(), x, sigma)
+    torch.testing.assert_close(exact, torch.ones_like(exact), atol=1e-5, rtol=0)
+    reverse = score_alignment(Bayes(STD**2 + sigma**2, -1.0), ExactDenoiser(), x, sigma)
+    torch.testing.assert_close(reverse, -torch.ones_like(reverse), atol=1e-5, rtol=0)
+    net, _ = trained
+    assert score_alignment(bayes, net, x, sigma).mean() >= 0.9
+
+
+def test_score_based_students_are_circular_for_the_score_instrument():
+    from pagrob.pag_scores import CIRCULAR, DENOISER, INDEPENDENT, relation
+
+    for source in ("score_based", "score_shuffled", "score_based.sigma0.5"):
+        assert relation(source, DENOISER) == CIRCULAR
+    for source in ("vanilla", "nearest_neighbor", "rigd_linf", "floor"):
+        assert relation(source, DENOISER) == INDEPENDENT
+    assert relation("score_based", "teacher_linf") == INDEPENDENT
+
+
+def test_the_pag_scores_step_scores_against_a_denoiser(tmp_path, digits):
+    """steps.pag_scores --denoiser --score-sigma: a score_alignment row against "denoiser" per
+    model, the score-based student's marked circular; refused with one option alone or with
+    a denoiser of another dataset."""
+    from pagrob import models
+
+    small = data.Dataset(
+        "digits", digits.x_train[:50], digits.y_train[:50], digits.x_test[:20],
+        digits.y_test[:20], digits.classes, digits.mean, digits.std,
+    )  # fmt: skip
+    prepared = tmp_path / "digits.pt"
+    data.save_prepared(small, prepared)
+    settings = DenoiserSettings("mlp", 1, 32, 1e-3, 0.05, 1.0, width=16)
+    torch.manual_seed(0)
+    denoiser.save(tmp_path / "d.pt", denoiser.build("mlp", (1, 8, 8), 10, width=16), settings,
+                  dataset="digits")  # fmt: skip
+    files = []
+    for i, source in enumerate(("vanilla", "score_based")):
+        net = models.build_model("small_cnn", (1, 8, 8), 10, small.mean, small.std)
+        files.append(tmp_path / f"{source}.pt")
+        models.save_model(files[-1], net, "small_cnn", (1, 8, 8), 10, dataset="digits",
+                          source=source, lam=0.0 if i == 0 else 1.0, seed=i)  # fmt: skip
+    common = ["--data", prepared, "--models", *files, "--settings",
+              settings_json(attack={"norm": "l2", "eps": 1.0, "steps": 2, "step_size": 0.5}, images=8)]  # fmt: skip
+    out = tmp_path / "scores.csv"
+    proc = run_step("pagrob.steps.pag_scores", *common, "--denoiser", tmp_path / "d.pt",
+                    "--score-sigma", 0.3, "--out", out)  # fmt: skip
+    assert proc.returncode == 0, proc.stdout + proc.stderr
+    rows = pd.read_csv(out)
+    score = rows[rows["score"] == "score_alignment"].set_index("source")
+    assert set(score["reference"]) == {"denoiser"} and score["value"].between(-1, 1).all()
+    assert score.loc["score_based", "relation"] == "circular"
+    assert score.loc["vanilla", "relation"] == "independent"
+    assert len(score.loc["vanilla", "per_image"].split(";")) == 8
+    proc = run_step("pagrob.steps.pag_scores", *common, "--denoiser", tmp_path / "d.pt",
+                    "--out", tmp_path / "no.csv")  # fmt: skip
+    assert proc.returncode != 0 and "--denoiser and --score-sigma go together" in proc.stderr
+    denoiser.save(tmp_path / "t.pt", denoiser.build("mlp", (1, 8, 8), 10, width=16), settings,
+                  dataset="toy")  # fmt: skip
+    proc = run_step("pagrob.steps.pag_scores", *common, "--denoiser", tmp_path / "t.pt",
+                    "--score-sigma", 0.3, "--out", tmp_path / "toy.csv")  # fmt: skip
+    assert proc.returncode != 0 and "was trained on 'toy'" in proc.stderr

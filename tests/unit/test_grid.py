@@ -159,7 +159,7 @@ def test_each_experiment_declares_the_models_and_outputs_of_its_config_block():
         assert res(f"tables/answer_{d}.md") in grid.main.outputs()
 
     toy = cfg["toy"]
-    assert len(grid.toy.models("toy")) == 2 * len(toy["seeds"])
+    assert len(grid.toy.models("toy")) == (1 + len(toy["sources"])) * len(toy["seeds"])
     assert grid.toy.models("digits") == []
 
     ablation = cfg["grad_of_ablation"]
@@ -207,5 +207,31 @@ def test_a_score_based_source_without_a_noise_level_is_refused_naming_the_key():
     digits["score_based"]["sigma"] = 0.3
     jobs = grid.jobs(["digits"])
     denoiser = [j for j in jobs if j.rule == "denoiser"]
-    assert [j.output for j in denoiser] == [grid.results("digits/denoiser/seed0/model.pt")]
+    assert [j.output for j in denoiser] == [
+        grid.results("digits/denoiser/seed0/model.pt"),  # the sources'
+        grid.results("digits/denoiser/seed100/model.pt"),  # the score instrument's
+    ]
     assert grid.results("digits/targets/score_based.pt") in {j.output for j in jobs}
+
+
+def test_the_score_instrument_has_a_denoiser_of_the_reference_seed_and_refuses_the_sources():
+    """The score instrument's denoiser: the sources' recipe with pag_scores.reference_seed, so
+    that it is not the denoiser the score-based students learnt from; the same seed refused,
+    naming both keys; no instrument without a score_based block."""
+    grid = load_grid(ROOT / "demo.yaml")
+    assert grid.pag_scores.denoiser_file("digits") == grid.results(
+        "digits/denoiser/seed100/model.pt"
+    )
+    assert grid.pag_scores.denoiser_file("toy") == grid.results("toy/denoiser/seed100/model.pt")
+    grid.config["datasets"]["digits"]["score_based"]["denoiser"]["seed"] = 100
+    with pytest.raises(
+        ConfigError, match=r"reference_seed 100 is also datasets\.digits\.score_based\.denoiser"
+    ):
+        grid.jobs()
+    grid = load_grid(ROOT / "fmnist.yaml")
+    del grid.config["datasets"]["fashion_mnist"]["score_based"]
+    grid.config["experiments"]["main"]["sources"].remove("score_based")
+    grid.config["experiments"]["main"]["sources"].remove("score_shuffled")
+    del grid.config["experiments"]["sigma_sweep"]
+    assert grid.pag_scores.denoiser_file("fashion_mnist") == []
+    assert not [j for j in grid.jobs() if j.rule == "denoiser"]

@@ -12,7 +12,7 @@ import torch
 from torch import nn
 
 from conftest import settings_json
-from pagrob import data, models, pag_report, pag_scores, registry, train
+from pagrob import data, models, pag_report, pag_scores, registry, report, train
 from pagrob.attacks import Attack
 from pagrob.datasets import load_digits
 
@@ -497,6 +497,65 @@ def test_pag_scores_table_marks_circular_cells_and_shows_the_baselines():
     assert (
         "‡ same recipe" in text and "Random direction (√(k/d)): tangent-space fraction 0.35" in text
     )
+
+
+def test_the_score_instrument_in_the_table_marks_the_score_based_students_circular():
+    rel = pag_scores.relation
+    for source in ("score_based", "score_shuffled", "score_based.sigma0.5"):
+        assert rel(source, pag_scores.DENOISER) == "circular"
+    for source in ("vanilla", "nearest_neighbor", "class_mean.centred"):
+        assert rel(source, pag_scores.DENOISER) == "independent"
+    assert rel("score_based", "teacher_linf") == "independent"  # the teachers: no denoiser
+    # the denoiser is no robust model: no reference of the alignments, its score one column
+    names = ["teacher_l2", "denoiser", "none", "autoencoder", "teacher_linf"]
+    assert pag_report.references(names) == ["teacher_linf", "teacher_l2"]
+    extra = [
+        dict(
+            dataset="digits",
+            source=source,
+            lam=lam,
+            seed=0,
+            score="score_alignment",
+            reference=pag_scores.DENOISER,
+            value=value,
+            relation=rel(source, pag_scores.DENOISER),
+            per_image="",
+        )
+        for source, lam, value in (("vanilla", 0.0, 0.1), ("score_based", 0.3, 0.8))
+    ]
+    scores = pd.concat([synthetic_scores(), pd.DataFrame(extra)], ignore_index=True)
+    full, text = pag_report.pag_scores_table(scores)
+    assert "relation: denoiser" not in full.columns and "score alignment" in full.columns
+    table = [line for line in text.split("## Targeted")[0].splitlines() if line.startswith("| ")]
+    header = [c.strip() for c in table[0].split("|")[1:-1]]
+    assert "score alignment" in header and not any("denoiser" in c for c in header)
+    col = header.index("score alignment")
+    cells = {
+        line.split("|")[1].strip(): [c.strip() for c in line.split("|")[1:-1]] for line in table
+    }
+    assert cells[report.method("score_based")][col] == "0.800§"
+    assert cells["Vanilla"][col] == "0.100"
+    assert "a score-based student" in text  # the note says what § means here
+
+
+def test_a_point_circular_for_its_score_is_never_ranked():
+    from pagrob import pag_figures
+
+    points = pd.DataFrame(
+        {
+            "source": ["vanilla", "one_image", "class_mean", "score_based", "rigd_linf"],
+            "lam": [0.0, 0.3, 0.3, 0.3, 0.3],
+            "value": [0.1, 0.2, 0.3, 0.9, 0.8],
+            "accuracy": [10.0, 30.0, 20.0, 5.0, 50.0],
+            "relation": ["independent"] * 3 + ["circular", "independent"],
+        }
+    )
+    assert pag_figures._circular(points).tolist() == [False, False, False, True, True]
+    text = pag_figures._rho_text(points)
+    assert ", 3 models (3 runs) (circular models excluded" in text
+    # without a relation column: registry.circular alone
+    plain = pag_figures._circular(points.drop(columns="relation"))
+    assert plain.tolist() == [False, False, False, False, True]
 
 
 def test_lambda_table_measures_the_trend():

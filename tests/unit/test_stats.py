@@ -7,7 +7,7 @@ import numpy as np
 import pandas as pd
 import pytest
 
-from pagrob import answer, report, stats
+from pagrob import answer, pag_report, report, stats
 
 
 def test_clopper_pearson_interval_of_a_known_case():
@@ -379,3 +379,150 @@ def test_the_answer_figure_shows_each_model_with_its_interval_the_ceiling_apart(
         assert (marker.get_fillstyle() == "full") == (r["verdict"] == "more robust")
     zero = [ln for ln in ax.get_lines() if list(ln.get_xdata()) == [0, 0]]
     assert len(zero) == 1  # the line at 0
+
+
+# --- the score instrument: circular for the score-based students ------------------------------
+
+
+def pag_scores(values: dict, n: int = 200, seeds=(0, 1, 2), sd: float = 0.05) -> pd.DataFrame:
+    """Tidy PAG score rows with per-image values: ``values[(source, lam)]`` maps each
+    (score, reference) to the mean of its images' values, each seed's images a fixed draw."""
+    rng = np.random.default_rng(1)
+    rows = []
+    for (source, lam), means in values.items():
+        for s in seeds:
+            for (score, ref), mean in means.items():
+                v = np.clip(mean + sd * rng.standard_normal(n), -1.0, 1.0)
+                circular = ref == "denoiser" and source.startswith("score_")
+                rows.append(
+                    dict(
+                        dataset="digits",
+                        source=source,
+                        lam=lam,
+                        seed=s,
+                        score=score,
+                        reference=ref,
+                        value=v.mean(),
+                        relation="circular" if circular else "independent",
+                        per_image=";".join(f"{x:.6g}" for x in v),
+                    )
+                )
+    return pd.DataFrame(rows, columns=pag_report.COLUMNS)
+
+
+TEACHER, SCORE = ("alignment", "teacher_linf"), ("score_alignment", "denoiser")
+#: (source, lam): robust accuracy, teacher alignment, score alignment; the score-based student
+#: far ahead on the score instrument (circular for it: never tested, never ranked)
+SCORE_MODELS = {
+    ("vanilla", 0.0): (20.0, 0.2, 0.1),
+    ("one_image", 0.3): (25.0, 0.2, 0.1),
+    ("nearest_neighbor", 0.3): (40.0, 0.35, 0.3),
+    ("score_based", 0.3): (35.0, 0.3, 0.6),
+}
+
+
+@pytest.fixture(scope="module")
+def score_case():
+    m = metrics({k: acc for k, (acc, _, _) in SCORE_MODELS.items()})
+    sc = pag_scores({k: {TEACHER: t, SCORE: s} for k, (_, t, s) in SCORE_MODELS.items()})
+    return m, sc
+
+
+def test_score_based_students_are_circular_for_the_score_instrument_alone(score_case):
+    _, sc = score_case
+    df = pd.DataFrame(answer.alignment_rows(sc, "digits"), columns=answer.COLUMNS)
+    role = df.set_index(["source", "measure"])["role"]
+    assert role[("score_based", "score_alignment")] == answer.CIRCULAR
+    assert role[("score_based", "alignment")] == answer.VERDICT  # the teacher: independent
+    assert role[("nearest_neighbor", "score_alignment")] == answer.VERDICT
+    assert role[("nearest_neighbor", "alignment")] == answer.VERDICT
+    decided = answer.decide(df)
+    row = decided[(decided["source"] == "score_based") & (decided["measure"] == "score_alignment")]
+    (row,) = row.itertuples()
+    assert row.reference == "denoiser" and row.estimate == pytest.approx(0.5, abs=0.02)
+    assert math.isnan(row.p_holm) and row.verdict == "circular for this instrument: not tested"
+    family = decided[decided["role"] == answer.VERDICT]
+    assert len(family) == 5  # one_image and nearest_neighbor twice, score_based's teacher line
+    np.testing.assert_allclose(family["p_holm"], stats.holm(family["p"]))
+
+
+def test_the_circular_cell_stays_in_the_models_row_marked(score_case):
+    m, sc = score_case
+    rows = answer.robustness_rows(m, "digits") + answer.alignment_rows(sc, "digits")
+    df = answer.decide(pd.DataFrame(rows, columns=answer.COLUMNS))
+    text = answer.markdown(df, "The answer on digits", None)
+    table = answer.compact(df)
+    name = report.method("score_based")
+    rows = table[table["model"].str.startswith(name)]
+    assert rows["model"].tolist() == [name]  # one row, no "(ceiling)" row of its own
+    (score,) = [c for c in table.columns if c.startswith("score alignment")]
+    cells = rows.iloc[0]
+    assert cells[score].endswith("§") and cells[score].startswith("+0.5")
+    assert cells["alignment vs teacher_linf"].endswith("↑")  # its teacher line: a verdict
+    assert not table[table["model"] != name][score].str.contains("§").any()
+    row = next(line for line in text.splitlines() if line.startswith(f"| {name} |"))
+    assert "§" in row and "§ circular for this instrument" in text
+    # no circular row: no § and no word of it
+    plain = df[df["source"] != "score_based"]
+    assert "§" not in answer.markdown(plain, "t", None)
+
+
+def test_the_score_instrument_ranks_without_the_score_based_students(score_case):
+    m, sc = score_case
+    df = pd.DataFrame(answer.ranking_rows(sc, m, "digits"), columns=answer.COLUMNS)
+    score = df[df["reference"] == "denoiser"]
+    teacher = df[df["reference"] == "teacher_linf"]
+    # the score instrument: vanilla, one_image, nearest_neighbor (without vanilla: too few)
+    assert score["interval"].str.split(";").str[0].tolist() == ["3 models (9 runs)"]
+    assert teacher["interval"].str.split(";").str[0].tolist() == [
+        "4 models (12 runs)",
+        "3 models (9 runs), without vanilla",
+    ]
+    ranks = answer.ranking_table(answer.decide(df)).set_index("instrument")
+    assert ranks.loc["score alignment", "models"] == "3 models (9 runs)"
+
+
+def toy_scores(values: dict, n: int = 60, seeds=(0, 1, 2), sd: float = 0.05) -> pd.DataFrame:
+    """A toy_pag table: each model's per-point scores, ``values[(source, lam)]`` their means
+    (manifold, teacher and score alignment), and the reference's row."""
+    rng = np.random.default_rng(2)
+    rows = []
+    for (source, lam), means in values.items():
+        for s in seeds:
+            row = dict(dataset="toy", source=source, lam=lam, seed=s, role="model")
+            for k, mean in zip(("manifold", "teacher", "score"), means):
+                v = np.clip(mean + sd * rng.standard_normal(n), -1.0, 1.0)
+                row[f"{k}_alignment"] = v.mean()
+                row[f"{k}_alignment_per_point"] = ";".join(f"{x:.6g}" for x in v)
+            rows.append(row)
+    rows.append(dict(dataset="toy", source="teacher_l2", lam=0.0, seed=5, role="reference"))
+    return pd.DataFrame(rows)
+
+
+def test_the_toys_score_based_student_is_circular_for_the_score_instrument():
+    models = {
+        ("vanilla", 0.0): (20.0, (0.1, 0.1, 0.1)),
+        ("nearest_neighbor", 1.0): (60.0, (0.5, 0.4, 0.4)),
+        ("score_based", 1.0): (50.0, (0.4, 0.3, 0.8)),
+    }
+    m = metrics({k: acc for k, (acc, _) in models.items()})
+    toy = toy_scores({k: v for k, (_, v) in models.items()})
+    df, text = answer.toy_answer(m, toy)
+    role = df[df["question"] == "alignment"].set_index(["source", "measure"])["role"]
+    assert role[("score_based", "score_alignment")] == answer.CIRCULAR
+    assert role[("nearest_neighbor", "score_alignment")] == answer.VERDICT
+    assert role[("score_based", "teacher_alignment")] == answer.VERDICT
+    assert role[("score_based", "manifold_alignment")] == answer.VERDICT
+    row = next(line for line in text.splitlines() if line.startswith("| Score-based"))
+    assert row.rstrip(" |").endswith("§") and "§ circular for this instrument" in text
+    # a toy table without the score instrument (its column absent, or empty): no score rows
+    for without in (
+        toy.drop(columns=["score_alignment", "score_alignment_per_point"]),
+        toy.assign(score_alignment=np.nan, score_alignment_per_point=np.nan),
+    ):
+        df, text = answer.toy_answer(m, without)
+        assert set(df[df["question"] == "alignment"]["measure"]) == {
+            "manifold_alignment",
+            "teacher_alignment",
+        }
+        assert "§" not in text

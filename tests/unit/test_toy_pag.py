@@ -1,8 +1,10 @@
 """The toy's ground-truth PAG score (pagrob.toy_pag): 1 for a margin that varies along the data's
 line, 0 across it; the teacher alignment's sign and its indifference to what both logits share;
-the line defined once (pagrob.data) without changing the data; the toy_pag step end to end; and
-Fig. 3's margin-gradient arrows."""
+the score alignment's sign against the exact class scores; the line defined once (pagrob.data)
+without changing the data; the toy_pag step end to end, with and without the score instrument;
+and Fig. 3's margin-gradient arrows."""
 
+import json
 import math
 import os
 import subprocess
@@ -15,7 +17,7 @@ import pytest
 import torch
 from torch import nn
 
-from pagrob import data, figures, models, report, toy_pag
+from pagrob import data, denoiser, figures, models, pag_report, report, settings, toy_pag
 
 ROOT = Path(__file__).resolve().parents[2]
 TANGENT = torch.tensor([1.0, 2.0]) / math.sqrt(5)  # along the line x2 = 2 x1
@@ -124,6 +126,54 @@ def test_teacher_alignment_self_negated_and_shared_terms():
     torch.testing.assert_close(toy_pag.teacher_alignment(model, Plus(reference), x), base)
 
 
+class Bayes(nn.Module):
+    """The toy's Bayes classifier at noise level sigma: logits log p_sigma(x | k) (up to a
+    constant), the class densities that ``data.toy_score`` differentiates; its margin gradient
+    is s_1 - s_0. ``swap``: the classes swapped."""
+
+    def __init__(self, sigma, swap=False):
+        super().__init__()
+        self.sigma, self.swap = sigma, swap
+
+    def forward(self, x):
+        norm = math.sqrt(5)  # |TOY_DIRECTION|
+        s = x @ TANGENT
+        across = x - s[:, None] * TANGENT
+        var = norm**2 + self.sigma**2
+        logits = torch.stack(
+            [
+                torch.logsumexp(-((s[:, None] - torch.tensor(c) * norm) ** 2) / (2 * var), 1)
+                - (across**2).sum(1) / (2 * self.sigma**2)
+                for c in CENTERS
+            ],
+            dim=1,
+        )
+        return logits.flip(1) if self.swap else logits
+
+
+@pytest.mark.parametrize("sign", [1.0, -1.0], ids=["up", "down"])
+def test_score_alignment_against_the_exact_class_scores(sign):
+    """Signed cos(grad (f_1 - f_0), s_1 - s_0): the Bayes classifier +1 (its classes swapped -1);
+    a margin along the line ±1 with the sign of (s_1 - s_0) along it; a margin across it 0."""
+    x = plane_points()
+    score = data.toy_score(x, CENTERS, 2.0)  # [N, 2 classes, 2]
+    assert score.shape == (len(x), 2, 2)
+    diff = score[:, 1] - score[:, 0]
+    moving = diff.norm(dim=1) > 1e-2  # where s_1 - s_0 is not 0
+    assert moving.sum() > 0.9 * len(x)
+    bayes = toy_pag.score_alignment(Bayes(2.0, swap=sign < 0), x, score)
+    assert bayes.shape == (len(x),)
+    torch.testing.assert_close(
+        bayes[moving], sign * torch.ones(int(moving.sum())), atol=1e-4, rtol=0
+    )
+    along = toy_pag.score_alignment(Margin(TANGENT, sign), x, score)
+    expected = sign * torch.sign(diff @ TANGENT.double()).float()
+    assert (expected[moving] != 0).all() and (expected > 0).any() and (expected < 0).any()
+    torch.testing.assert_close(along[moving], expected[moving], atol=1e-4, rtol=0)
+    across = toy_pag.score_alignment(Margin(NORMAL, sign), x, score)
+    assert across.abs().max() < 1e-4
+
+
 def test_scores_stay_on_the_data_device():
     """On the meta device (no values: any host read raises) every result stays on it."""
     net = models.build_model("mlp", (2,), 2, torch.zeros(2), torch.ones(2)).to("meta")
@@ -176,17 +226,21 @@ def metrics_rows(source, lam, seed, clean, robust):
     ]
 
 
-def test_toy_pag_step_end_to_end(tmp_path):
+SPECS = {  # name: (source, lam, seed, clean, robust)
+    "a": ("vanilla", 0.0, 0, 97.0, 10.0),
+    "b": ("nearest_neighbor", 1.0, 0, 96.0, 60.0),
+    "c": ("vanilla", 0.0, 1, 95.0, 30.0),
+    "ref": ("teacher_l2", 0.0, 5, 90.0, None),
+}
+
+
+def step_inputs(tmp_path):
+    """The toy_pag step's inputs (data, three models, the reference, their metrics): the
+    dataset, the nets by name, the step's arguments and its outputs."""
     ds = data.make_toy(CENTERS, n_per_mode=20, n_test=60, seed=0)
     data.save_prepared(ds, tmp_path / "data.pt")
-    specs = {  # name: (source, lam, seed, clean, robust)
-        "a": ("vanilla", 0.0, 0, 97.0, 10.0),
-        "b": ("nearest_neighbor", 1.0, 0, 96.0, 60.0),
-        "c": ("vanilla", 0.0, 1, 95.0, 30.0),
-        "ref": ("teacher_l2", 0.0, 5, 90.0, None),
-    }
     nets, rows = {}, []
-    for i, (name, (source, lam, seed, clean, robust)) in enumerate(specs.items()):
+    for i, (name, (source, lam, seed, clean, robust)) in enumerate(SPECS.items()):
         torch.manual_seed(10 + i)
         nets[name] = models.build_model("mlp", (2,), 2, torch.zeros(2), torch.ones(2))
         models.save_model(
@@ -205,30 +259,27 @@ def test_toy_pag_step_end_to_end(tmp_path):
     rows += metrics_rows("vanilla", 0.0, 2, 13.0, 14.0)  # another seed
     pd.DataFrame(rows, columns=report.COLUMNS).to_csv(tmp_path / "metrics.csv", index=False)
     out = {ext: tmp_path / "out" / f"toy_pag.{ext}" for ext in ("csv", "md", "html")}
+    args = [
+        "--data",
+        str(tmp_path / "data.pt"),
+        "--models",
+        *(str(tmp_path / f"{n}.pt") for n in "abc"),
+        "--reference",
+        str(tmp_path / "ref.pt"),
+        "--metrics",
+        str(tmp_path / "metrics.csv"),
+        *(a for ext, path in out.items() for a in (f"--out-{ext}", str(path))),
+        "--device",
+        "cpu",
+    ]
+    return ds, nets, args, out
+
+
+def test_toy_pag_step_end_to_end(tmp_path):
+    ds, nets, args, out = step_inputs(tmp_path)
+    specs = SPECS
     proc = subprocess.run(
-        [
-            sys.executable,
-            "-m",
-            "pagrob.steps.toy_pag",
-            "--data",
-            str(tmp_path / "data.pt"),
-            "--models",
-            *(str(tmp_path / f"{n}.pt") for n in "abc"),
-            "--reference",
-            str(tmp_path / "ref.pt"),
-            "--metrics",
-            str(tmp_path / "metrics.csv"),
-            "--out-csv",
-            str(out["csv"]),
-            "--out-md",
-            str(out["md"]),
-            "--out-html",
-            str(out["html"]),
-            "--device",
-            "cpu",
-            "--threads",
-            "1",
-        ],
+        [sys.executable, "-m", "pagrob.steps.toy_pag", *args, "--threads", "1"],
         env=dict(os.environ, PYTHONPATH=str(ROOT / "src")),
         capture_output=True,
         text=True,
@@ -243,12 +294,18 @@ def test_toy_pag_step_end_to_end(tmp_path):
         "seed",
         "manifold_alignment",
         "teacher_alignment",
+        "score_alignment",
+        "score_alignment_exact",
         "clean",
         "robust",
         "role",
         "manifold_alignment_per_point",
         "teacher_alignment_per_point",
+        "score_alignment_per_point",
+        "score_alignment_exact_per_point",
     ]
+    # no denoiser: the score instrument's columns empty, and neither in the table nor its note
+    assert df.filter(like="score_alignment").isna().all().all()
     assert df["role"].tolist() == ["model"] * 3 + ["reference"]
     x, tangent = ds.x_test, data.toy_tangent()
     for (name, (source, lam, seed, clean, robust)), (_, r) in zip(specs.items(), df.iterrows()):
@@ -271,6 +328,7 @@ def test_toy_pag_step_end_to_end(tmp_path):
 
     md = out["md"].read_text()
     assert "PGD-10 L2 ε=15" in md and "answer_toy" in md
+    assert "Score alignment" not in md and "Spearman ρ" not in md
     table = [
         line for line in md.split("Each recipe's mean")[0].splitlines() if line.startswith("| ")
     ]
@@ -292,6 +350,58 @@ def test_toy_pag_step_end_to_end(tmp_path):
     assert means[2].startswith("| PAG (Nearest Neighbor) | 1 | 1 |")
     html = out["html"].read_text()
     assert html.count("<table>") == 2
+
+
+def toy_denoiser(path):
+    """An untrained toy denoiser's file (the step's plumbing, not its values)."""
+    cfg = settings.DenoiserSettings(
+        arch="mlp",
+        epochs=1,
+        batch_size=64,
+        lr=1e-3,
+        sigma_min=0.5,
+        sigma_max=20.0,
+        width=16,
+        scale=50.0,
+    )
+    torch.manual_seed(0)
+    net = denoiser.build("mlp", (2,), 2, width=16, scale=50.0)
+    denoiser.save(path, net, cfg, dataset="toy")
+    return net
+
+
+def test_toy_pag_step_with_the_score_instrument(tmp_path, monkeypatch):
+    from pagrob.steps import toy_pag as step
+
+    ds, nets, args, out = step_inputs(tmp_path)
+    net = toy_denoiser(tmp_path / "denoiser.pt")
+    options = ["--denoiser", str(tmp_path / "denoiser.pt"), "--centers", json.dumps(CENTERS)]
+    # the three go together: one alone is refused, naming them, before anything is written
+    monkeypatch.setattr(sys, "argv", ["toy_pag", *args, *options[:2]])
+    with pytest.raises(ValueError, match="--denoiser, --centers and --sigma"):
+        step.main()
+    assert not out["csv"].exists()
+    monkeypatch.setattr(sys, "argv", ["toy_pag", *args, *options, "--sigma", "2.0"])
+    step.main()
+    df = pd.read_csv(out["csv"])
+    assert df["role"].tolist() == ["model"] * 3 + ["reference"]
+    x = ds.x_test
+    fields = {
+        "score_alignment": denoiser.score_targets(net, x, 2.0),
+        "score_alignment_exact": data.toy_score(x, CENTERS, 2.0),
+    }
+    for name, (_, r) in zip(SPECS, df.iterrows()):
+        for k, field in fields.items():
+            expected = toy_pag.score_alignment(nets[name], x, field).double()
+            assert math.isfinite(r[k]) and r[k] == pytest.approx(expected.mean().item(), abs=1e-6)
+            points = [float(v) for v in r[f"{k}_per_point"].split(";")]
+            assert points == pytest.approx(expected.tolist(), rel=1e-5, abs=1e-6)
+    md = out["md"].read_text()
+    header = next(line for line in md.splitlines() if line.startswith("| Method"))
+    assert "| Score alignment |" in header and "| Score alignment (exact score) |" in header
+    models_ = df[df["role"] == "model"]
+    rho = pag_report.spearman(models_["score_alignment"], models_["score_alignment_exact"])
+    assert f"Over the 3 models, the denoiser's against the exact: Spearman ρ = {rho:+.3f}" in md
 
 
 # --- Fig. 3's arrows ----------------------------------------------------------------------------

@@ -61,8 +61,15 @@ CASES = {
         ["datasets.toy", "'arch' is a required property"],
     ),
     "lambda missing for a source": (
-        edit(["experiments", "toy", "source"], "class_mean"),
+        edit(["experiments", "toy", "sources"], ["class_mean"]),
         ["no lambda for source 'class_mean' on 'toy'", "datasets.toy.lam.class_mean"],
+    ),
+    "the toy's old single source": (
+        both(
+            edit(["experiments", "toy", "sources"], DELETE),
+            edit(["experiments", "toy", "source"], "nearest_neighbor"),
+        ),
+        ["experiments.toy", "'sources' is a required property"],
     ),
     "dataset without settings": (
         edit(["datasets"], {}),

@@ -2,14 +2,17 @@
 every job kind end to end, prints the projection table with a grid total, and writes its JSON.
 The expected job kinds come from the library and the workflow (sources, strategies, the schema's
 runtime kinds, the rules), not from the script, so a kind the script stops measuring fails here;
-every job of the workflow's grid (pagrob.grid) must be in its projection."""
+every job of the workflow's grid (pagrob.grid) must be in its projection, the score-based
+sources' denoiser and targets and the sigma sweep's jobs too."""
 
 from __future__ import annotations
 
+import importlib
 import json
 import re
 import subprocess
 import sys
+from collections import Counter
 
 import pytest
 import torch
@@ -58,6 +61,9 @@ def expected_kinds(dataset: str) -> list[str]:
     kinds += ["pag_scores", "pag_baselines", "autoencoder", "figure:fig4", "figure:fig1"]
     if cfg["experiments"]["lambda_ablation"]["dataset"] == dataset:
         kinds.append("figure:fig5")
+    score = [s for s in sources.SCORE if s in cfg["experiments"]["main"]["sources"]]
+    if score:  # the score-based sources: their denoiser, targets and students
+        kinds += ["denoiser", *(f"targets:{s}" for s in score), *(f"train:{s}" for s in score)]
     return kinds
 
 
@@ -96,9 +102,14 @@ def test_tiny_json_holds_every_measurement(tiny):
             "autoattack",
             "pag_scores",
             "autoencoder",
+            "denoiser",
+            "score_targets",
             "figure",
         } <= set(m)
         assert m["autoencoder"]["seconds_per_step"] > 0 and m["pag_scores"]["tangent_s"] > 0
+        assert m["denoiser"]["seconds_per_image_epoch"] > 0
+        assert set(m["score_targets"]) == set(sources.SCORE)
+        assert all(t["build_s"] > 0 for t in m["score_targets"].values())
         assert set(m["targets"]) == set(sources.REPRESENTATIVES)
         assert set(m["train"]) == {
             "vanilla",
@@ -175,6 +186,73 @@ def test_every_job_of_the_grid_is_projected(tiny):
         rows = [r for r in record["rows"] if r["dataset"] == dataset]
         assert sum(r["jobs"] for r in rows) == len(jobs), dataset
     assert record["grid"]["rule_counts"] == grid.job_counts(list(DATASETS))
+
+
+def test_the_score_sources_denoiser_and_targets_are_projected(tiny):
+    """The denoiser (rule denoiser: the score-based sources' and the PAG scores' instrument's)
+    per image and epoch x the real training images x the recipe's epochs, beside the training
+    limit; each score-based source's targets (make_targets) per image x the real training
+    images, on the CPU, beside the targets limit; their students as training jobs. Each row
+    counts the grid's jobs of its rule on that dataset."""
+    _, record = tiny
+    cfg, grid = config(), load_grid(ROOT / "config.yaml")
+    for dataset in DATASETS:
+        jobs = grid.jobs([dataset])
+        rows = {r["kind"]: r for r in record["rows"] if r["dataset"] == dataset}
+        dc, m = cfg["datasets"][dataset], record["datasets"][dataset]
+        real = m["real_train_images"]
+        den = rows["denoiser"]
+        assert (den["rule"], den["runtime_kind"], den["device"]) == ("denoiser", "train", "gpu")
+        assert den["limit_minutes"] == dc["resources"]["runtime"]["train"]
+        assert den["jobs"] == sum(j.rule == "denoiser" for j in jobs) >= 1, dataset
+        epochs = dc["score_based"]["denoiser"]["epochs"]
+        assert den["minutes_per_job"] == pytest.approx(den["measured"] * real * epochs / 60)
+        for source in sources.SCORE:
+            t = rows[f"targets:{source}"]
+            assert (t["rule"], t["runtime_kind"], t["device"]) == (
+                "make_targets",
+                "targets",
+                "cpu",
+            )
+            assert t["limit_minutes"] == dc["resources"]["runtime"]["targets"]
+            made = [j for j in jobs if j.rule == "make_targets" and j.source == source]
+            assert t["jobs"] == len(made) == 1, (dataset, source)
+            assert t["minutes_per_job"] == pytest.approx(t["measured"] * real / 60)
+            trained = [j for j in jobs if j.rule == "train" and j.source == source]
+            assert rows[f"train:{source}"]["jobs"] == len(trained) > 0, (dataset, source)
+
+
+def gpu_projection():
+    """bench/gpu_projection.py (bench/ is no package: its folder on the path, as the script's)."""
+    if str(ROOT / "bench") not in sys.path:
+        sys.path.insert(0, str(ROOT / "bench"))
+    return importlib.import_module("gpu_projection")
+
+
+def test_the_sigma_sweeps_jobs_are_projected(tiny, tmp_path):
+    """config.yaml with a sigma sweep on CIFAR-10, projected from the tiny run's measurements:
+    its targets (make_score_targets) and students (train_sigma), one per noise level, are rows
+    of their own beside their rules' limits, and every job of the grid is in a row."""
+    _, record = tiny
+    sweep = {"dataset": "cifar10", "source": "score_based", "sigmas": [0.1, 0.3, 1.0], "seed": 0}
+    extra = tmp_path / "sweep.yaml"
+    extra.write_text(yaml.safe_dump({"experiments": {"sigma_sweep": sweep}}))
+    grid = load_grid(ROOT / "config.yaml", extra)
+    m = json.loads(json.dumps(record["datasets"]["cifar10"]))
+    aa = m["autoattack"]  # JSON made the batch sizes' keys strings
+    aa["passes"] = {int(b): p for b, p in aa["passes"].items()}
+    rows = {r["kind"]: r for r in gpu_projection().project("cifar10", grid, m)}
+    jobs = [j for j in grid.jobs(["cifar10"]) if j.rule != "import_external" and not j.imported]
+    counts = Counter(j.rule for j in jobs)
+    assert sum(r["jobs"] for r in rows.values()) == len(jobs)
+    for kind, rule, runtime in (
+        ("sigma_targets:score_based", "make_score_targets", "targets"),
+        ("train_sigma", "train_sigma", "train"),
+    ):
+        r = rows[kind]
+        assert (r["rule"], r["runtime_kind"], r["jobs"]) == (rule, runtime, counts[rule]), r
+        assert counts[rule] == len(sweep["sigmas"])
+    assert rows["sigma_targets:score_based"]["measured"] == rows["targets:score_based"]["measured"]
 
 
 @pytest.mark.skipif(torch.cuda.is_available(), reason="this machine has CUDA")

@@ -168,27 +168,32 @@ def test_cpu_isa_null_exports_no_pin(tmp_path):
 
 
 PAPER_GRID = {
-    # 3 datasets; toy (2 recipes x 10 seeds), CIFAR-10 main (7 sources: the paper's 6 and
-    # clustered NN, x 3 seeds; Table 4's are among them) + Fig. 5 (+3 lambdas), STL-10 main
-    # (7 x 3); two robust teachers per image dataset
+    # 3 datasets; toy (3 recipes x 10 seeds: vanilla, Nearest Neighbor, score-based), CIFAR-10
+    # main (9 sources: the paper's 6, clustered NN, score-based and its shuffled control, x 3
+    # seeds; Table 4's are among them) + Fig. 5 (+3 lambdas), STL-10 main (9 x 3); two robust
+    # teachers per image dataset
     "prepare_data": 3,
     # the drawn sources (one image, nearest neighbour, clustered NN) once per training seed on
     # each image dataset, class mean once per dataset; the toy's nearest neighbours: one job
     "draw_targets": 18,
-    "make_targets": 2,
+    # class mean and the two score-based sources per image dataset, the toy's score-based one
+    "make_targets": 7,
     "draw_toy_targets": 1,
+    # per dataset the score-based sources' denoiser and the score instrument's (seed 100)
+    "denoiser": 6,
+    "toy_score": 1,
     # per image dataset the two RIGD teachers and the two PAG references (seed 100); the toy's
     # adversarially trained model and its reference (results/tables/toy_pag)
     "teacher": 10,
-    "train": 45,
-    "train_toy": 2,  # one job per toy recipe trains its ten seeds
-    "evaluate": 56,  # every student and every teacher, and the toy's adversarially trained model
-    "evaluate_toy": 2,
-    "autoattack": 110,  # every image-dataset model (51 students, 4 teachers) x 2 norms
-    "sweep": 55,
+    "train": 57,
+    "train_toy": 3,  # one job per toy recipe trains its ten seeds
+    "evaluate": 68,  # every student and every teacher, and the toy's adversarially trained model
+    "evaluate_toy": 3,
+    "autoattack": 134,  # every image-dataset model (63 students, 4 teachers) x 2 norms
+    "sweep": 67,
     "masking_table": 2,
     "robustness_curves": 2,
-    "pag_scores": 55,
+    "pag_scores": 67,
     "pag_baselines": 2,
     "autoencoder": 2,  # the tangent-space score's, one per image dataset
     "toy_pag": 1,

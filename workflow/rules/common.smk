@@ -9,6 +9,7 @@
 
 # The names of the datasets and sources, and what each reads, from the library's registry
 # (pure Python: pagrob.registry imports no PyTorch).
+import dataclasses
 from types import SimpleNamespace
 
 from pagrob import html_table, registry
@@ -369,15 +370,22 @@ def file_flag(wildcards, input):
 
 
 def denoiser_settings(wildcards):
-    """--settings of the score-based sources' denoiser: datasets.<d>.score_based.denoiser."""
+    """--settings of a denoiser: datasets.<d>.score_based.denoiser, with its seed (the
+    score-based sources') or the references' (the score instrument's)."""
     block = grid.score_based.config(wildcards.dataset)["denoiser"]
-    if int(wildcards.seed) != block["seed"]:
+    wanted = [block["seed"]]
+    if grid.pag_scores.score_config(wildcards.dataset):
+        wanted.append(
+            grid.dataset_config(wildcards.dataset)["pag_scores"]["reference_seed"]
+        )
+    if int(wildcards.seed) not in wanted:
         raise ConfigError(
             f"{results()}/{wildcards.dataset}/denoiser/seed{wildcards.seed} is not a model of "
-            f"this config: datasets.{wildcards.dataset}.score_based.denoiser has seed "
-            f"{block['seed']}"
+            f"this config: its denoisers have the seeds {wanted} (datasets.{wildcards.dataset}"
+            ".score_based.denoiser.seed, pag_scores.reference_seed)"
         )
-    return settings_option(step_settings.DenoiserSettings.from_config(block))
+    settings = step_settings.DenoiserSettings.from_config(block)
+    return settings_option(dataclasses.replace(settings, seed=int(wildcards.seed)))
 
 
 def train_inputs(wildcards):
@@ -521,13 +529,16 @@ def pag_scores_settings(dataset):
 
 
 def pag_inputs(wildcards):
-    """The data, the references and the autoencoder a PAG score job reads."""
+    """The data, the references, the autoencoder and the score instrument's denoiser a PAG
+    score job reads."""
     inputs = {"data": f"{results()}/{wildcards.dataset}/data.pt"}
     refs = grid.pag_scores.references(wildcards.dataset)
     if refs:
         inputs["references"] = refs
     if grid.pag_scores.autoencoder_config(wildcards.dataset):
         inputs["autoencoder"] = grid.pag_scores.autoencoder_file(wildcards.dataset)
+    if grid.pag_scores.score_config(wildcards.dataset):
+        inputs["denoiser"] = grid.pag_scores.denoiser_file(wildcards.dataset)
     return inputs
 
 
@@ -536,7 +547,20 @@ def pag_input_flags(wildcards, input):
     out = f"--references {' '.join(input.references)}" if "references" in keys else ""
     if "autoencoder" in keys:
         out += f" --autoencoder {input.autoencoder}"
+    if "denoiser" in keys:
+        sigma = grid.pag_scores.score_config(wildcards.dataset)["sigma"]
+        out += f" --denoiser {input.denoiser} --score-sigma {sigma}"
     return out
+
+
+def toy_score_flags(wildcards, input):
+    """The toy_pag step's score instrument: its denoiser, the toy's centres and the noise level
+    ("" where the instrument does not run)."""
+    block = grid.pag_scores.score_config("toy")
+    if not block:
+        return ""
+    centers = shlex.quote(json.dumps(grid.dataset_config("toy")["data"]["centers"]))
+    return f"--denoiser {input.denoiser} --centers {centers} --sigma {block['sigma']}"
 
 
 # --- The toy: one job per recipe (workflow/rules/toy.smk), each run as its rule runs it -------
@@ -550,7 +574,7 @@ def toy_wildcards(wildcards, seed):
 
 def train_toy_inputs(wildcards):
     inputs = {"data": results("toy/data.pt")}
-    if wildcards.source in REPRESENTATIVES:
+    if wildcards.source in STORED:
         inputs["targets"] = grid.toy.draws(wildcards.source)
     return inputs
 
@@ -562,7 +586,7 @@ def train_toy_runs(wildcards, output, threads):
         w = toy_wildcards(wildcards, seed)
         targets = (
             f"--targets {grid.targets_file('toy', w.source, seed)}"
-            if w.source in REPRESENTATIVES
+            if w.source in STORED
             else ""
         )
         runs.append(

@@ -187,13 +187,15 @@ rule pag_lambda:
 
 # The toy's ground truth (Section 5.1: PAG there means faithfulness to the data's line): each toy
 # model's margin gradient against the line's tangent, beside the teacher-based alignment against
-# an adversarially trained toy reference and the robust accuracy, with their rank correlations.
+# an adversarially trained toy reference, the score instrument (a denoiser's class scores, and
+# the exact ones: its check) and the robust accuracy.
 rule toy_pag:
     input:
         data=results("toy/data.pt"),
         models=lambda w: files_of(grid.pag_scores.toy_models()),
         reference=grid.pag_scores.toy_reference,
         metrics=lambda w: [f"{m}/metrics.csv" for m in grid.pag_scores.toy_models()],
+        denoiser=lambda w: grid.pag_scores.denoiser_file("toy"),
     output:
         md=results("tables/toy_pag.md"),
         csv=results("tables/toy_pag.csv"),
@@ -212,7 +214,9 @@ rule toy_pag:
     resources:
         mem_mb=lambda w: grid.res("toy")["mem_mb"],
         runtime=lambda w: grid.res("toy")["runtime"]["figure"],
+    params:
+        score=toy_score_flags,
     shell:
         "python -m pagrob.steps.toy_pag --data {input.data} --models {input.models} "
-        "--reference {input.reference} --metrics {input.metrics} --device cpu --out-csv {output.csv} "
-        "--out-md {output.md} --out-html {output.html} > {log} 2>&1"
+        "--reference {input.reference} --metrics {input.metrics} {params.score} --device cpu "
+        "--out-csv {output.csv} --out-md {output.md} --out-html {output.html} > {log} 2>&1"

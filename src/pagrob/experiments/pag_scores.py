@@ -1,7 +1,9 @@
 """The PAG scores (datasets.<dataset>.pag_scores, beyond the paper): every model of a dataset
 scored against robust references trained with the teachers' recipe and an independent seed,
-and against an autoencoder's tangent space; the teachers at their own seed as the realistic
-ceiling; the scores' tables and figures (and the toy's PAG table)."""
+and against an autoencoder's tangent space; where the dataset has a score-based denoiser recipe
+(datasets.<dataset>.score_based), against the class-conditional score of a denoiser of that
+recipe with the references' seed (the score instrument); the teachers at their own seed as the
+realistic ceiling; the scores' tables and figures (and the toy's PAG table)."""
 
 from __future__ import annotations
 
@@ -33,6 +35,7 @@ class PagScores(Experiment):
                 f"datasets.{dataset}.autoencoder"
             )
         self.check_reference_seed(dataset)
+        self.score_config(dataset)
         return cfg
 
     def reference_seeds(self, dataset) -> list[int]:
@@ -56,6 +59,31 @@ class PagScores(Experiment):
                 "same seed gives the same initial weights): choose a reference_seed that no scored "
                 "model uses."
             )
+
+    def score_config(self, dataset) -> dict | None:
+        """datasets.<dataset>.score_based where the score instrument runs (PAG scores on, a
+        denoiser recipe and sigma, a reference seed); None elsewhere. Refused where its seed is
+        the score-based sources' denoiser's: the instrument must not be the students' teacher."""
+        g = self.grid
+        cfg = g.dataset_config(dataset).get("pag_scores")
+        block = g.dataset_config(dataset).get("score_based")
+        if not (cfg and block and block.get("sigma") is not None and "reference_seed" in cfg):
+            return None
+        if cfg["reference_seed"] == block["denoiser"]["seed"]:
+            raise ConfigError(
+                f"config: datasets.{dataset}.pag_scores.reference_seed {cfg['reference_seed']} is "
+                f"also datasets.{dataset}.score_based.denoiser.seed: the score instrument's "
+                "denoiser would be the score-based sources' own; choose another reference_seed"
+            )
+        return block
+
+    def denoiser_file(self, dataset) -> str | list:
+        """The score instrument's denoiser ([] where it does not run): the score-based sources'
+        recipe with the reference seed."""
+        if not self.score_config(dataset):
+            return []
+        seed = self.grid.dataset_config(dataset)["pag_scores"]["reference_seed"]
+        return self.grid.results(f"{dataset}/denoiser/seed{seed}/model.pt")
 
     def reference_dirs(self, dataset) -> list[str]:
         """The references: one adversarially trained model per threat model of the teachers'

@@ -1,5 +1,5 @@
-"""The toy experiment (Fig. 3, experiments.toy): vanilla and one PAG source on the 2-D toy data,
-over seeds; its table, its figure and, where the toy's PAG scores are on, its answer page; where
+"""The toy experiment (Fig. 3, experiments.toy): vanilla and each PAG source of its list on the
+2-D toy data, over seeds; its table, its figure and, where the toy's PAG scores are on, its answer page; where
 datasets.toy.score_based is set, the validation of the score-based source's denoiser against the
 toy's exact class scores (tables/toy_score)."""
 
@@ -15,11 +15,11 @@ class Toy(Experiment):
         return ["toy"] if self.cfg else []
 
     def recipes(self) -> list[tuple[str, float]]:
-        """Its recipes, (source, lam): vanilla and its PAG source."""
+        """Its recipes, (source, lam): vanilla and each of its PAG sources."""
         if not self.cfg:
             return []
-        source = self.cfg["source"]
-        return [("vanilla", 0), (source, self.grid.source_lam("toy", source))]
+        pag = [(s, self.grid.source_lam("toy", s)) for s in self.cfg["sources"]]
+        return [("vanilla", 0), *pag]
 
     def seeds(self) -> list[int]:
         return list((self.cfg or {}).get("seeds", []))
@@ -31,7 +31,8 @@ class Toy(Experiment):
         ]
 
     def draws(self, source) -> list[str]:
-        """The targets files the toy models of a drawn ``source`` read (one per draw seed)."""
+        """The targets files the toy models of a stored ``source`` read (a drawn one's: one per draw
+        seed)."""
         return list(dict.fromkeys(self.grid.targets_file("toy", source, s) for s in self.seeds()))
 
     def score_validated(self) -> bool:

@@ -12,7 +12,10 @@ reference). Without a reference: common_mode (the share of the gradients' energy
 classes have in common) and, with --autoencoder, tangent_fraction (||P_T g|| / ||g|| of the
 centred gradients in the autoencoder's tangent space) and, with --noise, on_manifold_change and
 off_manifold_change (the softmax's change under noise of that L2 norm inside and orthogonal to
-the tangent space).
+the tangent space). With --denoiser (a class-conditional denoiser seeded independently of the
+score-based sources' own) and --score-sigma: score_alignment against reference "denoiser" (the
+mean cosine of the centred class gradients with the denoiser's centred score field), which no
+robust model touches; the score-based students are circular for it (relation circular).
 
 --baselines adds a floor (a freshly initialised model, source floor), the self-ceiling (each
 reference against itself, source ceiling) and with --autoencoder the random-direction fraction
@@ -67,6 +70,8 @@ def parser():
         help="robust reference model files (teacher_linf, teacher_l2)",
     )
     p.add_argument("--autoencoder", help="an autoencoder file (pagrob.steps.autoencoder)")
+    p.add_argument("--denoiser", help="a class-conditional denoiser (pagrob.steps.denoiser)")
+    p.add_argument("--score-sigma", type=float, help="the noise level of --denoiser's score (> 0)")
     p.add_argument("--noise-draws", type=int, default=4, help="noise directions per image")
     p.add_argument("--baselines", action="store_true", help="add the baseline rows")
     p.add_argument(
@@ -86,8 +91,14 @@ def _check_args(args, s: PagScoresSettings) -> None:
     """Refuse option combinations that leave nothing to score, or noise without an autoencoder."""
     if not args.models and not args.baselines:
         raise ValueError("nothing to score: give --model files or --baselines")
-    if not args.references and not args.autoencoder:
-        raise ValueError("nothing to score against: give --references and/or --autoencoder")
+    if not args.references and not args.autoencoder and not args.denoiser:
+        raise ValueError(
+            "nothing to score against: give --references, --autoencoder and/or --denoiser"
+        )
+    if bool(args.denoiser) != (args.score_sigma is not None):
+        raise ValueError("--denoiser and --score-sigma go together: give both or neither")
+    if args.score_sigma is not None and not args.score_sigma > 0:
+        raise ValueError(f"--score-sigma must be > 0, not {args.score_sigma}")
     if s.noise is not None and not args.autoencoder:
         raise ValueError(
             "noise needs --autoencoder (the noise lies inside or off its tangent space)"
@@ -127,6 +138,20 @@ def _load_autoencoder(path, ds: data.Dataset, device: str):
     return autoencoder, ae_meta
 
 
+def _load_denoiser(args, ds: data.Dataset, device: str):
+    """(denoiser, noise level) of the score instrument, or None; refused if of another dataset."""
+    if not args.denoiser:
+        return None
+    from pagrob import denoiser
+
+    net, meta = denoiser.load(args.denoiser, device)
+    if meta.get("dataset") != ds.name or meta["num_classes"] != ds.num_classes:
+        raise ValueError(
+            f"denoiser {args.denoiser} was trained on {meta.get('dataset')!r}, not {ds.name!r}"
+        )
+    return net, args.score_sigma
+
+
 @dataclasses.dataclass
 class _Scoring:
     """What every model is scored on, and the tidy rows collected so far."""
@@ -140,6 +165,7 @@ class _Scoring:
     references: dict
     autoencoder: object
     ae_meta: dict
+    score: tuple | None = None
     rows: list = dataclasses.field(default_factory=list)
 
     def add(self, meta, score, reference, value) -> None:
@@ -156,7 +182,7 @@ class _Scoring:
                 "reference": reference,
                 "value": sum(per_image) / len(per_image) if per_image else value,
                 "relation": pag_scores.relation(meta["source"], reference)
-                if reference.startswith("teacher_")
+                if reference.startswith("teacher_") or reference == pag_scores.DENOISER
                 else pag_scores.INDEPENDENT,
                 "per_image": ";".join(f"{v:.6g}" for v in per_image) if per_image else "",
             }
@@ -218,6 +244,7 @@ def _model_values(run: _Scoring, model) -> dict:
         s.noise,
         run.args.noise_draws,
         noise_g,
+        run.score,
     )
     if references:
         g = torch.Generator().manual_seed(s.seed)  # cpu: attack starts, same per model
@@ -247,7 +274,8 @@ def main() -> None:
     autoencoder, ae_meta = _load_autoencoder(args.autoencoder, ds, device)
 
     scored = [(path, *_load(path, ds, device)) for path in args.models]
-    run = _Scoring(args, s, ds, x, y, attack, references, autoencoder, ae_meta)
+    score = _load_denoiser(args, ds, device)
+    run = _Scoring(args, s, ds, x, y, attack, references, autoencoder, ae_meta, score)
     if args.baselines:
         _baselines(run, device, scored)
 
