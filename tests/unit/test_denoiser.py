@@ -283,11 +283,12 @@ def test_score_based_students_are_circular_for_the_score_instrument():
     assert relation("score_based", "teacher_linf") == INDEPENDENT
 
 
-def test_the_pag_scores_step_scores_against_a_denoiser(tmp_path, digits):
+def test_the_pag_scores_step_scores_against_a_denoiser(tmp_path, digits, monkeypatch):
     """steps.pag_scores --denoiser --score-sigma: a score_alignment row against "denoiser" per
     model, the score-based student's marked circular; refused with one option alone or with
     a denoiser of another dataset."""
     from pagrob import models
+    from pagrob.steps import pag_scores as step
 
     small = data.Dataset(
         "digits", digits.x_train[:50], digits.y_train[:50], digits.x_test[:20],
@@ -297,31 +298,32 @@ def test_the_pag_scores_step_scores_against_a_denoiser(tmp_path, digits):
     data.save_prepared(small, prepared)
     settings = DenoiserSettings("mlp", 1, 32, 1e-3, 0.05, 1.0, width=16)
     torch.manual_seed(0)
-    denoiser.save(tmp_path / "d.pt", denoiser.build("mlp", (1, 8, 8), 10, width=16), settings,
-                  dataset="digits")  # fmt: skip
+    for name, dataset in (("d.pt", "digits"), ("t.pt", "toy")):
+        net = denoiser.build("mlp", (1, 8, 8), 10, width=16)
+        denoiser.save(tmp_path / name, net, settings, dataset=dataset)
     files = []
     for i, source in enumerate(("vanilla", "score_based")):
         net = models.build_model("small_cnn", (1, 8, 8), 10, small.mean, small.std)
-        files.append(tmp_path / f"{source}.pt")
+        files.append(str(tmp_path / f"{source}.pt"))
         models.save_model(files[-1], net, "small_cnn", (1, 8, 8), 10, dataset="digits",
                           source=source, lam=0.0 if i == 0 else 1.0, seed=i)  # fmt: skip
-    common = ["--data", prepared, "--models", *files, "--settings",
-              settings_json(attack={"norm": "l2", "eps": 1.0, "steps": 2, "step_size": 0.5}, images=8)]  # fmt: skip
-    out = tmp_path / "scores.csv"
-    proc = run_step("pagrob.steps.pag_scores", *common, "--denoiser", tmp_path / "d.pt",
-                    "--score-sigma", 0.3, "--out", out)  # fmt: skip
-    assert proc.returncode == 0, proc.stdout + proc.stderr
-    rows = pd.read_csv(out)
+
+    def run(*options, out):
+        attack = {"norm": "l2", "eps": 1.0, "steps": 2, "step_size": 0.5}
+        argv = ["pag_scores", "--data", str(prepared), "--models", *files, "--settings",
+                settings_json(attack=attack, images=8), "--device", "cpu",
+                *map(str, options), "--out", str(tmp_path / out)]  # fmt: skip
+        monkeypatch.setattr(sys, "argv", argv)
+        step.main()
+        return pd.read_csv(tmp_path / out)
+
+    rows = run("--denoiser", tmp_path / "d.pt", "--score-sigma", 0.3, out="scores.csv")
     score = rows[rows["score"] == "score_alignment"].set_index("source")
     assert set(score["reference"]) == {"denoiser"} and score["value"].between(-1, 1).all()
     assert score.loc["score_based", "relation"] == "circular"
     assert score.loc["vanilla", "relation"] == "independent"
     assert len(score.loc["vanilla", "per_image"].split(";")) == 8
-    proc = run_step("pagrob.steps.pag_scores", *common, "--denoiser", tmp_path / "d.pt",
-                    "--out", tmp_path / "no.csv")  # fmt: skip
-    assert proc.returncode != 0 and "--denoiser and --score-sigma go together" in proc.stderr
-    denoiser.save(tmp_path / "t.pt", denoiser.build("mlp", (1, 8, 8), 10, width=16), settings,
-                  dataset="toy")  # fmt: skip
-    proc = run_step("pagrob.steps.pag_scores", *common, "--denoiser", tmp_path / "t.pt",
-                    "--score-sigma", 0.3, "--out", tmp_path / "toy.csv")  # fmt: skip
-    assert proc.returncode != 0 and "was trained on 'toy'" in proc.stderr
+    with pytest.raises(ValueError, match="--denoiser and --score-sigma go together"):
+        run("--denoiser", tmp_path / "d.pt", out="no.csv")
+    with pytest.raises(ValueError, match="was trained on 'toy'"):
+        run("--denoiser", tmp_path / "t.pt", "--score-sigma", 0.3, out="toy.csv")
