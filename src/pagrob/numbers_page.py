@@ -489,8 +489,10 @@ def render(
 
 
 def fashion(page: Page, root: Root, configs: Configs) -> None:
-    """The Fashion-MNIST root: its answer, Table 1, the class-score ablation, its time."""
-    main = configs.fmnist["experiments"]["main"]["tables"]
+    """The Fashion-MNIST root: its answer, Table 1, its PAG scores, the class-score ablation and
+    the sigma sweep (where its config runs them), its time."""
+    experiments = configs.fmnist.get("experiments", {})
+    main = experiments["main"]["tables"]
     shown = []
     for answer in answers(root.path):
         page.add(f"From `{root.shown}/tables/{answer.name}`:", "")
@@ -499,8 +501,10 @@ def fashion(page: Page, root: Root, configs: Configs) -> None:
     if not shown:
         page.add(f"No answer page in `{root.shown}/tables`.", "")
     wanted = [f"{table}_{dataset}.md" for dataset, table in main.items()]
-    if "grad_of_ablation" in configs.fmnist.get("experiments", {}):
-        wanted.append("grad_of_ablation.md")
+    wanted += [
+        f"pag_scores_{d}.md" for d in main if configs.fmnist["datasets"][d].get("pag_scores")
+    ]
+    wanted += [f"{e}.md" for e in ("grad_of_ablation", "sigma_sweep") if e in experiments]
     for name in wanted:
         path = root.path / "tables" / name
         page.add(f"### {name}", "")

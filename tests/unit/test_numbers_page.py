@@ -101,6 +101,7 @@ def fmnist_root(tmp_path):
         "# Table 1: accuracy on fashion_mnist\n\n| Method | Clean |\n|---|---|\n| Vanilla | 77.10 |\n",
     )
     page(root / "tables/grad_of_ablation.md", "# Which class score?\n\n| x | 39.43 |\n")
+    page(root / "tables/sigma_sweep.md", "# The sigma sweep\n\n| σ | 0.1 |\n")
     page(root / "tables/table3_lambda.md", "# Table 3\n\n| λ | 0.3 |\n")
     return root
 
@@ -224,6 +225,9 @@ def test_fashion_mnist_when_present(both):
     assert "### The answer on fashion_mnist" in fm and "| Class Mean | +3.3 · |" in fm
     assert "### table1_fashion_mnist.md" in fm and "| Vanilla | 77.10 |" in fm
     assert "### grad_of_ablation.md" in fm and "| x | 39.43 |" in fm
+    assert "### sigma_sweep.md" in fm and "| σ | 0.1 |" in fm
+    # its PAG scores' table, which fmnist.yaml writes, named where the root lacks it
+    assert "### pag_scores_fashion_mnist.md\n\nNot in `" in fm
     assert "`table3_lambda.md`" in fm  # its other tables named
     time = fm.split("### Time")[1]
     assert "Wall time: not recorded" in time and "| training | 300 | 100.0% | 1 |" in time
