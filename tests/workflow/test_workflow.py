@@ -38,7 +38,7 @@ def test_snakefmt_clean():
 
 
 def small_toy(cfg):
-    cfg["experiments"]["toy"]["seeds"] = [0, 1]
+    cfg["experiments"]["toy"] = {"sources": ["nearest_neighbor"], "seeds": [0, 1]}
 
 
 PAPER_TOY = ["--configfile", "small.yaml", "--cores", "2"]
@@ -299,25 +299,26 @@ def test_grad_of_ablation_fans_out_over_source_score_and_seed(tmp_path):
 def test_one_table_builds_only_its_models(tmp_path):
     copy_workflow(tmp_path)
     dry = snakemake(["-n", "--cores", "4", "results/tables/table2_stl10.md"], tmp_path)
-    # 7 sources x 3 seeds and the two teachers; class mean's targets once, the drawn sources'
-    # once per seed
+    # 9 sources x 3 seeds and the two teachers; class mean's and the two score-based sources'
+    # targets once (from one denoiser), the drawn sources' once per seed
     assert job_counts(dry.stdout) == {
         "prepare_data": 1,
-        "make_targets": 1,
+        "denoiser": 1,
+        "make_targets": 3,
         "draw_targets": 9,
         "teacher": 2,
-        "train": 21,
-        "evaluate": 23,
+        "train": 27,
+        "evaluate": 29,
         "main_table": 1,
-        "autoattack": 46,
-        "sweep": 23,
+        "autoattack": 58,
+        "sweep": 29,
     }
     assert "results/cifar10" not in dry.stdout
     # Table 1 footnotes the masking checks of its own models, computed in its step: none of
     # Fig. 5's lambdas or the class-score ablation's models is trained for it
     dry = snakemake(["-n", "--cores", "4", "results/tables/table1_cifar10.md"], tmp_path)
     counts = job_counts(dry.stdout)
-    assert counts["train"] == 21 and counts["teacher"] == 2 and counts["autoattack"] == 46
+    assert counts["train"] == 27 and counts["teacher"] == 2 and counts["autoattack"] == 58
     assert "masking_table" not in counts and "train_class_score" not in counts
     assert (
         "--records results/cifar10/vanilla/lam0/seed0/autoattack_linf.json"
@@ -387,8 +388,8 @@ def test_autoattack_can_spare_the_teachers(tmp_path):
     )
     counts = job_counts(dry.stdout)
     assert (
-        counts["autoattack"] == 42 and counts["sweep"] == 21
-    )  # the 7 students x 3 seeds; the teachers still train
+        counts["autoattack"] == 54 and counts["sweep"] == 27
+    )  # the 9 students x 3 seeds; the teachers still train
     assert counts["teacher"] == 2 and "teacher_linf/lam0/seed0/autoattack" not in dry.stdout
 
 
@@ -554,7 +555,14 @@ def check_reduced_demo(tmp_path, counts):
     assert {"floor", "ceiling", "clustered_nn", "vanilla", "random", "teacher_l2"} <= set(
         scores["source"]
     )
-    assert set(scores["reference"]) == {"teacher_linf", "teacher_l2", "none", "autoencoder"}
+    # the score instrument's denoiser (seed 100) too: demo.yaml gives the digits a score recipe
+    assert set(scores["reference"]) == {
+        "teacher_linf",
+        "teacher_l2",
+        "none",
+        "autoencoder",
+        "denoiser",
+    }
     rigd = scores[scores["source"] == "rigd_linf"]
     assert (rigd[rigd["reference"] == "teacher_linf"]["relation"] == "same_recipe").all()
     assert (rigd[rigd["reference"] == "teacher_l2"]["relation"] == "circular").all()
