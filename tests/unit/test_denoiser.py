@@ -115,6 +115,14 @@ def digits():
     return load_digits(0.3, 0)
 
 
+def first_images(ds, train: int, test: int) -> data.Dataset:
+    """``ds`` cut to its first ``train`` training and ``test`` test images."""
+    return data.Dataset(
+        ds.name, ds.x_train[:train], ds.y_train[:train], ds.x_test[:test], ds.y_test[:test],
+        ds.classes, ds.mean, ds.std,
+    )  # fmt: skip
+
+
 def run_step(module, *args):
     """The step's main() in this process, as ``python -m module args`` runs it (no interpreter
     start): its exit status (0, or 2 for an input error, as _cli.run ends) and error line."""
@@ -135,10 +143,7 @@ def test_the_steps_train_a_denoiser_and_write_one_target_per_image_and_class(tmp
     D(x, c, sigma) - x, one per training image and class; score_shuffled the same denoiser's
     residual with each image's classes permuted (other targets); the training step reads it
     as representatives r = x + g."""
-    small = data.Dataset(
-        "digits", digits.x_train[:120], digits.y_train[:120], digits.x_test[:40],
-        digits.y_test[:40], digits.classes, digits.mean, digits.std,
-    )  # fmt: skip
+    small = first_images(digits, 120, 40)
     prepared = tmp_path / "digits.pt"
     data.save_prepared(small, prepared)
     net_file = tmp_path / "denoiser" / "model.pt"
@@ -299,10 +304,7 @@ def test_the_pag_scores_step_scores_against_a_denoiser(tmp_path, digits, monkeyp
     from pagrob import models
     from pagrob.steps import pag_scores as step
 
-    small = data.Dataset(
-        "digits", digits.x_train[:50], digits.y_train[:50], digits.x_test[:20],
-        digits.y_test[:20], digits.classes, digits.mean, digits.std,
-    )  # fmt: skip
+    small = first_images(digits, 50, 20)
     prepared = tmp_path / "digits.pt"
     data.save_prepared(small, prepared)
     settings = DenoiserSettings("mlp", 1, 32, 1e-3, 0.05, 1.0, width=16)
